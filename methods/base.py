@@ -1,0 +1,181 @@
+"""The method contract: what a distillation method is given and what it returns.
+
+A method is small (mdistiller's ``Distiller`` without the models): an ``nn.Module`` built from the
+student's and teacher's *tap specs* plus its hyper-parameters. Called with the captured tensors it
+returns a dict of named, already weighted loss terms. Its own learnable extras (FitNet's regressor,
+DiffKD's diffusion model) are its parameters: the training loop optimises them with the student and
+drops them when it exports the student.
+
+Methods know nothing of tasks. A task describes its taps with :class:`TapSpec` and hands the method
+tensors in two shapes only:
+
+* ``feature`` / ``hint`` taps: ``[N, C, H, W]`` feature maps;
+* ``logits`` taps: ``[N, K]`` class scores, one row per *sample* being classified (an image, a
+  region proposal, a valid pixel), with the matching integer ``target`` of shape ``[N]``.
+
+That is why per-pixel segmentation KD and box-head detection KD are the classification losses
+applied to the rows a task flattened out: the method cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+#: Roles a tap can play. ``hint``: FitNet's hint layer; ``feature``: the feature map(s) DiffKD
+#: denoises; ``logits``: class scores.
+ROLES = ("hint", "feature", "logits")
+
+
+class UserError(ValueError):
+    """An error the user caused (unknown name, bad file, impossible combination).
+
+    The CLI prints ``str(err)`` as one line and exits non-zero, without a traceback. Everything below
+    ``bench`` raises this for input problems so the message can name what is wrong and what is valid.
+    """
+
+
+@dataclass(frozen=True)
+class TapSpec:
+    """Where a tensor is captured and what it looks like, without running the model.
+
+    Like detectron2's ``ShapeSpec``: methods build their adapters from it.
+
+    Attributes:
+        name: the tap's name within its model (``"hint"``, ``"feat"``, ``"logits"``, ``"fpn.p3"``).
+        channels: channels of a feature map, or number of classes for logits.
+        stride: spatial reduction relative to the input image (0 for logits).
+        roles: which roles in :data:`ROLES` this tap can play.
+        module: the dotted module path the forward hook sits on (informative for methods).
+    """
+
+    name: str
+    channels: int
+    stride: int
+    roles: tuple[str, ...]
+    module: str = ""
+
+    def __post_init__(self) -> None:
+        bad = [r for r in self.roles if r not in ROLES]
+        if bad:
+            raise ValueError(f"tap {self.name!r}: unknown role(s) {bad}; valid: {', '.join(ROLES)}")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training is, for warm-ups and schedules.
+
+    ``epoch`` is 1-based like mdistiller's (``min(epoch / warmup, 1)`` reaches 1 at ``epoch == warmup``).
+    """
+
+    epoch: int = 1
+    epochs: int = 1
+    step: int = 0
+    steps_per_epoch: int = 1
+
+
+def select_taps(specs: Mapping[str, TapSpec], role: str) -> dict[str, TapSpec]:
+    """The taps of ``specs`` that can play ``role``, in declaration order."""
+    return {name: spec for name, spec in specs.items() if role in spec.roles}
+
+
+class Method(nn.Module):
+    """Base class of every distillation method.
+
+    Subclasses set ``name`` (the CLI name), ``consumes`` (the roles they need; the builder refuses a
+    pair whose taps lack one) and implement :meth:`forward`.
+
+    Args:
+        student_taps: the student's tap specs (all of them; the method picks by role).
+        teacher_taps: the teacher's tap specs, same names as the student's.
+
+    Attributes:
+        task_weight: weight the training loop puts on the task's own loss (CE, detector losses).
+            KD on CIFAR uses 0.1 (mdistiller's ``CE_WEIGHT``); most methods keep 1.0.
+    """
+
+    name: ClassVar[str] = ""
+    consumes: ClassVar[tuple[str, ...]] = ()
+    task_weight: float = 1.0
+
+    def __init__(self, student_taps: Mapping[str, TapSpec], teacher_taps: Mapping[str, TapSpec]) -> None:
+        super().__init__()
+        for role in self.consumes:
+            if not select_taps(student_taps, role) or not select_taps(teacher_taps, role):
+                have = sorted({r for s in student_taps.values() for r in s.roles})
+                raise UserError(
+                    f"method {self.name!r} needs a {role!r} tap, which this pair does not provide "
+                    f"(available roles: {', '.join(have) or 'none'})"
+                )
+        self.student_taps = dict(student_taps)
+        self.teacher_taps = dict(teacher_taps)
+
+    def forward(
+        self,
+        student: Mapping[str, torch.Tensor],
+        teacher: Mapping[str, torch.Tensor],
+        target: torch.Tensor | None,
+        progress: Progress,
+    ) -> dict[str, torch.Tensor]:
+        """Return the weighted loss terms, e.g. ``{"kd": ..., "diff": ..., "ae": ...}``.
+
+        Args:
+            student: captured student tensors by tap name.
+            teacher: captured teacher tensors by tap name (computed under ``no_grad``).
+            target: integer labels matching the rows of the ``logits`` tap, or ``None``.
+            progress: the training position, for warm-ups.
+        """
+        raise NotImplementedError
+
+
+class _Registry:
+    """Name → method class. Fails loudly on duplicates and unknown names."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, type[Method]] = {}
+
+    def register(self, cls: type[Method]) -> type[Method]:
+        if not cls.name:
+            raise ValueError(f"{cls.__name__} has no name")
+        if cls.name in self._entries:
+            raise ValueError(f"method {cls.name!r} registered twice")
+        self._entries[cls.name] = cls
+        return cls
+
+    def get(self, name: str) -> type[Method]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UserError(f"unknown method {name!r}; valid: {', '.join(self.names())}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+
+METHODS = _Registry()
+
+#: Decorator that registers a :class:`Method` subclass under its ``name``.
+register: Callable[[type[Method]], type[Method]] = METHODS.register
+
+
+def build_method(
+    name: str,
+    student_taps: Mapping[str, TapSpec],
+    teacher_taps: Mapping[str, TapSpec],
+    **hparams: Any,
+) -> Method:
+    """Build the method ``name``; unknown hyper-parameters are a :class:`UserError`."""
+    cls = METHODS.get(name)
+    import inspect
+
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "student_taps", "teacher_taps"}
+    unknown = sorted(set(hparams) - accepted)
+    if unknown:
+        raise UserError(
+            f"method {name!r} has no hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(accepted))}"
+        )
+    return cls(student_taps, teacher_taps, **hparams)

@@ -1,0 +1,290 @@
+"""The task contract: data, models, taps, the paired forward and evaluation of one vision task.
+
+A task knows nothing of Ray or MLflow; the training loop in ``bench`` drives it. Each task is a
+sub-package (``classification``, ``detection``, ``segmentation``) that registers one :class:`Task`.
+
+The paired forward is the heart of it: the student and teacher see the *same* batch, the task
+returns the student's task losses and both models' captured taps, already aligned (for a two-stage
+detector the teacher's box head scores the student's sampled proposals; for segmentation the valid
+pixels are flattened into logits rows). Methods then never need to know which task they serve.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from methods.base import TapSpec, UserError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe: optimiser, schedule and batch. Presets live with each task.
+
+    ``schedule`` is ``"step"`` (``milestones`` in epochs, × ``gamma``), ``"poly"`` (power
+    ``poly_power`` over all iterations) or ``"cosine"``. ``warmup_epochs`` ramps the lr linearly from
+    ``warmup_factor × lr`` (may be fractional: detection warms up over a few hundred iterations).
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "step"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    poly_power: float = 0.9
+    warmup_epochs: float = 0.0
+    warmup_factor: float = 0.001
+    eval_every: int = 1
+    num_workers: int = 2
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        d["extra"] = dict(self.extra)
+        return d
+
+    def updated(self, **changes: Any) -> Recipe:
+        """A copy with ``changes`` applied (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass
+class DataBundle:
+    """What :meth:`Task.build_data` returns."""
+
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    collate_fn: Callable | None = None
+    #: free-form facts for logging: image size, class names, number of images.
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PairedOutput:
+    """What :meth:`Task.paired_forward` returns.
+
+    Attributes:
+        losses: the student's own task losses by name (``{"ce": ...}``, detector losses), unweighted.
+        student_taps / teacher_taps: captured tensors by tap name (teacher's without grad).
+        target: labels for the rows of the ``logits`` taps (``[N]``), or ``None``.
+        batch_size: images in the batch, for throughput figures.
+    """
+
+    losses: dict[str, torch.Tensor]
+    student_taps: dict[str, torch.Tensor]
+    teacher_taps: dict[str, torch.Tensor]
+    target: torch.Tensor | None
+    batch_size: int
+
+
+class TapRecorder:
+    """Forward hooks that capture module outputs by tap name; nothing rewrites the model.
+
+    Module paths are validated against ``named_modules()`` when the recorder is built, with an error
+    that lists close valid paths. A module that returns a tuple has element ``0`` captured.
+    """
+
+    def __init__(self, model: nn.Module, taps: Mapping[str, str]) -> None:
+        modules = dict(model.named_modules())
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles = []
+        for name, path in taps.items():
+            if path not in modules:
+                import difflib
+
+                close = difflib.get_close_matches(path, list(modules), n=5, cutoff=0.4)
+                raise UserError(
+                    f"tap {name!r}: module {path!r} not found in {type(model).__name__}; "
+                    f"close valid paths: {', '.join(close) or '(none)'}"
+                )
+            self._handles.append(modules[path].register_forward_hook(self._hook(name)))
+
+    def _hook(self, name: str) -> Callable:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            self.outputs[name] = output[0] if isinstance(output, tuple | list) else output
+
+        return hook
+
+    def pop(self) -> dict[str, torch.Tensor]:
+        """Return and clear what the last forward captured."""
+        out, self.outputs = self.outputs, {}
+        return out
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+class Task(ABC):
+    """One vision task. Subclasses register an instance with :func:`register_task`.
+
+    Class attributes:
+        name: CLI name (``classification``).
+        datasets: dataset names this task loads (``cifar100``, ``imagenet``, ``digits``, ...).
+        default_dataset: the embedded default that runs offline.
+        metrics: metric names :meth:`evaluate` returns; ``primary_metric`` is the leaderboard's.
+    """
+
+    name: ClassVar[str]
+    datasets: ClassVar[tuple[str, ...]]
+    default_dataset: ClassVar[str]
+    primary_metric: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]]
+
+    # -- models ------------------------------------------------------------------------------
+    @abstractmethod
+    def archs(self) -> list[str]:
+        """Architecture names :meth:`build_model` accepts."""
+
+    @abstractmethod
+    def build_model(self, arch: str, num_classes: int, dataset: str) -> nn.Module:
+        """A freshly initialised model (``UserError`` for an unknown arch, listing valid ones)."""
+
+    @abstractmethod
+    def tap_specs(self, arch: str, num_classes: int, dataset: str) -> dict[str, TapSpec]:
+        """Tap specs of ``arch``, computed without a forward pass."""
+
+    def load_weights(self, model: nn.Module, path: Path) -> None:
+        """Load a checkpoint into ``model`` with ``strict=True``.
+
+        Accepts a plain state dict, mdistiller's ``{"model": state_dict}``, torchvision's reference
+        ``{"model": ...}`` and diffbench's own ``{"student": ...}``; a ``module.`` prefix (DataParallel)
+        is stripped. Mismatched keys are a :class:`UserError` naming a few of them.
+        """
+        load_state_dict_file(model, path)
+
+    def attach_taps(self, model: nn.Module, arch: str, num_classes: int, dataset: str) -> TapRecorder:
+        """Hook the taps of ``arch`` onto ``model`` and keep the recorder as ``model.tap_recorder``.
+
+        Taps whose spec has no ``module`` (logits taken from the output, detector box-head logits)
+        are filled in by :meth:`paired_forward` itself. The training loop calls this once per model;
+        ``paired_forward`` reads ``model.tap_recorder.pop()``.
+        """
+        specs = self.tap_specs(arch, num_classes, dataset)
+        rec = TapRecorder(model, {n: s.module for n, s in specs.items() if s.module})
+        model.tap_recorder = rec
+        return rec
+
+    def check_pair(self, student: nn.Module, teacher: nn.Module) -> None:
+        """Refuse a teacher/student pair whose taps cannot align (``UserError``); default: nothing.
+
+        Detection uses it to check that both detectors share one input transform, so their FPN maps
+        refer to the same pixels.
+        """
+
+    # -- data --------------------------------------------------------------------------------
+    @abstractmethod
+    def build_data(self, dataset: str, data_dir: Path | None, recipe: Recipe) -> DataBundle:
+        """Train and validation sets; ``UserError`` for a missing or malformed folder."""
+
+    # -- recipes and method defaults ---------------------------------------------------------
+    @abstractmethod
+    def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
+        """The training recipe for ``dataset`` (and the student, for per-student lrs)."""
+
+    def method_defaults(self, method: str, dataset: str, teacher: str, student: str) -> dict[str, Any]:
+        """Hyper-parameters a method gets on this task/dataset/pair unless the user overrides them."""
+        return {}
+
+    # -- training and evaluation -------------------------------------------------------------
+    @abstractmethod
+    def paired_forward(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        batch: Any,
+        device: torch.device,
+    ) -> PairedOutput:
+        """Run the student (train mode) and the teacher (eval, no grad) on the same batch."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, loader: Iterable, device: torch.device) -> dict[str, float]:
+        """Metrics of ``model`` on ``loader``: at least every name in :attr:`metrics`."""
+
+    def synthetic_batch(self, batch_size: int, num_classes: int, device: torch.device) -> Any:
+        """A random batch shaped like real data, for ``diffbench speed``."""
+        raise UserError(f"task {self.name!r} has no synthetic batches")
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    if task.name in _TASKS:
+        raise ValueError(f"task {task.name!r} registered twice")
+    _TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    """The registered task ``name`` (importing ``tasks`` registers all of them)."""
+    import tasks  # noqa: F401  (registration side effects)
+
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise UserError(f"unknown task {name!r}; valid: {', '.join(sorted(_TASKS))}") from None
+
+
+def task_names() -> list[str]:
+    import tasks  # noqa: F401
+
+    return sorted(_TASKS)
+
+
+def load_state_dict_file(model: nn.Module, path: Path | str) -> None:
+    """Load ``path`` into ``model`` strictly; see :meth:`Task.load_weights` for accepted layouts."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UserError(f"checkpoint {str(path)!r} cannot be read: {err}") from None
+    state = extract_state_dict(obj)
+    if state is None:
+        raise UserError(f"checkpoint {str(path)!r} holds no state dict (keys: {list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__})")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape mismatch {len(wrong)} (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        raise UserError(f"checkpoint {str(path)!r} does not fit {type(model).__name__}: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+
+
+def extract_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
+    """Find the state dict inside a checkpoint object (plain, mdistiller, torchvision, diffbench)."""
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if not isinstance(obj, dict):
+        return None
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    for key in ("student", "model", "state_dict", "net"):
+        if key in obj:
+            return extract_state_dict(obj[key])
+    return None
