@@ -162,6 +162,24 @@ METHODS = _Registry()
 register: Callable[[type[Method]], type[Method]] = METHODS.register
 
 
+def accepted_hparams(name: str) -> set[str]:
+    """The hyper-parameter names method ``name`` accepts (its constructor's keywords)."""
+    import inspect
+
+    cls = METHODS.get(name)
+    return set(inspect.signature(cls.__init__).parameters) - {"self", "student_taps", "teacher_taps"}
+
+
+def check_hparams(name: str, hparams: Mapping[str, Any]) -> None:
+    """Raise :class:`UserError` naming unknown hyper-parameters of method ``name`` and the valid ones."""
+    accepted = accepted_hparams(name)
+    unknown = sorted(set(hparams) - accepted)
+    if unknown:
+        raise UserError(
+            f"method {name!r} has no hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(accepted))}"
+        )
+
+
 def build_method(
     name: str,
     student_taps: Mapping[str, TapSpec],
@@ -169,13 +187,5 @@ def build_method(
     **hparams: Any,
 ) -> Method:
     """Build the method ``name``; unknown hyper-parameters are a :class:`UserError`."""
-    cls = METHODS.get(name)
-    import inspect
-
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "student_taps", "teacher_taps"}
-    unknown = sorted(set(hparams) - accepted)
-    if unknown:
-        raise UserError(
-            f"method {name!r} has no hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(accepted))}"
-        )
-    return cls(student_taps, teacher_taps, **hparams)
+    check_hparams(name, hparams)
+    return METHODS.get(name)(student_taps, teacher_taps, **hparams)

@@ -144,6 +144,8 @@ class Task(ABC):
     default_dataset: ClassVar[str]
     primary_metric: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]]
+    #: recipe preset names :meth:`recipe` accepts (``diffbench list presets``).
+    presets: ClassVar[tuple[str, ...]] = ()
 
     # -- models ------------------------------------------------------------------------------
     @abstractmethod
@@ -196,6 +198,10 @@ class Task(ABC):
     def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
         """The training recipe for ``dataset`` (and the student, for per-student lrs)."""
 
+    def default_pairs(self, dataset: str) -> list[tuple[str, str]]:
+        """``(teacher, student)`` pairs a grid on ``dataset`` runs when the user names none."""
+        return []
+
     def method_defaults(self, method: str, dataset: str, teacher: str, student: str) -> dict[str, Any]:
         """Hyper-parameters a method gets on this task/dataset/pair unless the user overrides them."""
         return {}
@@ -214,6 +220,10 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: nn.Module, loader: Iterable, device: torch.device) -> dict[str, float]:
         """Metrics of ``model`` on ``loader``: at least every name in :attr:`metrics`."""
+
+    def default_num_classes(self, dataset: str) -> int:
+        """Classes of ``dataset`` without loading it (for ``diffbench speed`` on synthetic data)."""
+        raise UserError(f"task {self.name!r} does not know the class count of {dataset!r}; pass --num-classes")
 
     def synthetic_batch(self, batch_size: int, num_classes: int, device: torch.device) -> Any:
         """A random batch shaped like real data, for ``diffbench speed``."""

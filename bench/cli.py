@@ -1,0 +1,345 @@
+"""The ``diffbench`` command line (Typer + rich).
+
+Every command turns a :class:`~methods.base.UserError` into one red line on stderr and exit code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from methods.base import UserError
+
+app = typer.Typer(
+    name="diffbench",
+    help="Knowledge-distillation benchmark: DiffKD, KD, DKD and FitNet on classification, detection and segmentation.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_USER_ERROR = 2
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Print a UserError as one line and exit 2, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USER_ERROR) from None
+
+    return wrapper
+
+
+def split_list(values: list[str] | None) -> list[str]:
+    """Comma lists and repeated flags both work: ``--methods kd,dkd --methods fitnet``."""
+    out: list[str] = []
+    for v in values or []:
+        out += [x.strip() for x in v.split(",") if x.strip()]
+    return list(dict.fromkeys(out))
+
+
+def parse_sets(values: list[str] | None, default_scope: str | None = None) -> dict[str, dict[str, Any]]:
+    """``--set dkd.beta=6 --set kd.temperature=2`` → ``{"dkd": {"beta": 6}, "kd": {"temperature": 2}}``.
+
+    Values are parsed as YAML scalars (numbers, booleans, null). Without a ``method.`` prefix the
+    setting goes to ``default_scope`` (the single method of ``diffbench train``).
+    """
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in values or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected method.name=value, e.g. --set dkd.beta=6")
+        scope, dot, name = key.rpartition(".")
+        if not dot:
+            if default_scope is None:
+                raise UserError(f"--set {item!r}: name the method, e.g. --set dkd.{key}={raw}")
+            scope, name = default_scope, key
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        out.setdefault(scope, {})[name] = value
+    return out
+
+
+TaskOpt = Annotated[str, typer.Option("--task", help="classification | detection | segmentation")]
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Data set name; default: the task's embedded one.")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder holding the data set in its official layout.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder (jobs, MLflow store, reports).")]
+
+
+@app.command()
+@user_errors
+def train(
+    student: Annotated[str, typer.Option("--student", help="Student architecture.")],
+    task: TaskOpt = "classification",
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    method: Annotated[str, typer.Option("--method", help="vanilla, kd, dkd, fitnet or diffkd.")] = "vanilla",
+    teacher: Annotated[str | None, typer.Option("--teacher", help="Teacher architecture.")] = None,
+    teacher_checkpoint: Annotated[
+        Path | None, typer.Option("--teacher-checkpoint", help="Teacher weights (mdistiller, torchvision or ours).")
+    ] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Method hyper-parameter, e.g. --set beta=6.")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Recipe preset (see `diffbench list presets`).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    lr: Annotated[float | None, typer.Option("--lr")] = None,
+    num_workers: Annotated[int | None, typer.Option("--num-workers", help="Data-loader worker processes.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on steps per epoch (smoke runs).")] = None,
+    output: OutputOpt = Path("results"),
+    device: DeviceOpt = "auto",
+) -> None:
+    """Train one job in-process: a vanilla student, or a student distilled from a teacher checkpoint.
+
+    Prints per-epoch progress; writes the checkpoint, metrics and the exported student
+    (student weights only) to OUTPUT/jobs/<job hash>/.
+    """
+    from bench.spec import VANILLA, resolve_job
+    from bench.train import JobFailed, run_job
+
+    if method != VANILLA and teacher_checkpoint is None:
+        raise UserError(f"method {method!r} needs --teacher and --teacher-checkpoint (or use `diffbench run`, "
+                        "which trains missing teachers)")
+    if teacher_checkpoint is not None and not teacher_checkpoint.is_file():
+        raise UserError(f"teacher checkpoint {str(teacher_checkpoint)!r} does not exist")
+    spec = resolve_job(
+        task=task, dataset=dataset, student=student, method=method, teacher=teacher,
+        teacher_ref=f"file:{teacher_checkpoint.resolve()}" if teacher_checkpoint else None, seed=seed,
+        data_dir=data_dir, preset=preset,
+        recipe_overrides={"epochs": epochs, "batch_size": batch_size, "lr": lr, "num_workers": num_workers},
+        hparam_overrides=parse_sets(sets, default_scope=method).get(method),
+    )
+    console.print(f"job [bold]{spec.label}[/] ({spec.job_hash}) → {output.resolve() / 'jobs' / spec.job_hash}")
+    try:
+        result = run_job(spec, output, device=device, log=console.print, max_steps=max_steps)
+    except JobFailed as err:
+        err_console.print(f"[bold red]job failed:[/] {err}")
+        raise typer.Exit(1) from None
+    table = Table(title=spec.label)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result.metrics.items():
+        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(table)
+    console.print(f"student weights: {result.student_path}")
+
+
+@app.command("eval")
+@user_errors
+def eval_cmd(
+    arch: Annotated[str, typer.Option("--arch", help="Architecture of the checkpoint.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Weights: ours, mdistiller's or torchvision's.")],
+    task: TaskOpt = "classification",
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    device: DeviceOpt = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Evaluate a checkpoint on the data set's test split (top-1/top-5, box AP or mIoU)."""
+    from bench.train import evaluate_checkpoint
+    from tasks.base import get_task
+
+    dataset = dataset or get_task(task).default_dataset
+    result = evaluate_checkpoint(task, dataset, data_dir, arch, checkpoint, device=device, batch_size=batch_size)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    table = Table(title=f"{arch} on {dataset}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result.items():
+        table.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def speed(
+    teacher: Annotated[str, typer.Option("--teacher")],
+    student: Annotated[str, typer.Option("--student")],
+    task: TaskOpt = "classification",
+    methods: Annotated[list[str] | None, typer.Option("--methods", help="Comma list; vanilla is always timed.")] = None,
+    dataset: DatasetOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    steps: Annotated[int, typer.Option("--steps", help="Timed rounds (one step per method each).")] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps per method first.")] = 3,
+    num_classes: Annotated[int | None, typer.Option("--num-classes")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="e.g. --set diffkd.use_ae=true")] = None,
+    device: DeviceOpt = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Time full training steps per method on synthetic data (methods interleaved, median of rounds)."""
+    from bench.speed import benchmark
+    from bench.train import pick_device
+    from tasks.base import get_task
+
+    names = split_list(methods) or ["vanilla", "kd", "dkd", "fitnet", "diffkd"]
+    if "vanilla" not in names:
+        names.insert(0, "vanilla")
+    t = get_task(task)
+    dataset = dataset or ("cifar100" if task == "classification" else t.default_dataset)
+    classes = num_classes or t.default_num_classes(dataset)
+    rows = benchmark(task, teacher, student, names, batch_size=batch_size, steps=steps, warmup=warmup,
+                     device=device, dataset=dataset, num_classes=classes, hparams=parse_sets(sets))
+    dev = str(pick_device(device))
+    if as_json:
+        import torch
+
+        payload = {"task": task, "teacher": teacher, "student": student, "batch_size": batch_size, "steps": steps,
+                   "device": dev, "torch": torch.__version__, "rows": [r.to_dict() for r in rows]}
+        sys.stdout.write(json.dumps(payload) + "\n")
+        return
+    table = Table(title=f"{task}: {teacher}→{student}, batch {batch_size}, {steps} rounds on {dev}")
+    for col in ("method", "ms/step", "IQR ms", "images/s", "peak MiB", "× vanilla", "× kd"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    fmt = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
+    for r in rows:
+        table.add_row(r.method, fmt(r.ms_per_step, ".1f"), fmt(r.ms_iqr, ".1f"), fmt(r.images_per_s, ".0f"),
+                      fmt(r.peak_mem_mb, ".0f"), fmt(r.vs_vanilla, ".2f"), fmt(r.vs_kd, ".2f"))
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def run(
+    task: Annotated[str | None, typer.Option("--task", help="classification | detection | segmentation")] = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    pairs: Annotated[list[str] | None, typer.Option("--pairs", help="teacher:student,... (comma list or repeated).")] = None,
+    methods: Annotated[
+        list[str] | None, typer.Option("--methods", help="kd,dkd,fitnet,diffkd (vanilla is always added).")
+    ] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Seeds per pair and method.")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override, e.g. --set dkd.beta=6.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    lr: Annotated[float | None, typer.Option("--lr")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="experiment.yaml with the same keys.")] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Named grid: default, smoke, cifar100, imagenet, detection, segmentation.")
+    ] = None,
+    recipe: Annotated[str | None, typer.Option("--recipe", help="The task's recipe preset (diffbench list presets).")] = None,
+    teacher_checkpoint: Annotated[
+        list[str] | None, typer.Option("--teacher-checkpoint", help="ARCH=PATH: use these teacher weights.")
+    ] = None,
+    executor: Annotated[str, typer.Option("--executor", help="ray | local")] = "ray",
+    cpus_per_job: Annotated[float, typer.Option("--cpus-per-job")] = 1.0,
+    gpus_per_job: Annotated[float, typer.Option("--gpus-per-job", help="Fractions share a GPU, e.g. 0.25.")] = 0.0,
+    max_concurrent: Annotated[int | None, typer.Option("--max-concurrent")] = None,
+    max_failures: Annotated[int, typer.Option("--max-failures", help="Retries of a crashed job (from its checkpoint).")] = 1,
+    address: Annotated[str | None, typer.Option("--address", help="Join a Ray cluster: auto or HOST:PORT.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on steps per epoch (smoke runs).")] = None,
+    output: OutputOpt = Path("results"),
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server; default: OUTPUT/mlflow.db.")] = None,
+    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "diffbench",
+    device: DeviceOpt = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a grid (the default behaviour: finished jobs are skipped).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded grid and exit.")] = False,
+) -> None:
+    """Run a grid: teachers first, then vanilla and distilled students, every job recorded in MLflow.
+
+    With no arguments: the embedded default (classification on digits, methods vanilla, kd, dkd,
+    fitnet, diffkd). Re-running the same command skips finished jobs and resumes interrupted ones.
+    Exit code: 0 when every job finished, else the number of failed jobs (at most 99).
+    """
+    from bench.grid import GridSpec, expand, grid_from_preset, load_config, parse_pair
+
+    if executor not in ("ray", "local"):
+        raise UserError(f"unknown executor {executor!r}; valid: ray, local")
+    grid = grid_from_preset(preset) if preset else GridSpec()
+    if config is not None:
+        grid = grid.merged(**load_config(config))
+    elif preset is None and task is not None:
+        grid = GridSpec(task=task)
+    checkpoints = {}
+    for item in teacher_checkpoint or []:
+        arch, sep, path = item.partition("=")
+        if not sep or not arch or not path:
+            raise UserError(f"--teacher-checkpoint {item!r}: expected ARCH=PATH")
+        checkpoints[arch] = path
+    grid = grid.merged(
+        task=task, dataset=dataset, data_dir=str(data_dir.resolve()) if data_dir else None,
+        pairs=tuple(parse_pair(p) for p in split_list(pairs)), methods=tuple(split_list(methods)), seeds=seeds,
+        sets=parse_sets(sets), recipe={k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr}.items()
+                                       if v is not None},
+        preset=recipe, teacher_checkpoints=checkpoints,
+    )
+    jobs = expand(grid)
+    if dry_run:
+        table = Table(title=f"{len(jobs)} jobs")
+        for col in ("hash", "role", "method", "teacher", "student", "seed", "epochs", "hyper-parameters"):
+            table.add_column(col)
+        for j in jobs:
+            table.add_row(j.job_hash, j.role, j.method, j.teacher or "", j.student, str(j.seed),
+                          str(j.recipe.get("epochs")), ", ".join(f"{k}={v}" for k, v in j.hparams))
+        console.print(table)
+        return
+    from bench.run import run_grid
+
+    failed = run_grid(jobs, output=output, executor=executor, tracking_uri=tracking_uri, experiment=experiment,
+                      device=device, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
+                      max_concurrent=max_concurrent, max_failures=max_failures, address=address,
+                      max_steps=max_steps, console=console)
+    if failed:
+        raise typer.Exit(min(failed, 99))
+
+
+@app.command("list")
+@user_errors
+def list_cmd(
+    what: Annotated[str, typer.Argument(help="methods | archs | datasets | presets | tasks")] = "methods",
+    task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
+) -> None:
+    """List methods, architectures, data sets, recipe presets or tasks."""
+    import methods as methods_pkg
+    from tasks.base import get_task, task_names
+
+    tasks = [task] if task else task_names()
+    if what == "methods":
+        console.print("vanilla (the student alone)")
+        for name in methods_pkg.METHODS.names():
+            cls = methods_pkg.METHODS.get(name)
+            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            console.print(f"{name}: {doc}")
+    elif what == "tasks":
+        for name in tasks:
+            t = get_task(name)
+            console.print(f"{name}: datasets {', '.join(t.datasets)}; metric {t.primary_metric}")
+    elif what in ("archs", "datasets", "presets"):
+        for name in tasks:
+            t = get_task(name)
+            items = {"archs": t.archs(), "datasets": list(t.datasets), "presets": list(t.presets)}[what]
+            console.print(f"[bold]{name}[/]: {', '.join(items)}")
+    else:
+        raise UserError(f"cannot list {what!r}; valid: methods, archs, datasets, presets, tasks")
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

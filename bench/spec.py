@@ -1,0 +1,154 @@
+"""Jobs: frozen, hashable records of one training run.
+
+A job's hash is its identity. Checkpoints, result files and MLflow runs are keyed by it, so running
+the same grid again (or resuming a crashed one) finds what is finished and continues what is not,
+never training anything twice.
+
+A teacher job is an ordinary job too: ``role="teacher"``, method ``vanilla``, the teacher
+architecture as its model. A student job that needs it refers to it by hash (``teacher_ref =
+"job:<hash>"``) rather than by a path, so the student's identity does not depend on where the
+output folder lives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from methods.base import UserError
+from tasks.base import Recipe, get_task
+
+#: The method name of a run without distillation: the student (or a teacher) alone.
+VANILLA = "vanilla"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One training run, fully resolved: everything that changes its result is in here.
+
+    Attributes:
+        task / dataset / data_dir: what to train on (``data_dir`` absolute, or ``None`` for defaults).
+        student: the architecture being trained (for a teacher job, the teacher architecture).
+        teacher: the teacher architecture (``None`` for vanilla and teacher jobs).
+        teacher_ref: ``"job:<hash>"`` of the teacher job, or ``"file:<abs path>"`` of a given checkpoint.
+        method: ``vanilla`` or a registered method name.
+        hparams: the method's resolved hyper-parameters, sorted ``(name, value)`` pairs.
+        recipe: the training recipe as a plain dict (JSON-able).
+        seed: the random seed.
+        role: ``"student"`` or ``"teacher"``.
+    """
+
+    task: str
+    dataset: str
+    student: str
+    method: str = VANILLA
+    teacher: str | None = None
+    teacher_ref: str | None = None
+    hparams: tuple[tuple[str, Any], ...] = ()
+    recipe: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    seed: int = 0
+    data_dir: str | None = None
+    role: str = "student"
+
+    # -- identity ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hparams"] = dict(self.hparams)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> JobSpec:
+        d = dict(d)
+        d["hparams"] = tuple(sorted(dict(d.get("hparams") or {}).items()))
+        return cls(**d)
+
+    @property
+    def job_hash(self) -> str:
+        """12 hex digits of SHA-1 over the canonical JSON of every field."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        """A short human name: ``kd resnet32x4→resnet8x4 s0``."""
+        if self.role == "teacher":
+            return f"teacher {self.student}"
+        pair = f"{self.teacher}→{self.student}" if self.teacher else self.student
+        return f"{self.method} {pair} s{self.seed}"
+
+    def recipe_obj(self) -> Recipe:
+        d = dict(self.recipe)
+        d["milestones"] = tuple(d.get("milestones", ()))
+        return Recipe(**d)
+
+    def teacher_checkpoint(self, output: Path) -> Path | None:
+        """Where this job's teacher weights are, given the grid's output folder."""
+        if self.teacher_ref is None:
+            return None
+        kind, _, ref = self.teacher_ref.partition(":")
+        if kind == "file":
+            return Path(ref)
+        return job_dir(output, ref) / "student.pt"
+
+
+def job_dir(output: Path, job_hash: str) -> Path:
+    """The folder a job writes its checkpoint, results and log into."""
+    return Path(output) / "jobs" / job_hash
+
+
+def resolve_job(
+    *,
+    task: str,
+    dataset: str | None,
+    student: str,
+    method: str = VANILLA,
+    teacher: str | None = None,
+    teacher_ref: str | None = None,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    preset: str | None = None,
+    recipe_overrides: dict[str, Any] | None = None,
+    hparam_overrides: dict[str, Any] | None = None,
+    role: str = "student",
+) -> JobSpec:
+    """Resolve defaults (dataset, recipe, method hyper-parameters) into a frozen :class:`JobSpec`.
+
+    Validates every name: task, dataset, architectures, method and hyper-parameter names, so a bad
+    grid fails before anything trains.
+    """
+    from methods.base import check_hparams
+
+    t = get_task(task)
+    dataset = dataset or t.default_dataset
+    if dataset not in t.datasets:
+        raise UserError(f"unknown dataset {dataset!r} for task {task!r}; valid: {', '.join(t.datasets)}")
+    for arch in (student, teacher):
+        if arch is not None and arch not in t.archs():
+            raise UserError(f"unknown architecture {arch!r} for task {task!r}; valid: {', '.join(t.archs())}")
+    hparams: dict[str, Any] = {}
+    if method != VANILLA:
+        if teacher is None:
+            raise UserError(f"method {method!r} needs a teacher (give a teacher:student pair)")
+        hparams = {**t.method_defaults(method, dataset, teacher, student), **(hparam_overrides or {})}
+        check_hparams(method, hparams)
+    else:
+        teacher, teacher_ref = None, None
+        if hparam_overrides:
+            raise UserError(f"vanilla runs take no method hyper-parameters (got {', '.join(hparam_overrides)})")
+    recipe = t.recipe(dataset, student, preset).updated(**(recipe_overrides or {}))
+    return JobSpec(
+        task=task,
+        dataset=dataset,
+        student=student,
+        method=method,
+        teacher=teacher,
+        teacher_ref=teacher_ref,
+        hparams=tuple(sorted(hparams.items())),
+        recipe=recipe.to_dict(),
+        seed=seed,
+        data_dir=str(Path(data_dir).resolve()) if data_dir else None,
+        role=role,
+    )

@@ -1,0 +1,196 @@
+"""DKD: Zhao et al., "Decoupled Knowledge Distillation" (CVPR 2022).
+
+Reproduces mdistiller's ``mdistiller/distillers/DKD.py``. The classical KD loss splits exactly into
+
+* TCKD, the binary KL between ``[p_t, 1 - p_t]`` of teacher and student (how sure each is of the
+  target class), and
+* NCKD, the KL between the teacher's and student's distributions over the *non-target* classes,
+  renormalised,
+
+with ``KD = TCKD + (1 - p_t^teacher) * NCKD``. DKD frees the coupling weight: ``T**2 * (alpha * TCKD +
+beta * NCKD)``, summed over rows and divided by the batch size, and ramps the whole term in linearly over
+``warmup`` epochs.
+
+Faithful quirk kept: the non-target distribution is obtained as mdistiller does, by subtracting
+``1000`` from the target logit (already divided by ``T``) before the softmax, not by removing it.
+
+Numerical fix (value unchanged where mdistiller is finite): mdistiller takes ``log`` of the student's
+``[p_t, 1 - p_t]`` built from the softmax, which is ``log(0)`` whenever ``p_t`` rounds to exactly 1 (all
+non-target probabilities underflow) or to 0 (a very negative target logit) in float32, giving an
+``inf``/``nan`` loss and gradient. Here the two log-probabilities are computed in log space with
+``logsumexp`` (``log p_t = z_t - lse(z)``, ``log(1 - p_t) = lse(z_{-t}) - lse(z)``), which is the same
+quantity and is always finite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from methods.base import Method, Progress, TapSpec, UserError, register, select_taps
+
+#: mdistiller's ``CFG.DKD.BETA``: the NCKD weight of every pair its configs do not override.
+DEFAULT_BETA = 8.0
+
+#: Per-pair ``beta`` as mdistiller's configs ship them, keyed by ``(dataset, teacher, student)`` in our
+#: architecture names. Sources: ``configs/cifar100/dkd/*.yaml`` (a file without ``DKD.BETA`` uses
+#: :data:`DEFAULT_BETA`) and ``configs/imagenet/{r34_r18,r50_mv1,r50_mv2}/dkd.yaml``.
+DKD_BETAS: dict[tuple[str, str, str], float] = {
+    ("cifar100", "resnet56", "resnet20"): 2.0,  # res56_res20.yaml
+    ("cifar100", "resnet110", "resnet32"): 2.0,  # res110_res32.yaml
+    ("cifar100", "resnet32x4", "resnet8x4"): 8.0,  # res32x4_res8x4.yaml (default)
+    ("cifar100", "wrn_40_2", "wrn_16_2"): 6.0,  # wrn40_2_wrn_16_2.yaml
+    ("cifar100", "wrn_40_2", "wrn_40_1"): 6.0,  # wrn40_2_wrn_40_1.yaml
+    ("cifar100", "vgg13", "vgg8"): 6.0,  # vgg13_vgg8.yaml
+    ("cifar100", "vgg13", "MobileNetV2"): 6.0,  # vgg13_mv2.yaml
+    ("cifar100", "ResNet50", "MobileNetV2"): 8.0,  # res50_mv2.yaml (default)
+    ("cifar100", "resnet32x4", "ShuffleV1"): 8.0,  # res32x4_shuv1.yaml (default)
+    ("cifar100", "resnet32x4", "ShuffleV2"): 8.0,  # res32x4_shuv2.yaml (default)
+    # wrn40_2_shuv1.yaml sets no DKD.BETA, so mdistiller trains this pair with the default 8.0.
+    ("cifar100", "wrn_40_2", "ShuffleV1"): 8.0,
+    ("imagenet", "resnet34", "resnet18"): 0.5,  # r34_r18/dkd.yaml
+    ("imagenet", "resnet50", "MobileNetV1"): 2.0,  # r50_mv1/dkd.yaml
+    ("imagenet", "resnet50", "mobilenet_v2"): 2.0,  # r50_mv2/dkd.yaml
+}
+
+#: Dataset-wide defaults that differ from CIFAR's. ImageNet: ``T=1``, ``WARMUP=1`` in all three
+#: mdistiller ImageNet configs. COCO: mdistiller's ``detection/model/config.py`` (``KD.DKD``: alpha 1,
+#: beta 0.25, T 1, applied to box-head logits without any warm-up).
+DATASET_DEFAULTS: dict[str, dict[str, float]] = {
+    "imagenet": {"temperature": 1.0, "warmup": 1},
+    "coco": {"beta": 0.25, "temperature": 1.0, "warmup": 0},
+}
+
+
+def dkd_beta(teacher: str, student: str, dataset: str) -> float:
+    """The NCKD weight ``beta`` mdistiller uses for this pair (``DEFAULT_BETA`` when it sets none)."""
+    key = (dataset, teacher, student)
+    if key in DKD_BETAS:
+        return DKD_BETAS[key]
+    return float(DATASET_DEFAULTS.get(dataset, {}).get("beta", DEFAULT_BETA))
+
+
+def dkd_defaults(teacher: str, student: str, dataset: str) -> dict[str, float]:
+    """``beta`` plus the dataset's ``temperature``/``warmup`` overrides, ready for ``method_defaults``."""
+    out = {k: v for k, v in DATASET_DEFAULTS.get(dataset, {}).items() if k != "beta"}
+    out["beta"] = dkd_beta(teacher, student, dataset)
+    return out
+
+
+def _binary_log_probs(logits: torch.Tensor, target: torch.Tensor, gt_mask: torch.Tensor) -> torch.Tensor:
+    """``[log p_t, log(1 - p_t)]`` per row, computed without ever forming ``log(0)``."""
+    lse_all = torch.logsumexp(logits, dim=1, keepdim=True)
+    log_target = logits.gather(1, target.unsqueeze(1)) - lse_all
+    log_other = torch.logsumexp(logits.masked_fill(gt_mask, float("-inf")), dim=1, keepdim=True) - lse_all
+    return torch.cat([log_target, log_other], dim=1)
+
+
+def dkd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float,
+    beta: float,
+    temperature: float,
+) -> torch.Tensor:
+    """``T**2 * (alpha * TCKD + beta * NCKD)``, summed over rows and divided by the number of rows.
+
+    Args:
+        student_logits: ``[N, K]`` student scores, ``K >= 2``.
+        teacher_logits: ``[N, K]`` teacher scores.
+        target: ``[N]`` integer class of each row.
+        alpha: weight of TCKD (target-class KD).
+        beta: weight of NCKD (non-target-class KD).
+        temperature: softening temperature ``T``.
+    """
+    if student_logits.shape[1] < 2:
+        raise UserError(f"DKD needs at least 2 classes, got logits of shape {tuple(student_logits.shape)}")
+    target = target.reshape(-1).long()
+    n = target.shape[0]
+    gt_mask = torch.zeros_like(student_logits, dtype=torch.bool).scatter_(1, target.unsqueeze(1), True)
+    z_s = student_logits / temperature
+    z_t = teacher_logits / temperature
+
+    # TCKD: binary KL over [p_t, 1 - p_t]. The teacher side is mdistiller's (sums of softmax masses;
+    # kl_div treats a zero teacher mass as contributing 0); the student side is in log space.
+    p_t = F.softmax(z_t, dim=1)
+    b_t = torch.cat([(p_t * gt_mask).sum(1, keepdim=True), (p_t * ~gt_mask).sum(1, keepdim=True)], dim=1)
+    tckd = F.kl_div(_binary_log_probs(z_s, target, gt_mask), b_t, reduction="sum") * temperature**2 / n
+
+    # NCKD: mdistiller's masking, subtracting 1000 from the (temperature-scaled) target logit.
+    offset = 1000.0 * gt_mask.to(z_s.dtype)
+    nckd = (
+        F.kl_div(F.log_softmax(z_s - offset, dim=1), F.softmax(z_t - offset, dim=1), reduction="sum")
+        * temperature**2
+        / n
+    )
+    return alpha * tckd + beta * nckd
+
+
+def warmup_factor(epoch: int, warmup: float) -> float:
+    """mdistiller's ``min(epoch / warmup, 1)`` with a 1-based epoch; ``warmup <= 0`` means no ramp."""
+    return 1.0 if warmup <= 0 else min(epoch / warmup, 1.0)
+
+
+@register
+class DKD(Method):
+    """Decoupled KD on every ``logits`` tap both models share (a task normally declares one).
+
+    Args:
+        student_taps / teacher_taps: tap specs.
+        alpha: TCKD weight.
+        beta: NCKD weight (per pair: see :func:`dkd_beta`).
+        temperature: softening temperature ``T``.
+        ce_weight: weight on the task loss (becomes :attr:`task_weight`).
+        warmup: epochs over which the DKD term ramps linearly to full weight; ``<= 0`` disables it.
+    """
+
+    name = "dkd"
+    consumes = ("logits",)
+
+    def __init__(
+        self,
+        student_taps: Mapping[str, TapSpec],
+        teacher_taps: Mapping[str, TapSpec],
+        alpha: float = 1.0,
+        beta: float = 8.0,
+        temperature: float = 4.0,
+        ce_weight: float = 1.0,
+        warmup: float = 20,
+    ) -> None:
+        super().__init__(student_taps, teacher_taps)
+        if temperature <= 0:
+            raise UserError(f"method 'dkd': temperature must be > 0, got {temperature}")
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.temperature = float(temperature)
+        self.task_weight = float(ce_weight)
+        self.warmup = warmup
+        names = list(select_taps(student_taps, "logits"))
+        missing = [n for n in names if n not in select_taps(teacher_taps, "logits")]
+        if missing:
+            raise UserError(f"method 'dkd': teacher has no logits tap {missing[0]!r}")
+        self.logits_taps = names
+
+    def forward(
+        self,
+        student: Mapping[str, torch.Tensor],
+        teacher: Mapping[str, torch.Tensor],
+        target: torch.Tensor | None,
+        progress: Progress,
+    ) -> dict[str, torch.Tensor]:
+        if target is None:
+            raise UserError("method 'dkd' needs the integer target of each logits row; this task gave none")
+        total = None
+        for name in self.logits_taps:
+            if name not in student or name not in teacher:
+                who = "student" if name not in student else "teacher"
+                raise UserError(f"method 'dkd': the {who} forward captured no logits tap {name!r}")
+            z_s, z_t = student[name], teacher[name].detach()
+            if z_s.shape[0] != target.numel():
+                raise ValueError(f"dkd: tap {name!r} has {z_s.shape[0]} rows but target has {target.numel()}")
+            term = dkd_loss(z_s, z_t, target, self.alpha, self.beta, self.temperature)
+            total = term if total is None else total + term
+        return {"dkd": warmup_factor(progress.epoch, self.warmup) * total}

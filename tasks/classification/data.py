@@ -1,0 +1,511 @@
+"""Classification data sets: CIFAR-100, ImageNet, the embedded digits default and synthetic tensors.
+
+Every data set yields ``(image, label)`` with ``image`` a normalised ``float32`` tensor ``[3, H, W]``
+and ``label`` a Python ``int``, so one classification model and one collate function serve them all.
+
+* ``cifar100`` reads the official *python version* archive (``cifar-100-python/{train,test,meta}``
+  pickles) itself rather than through ``torchvision.datasets.CIFAR100``: torchvision checks the
+  files' md5 sums, which refuses any re-packed or test copy, and its errors are not one-line
+  :class:`~methods.base.UserError` messages. Augmentation and normalisation are mdistiller's /
+  RepDistiller's, so teachers trained there and students trained here see the same pixels.
+* ``imagenet`` is the usual ``train/`` + ``val/`` class-folder layout (``ImageFolder``) with the
+  torchvision reference transforms.
+* ``digits`` is scikit-learn's bundled 8x8 digits, upsampled to CIFAR's 32x32 RGB shape, so the
+  CIFAR architectures run offline with no files at all (the benchmark's embedded default).
+* ``synthetic`` is random tensors, deterministic per index, for throughput runs.
+
+Entry point: :func:`build_datasets`; per-dataset facts: :data:`DATASETS`.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+
+from methods.base import UserError
+
+# -- constants ---------------------------------------------------------------------------------
+
+#: CIFAR-100 per-channel mean / std of the training set, as mdistiller and RepDistiller use them
+#: (``mdistiller/dataset/cifar100.py``).
+CIFAR100_MEAN: tuple[float, float, float] = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD: tuple[float, float, float] = (0.2675, 0.2565, 0.2761)
+
+#: ImageNet mean / std of torchvision's reference scripts and pretrained weights.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+#: Mean / std of the upsampled, [0, 1]-scaled digits *training split* (grey, so equal per channel);
+#: ``tests/tasks/test_classification_data.py`` recomputes them from the data.
+DIGITS_MEAN: tuple[float, float, float] = (0.3054,) * 3
+DIGITS_STD: tuple[float, float, float] = (0.3237,) * 3
+#: The digits split: stratified, 20 % validation, fixed seed so every run sees the same images.
+DIGITS_VAL_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+#: Files the official CIFAR-100 python archive extracts to.
+CIFAR100_DIR = "cifar-100-python"
+CIFAR100_FILES = ("train", "test", "meta")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Facts about a data set that are known without reading it.
+
+    Attributes:
+        name: CLI name.
+        num_classes: classes of the full data set (``synthetic``: the default, configurable).
+        image_size: side of the square images the model sees (``imagenet``: the crop).
+        mean / std: the normalisation constants applied after ``ToTensor``.
+        needs_data_dir: whether ``data_dir`` must be given.
+        configurable: whether ``num_classes`` / ``image_size`` may be overridden.
+        description: one line for ``--help`` and logs.
+    """
+
+    name: str
+    num_classes: int
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    needs_data_dir: bool
+    configurable: bool
+    description: str
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    d.name: d
+    for d in (
+        DatasetInfo(
+            name="cifar100",
+            num_classes=100,
+            image_size=32,
+            mean=CIFAR100_MEAN,
+            std=CIFAR100_STD,
+            needs_data_dir=True,
+            configurable=False,
+            description="CIFAR-100, official python archive (cifar-100-python/{train,test,meta})",
+        ),
+        DatasetInfo(
+            name="imagenet",
+            num_classes=1000,
+            image_size=224,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            needs_data_dir=True,
+            configurable=False,
+            description="ImageNet-1k, train/ and val/ class folders",
+        ),
+        DatasetInfo(
+            name="digits",
+            num_classes=10,
+            image_size=32,
+            mean=DIGITS_MEAN,
+            std=DIGITS_STD,
+            needs_data_dir=False,
+            configurable=False,
+            description="scikit-learn's bundled 8x8 digits upsampled to 32x32 RGB (embedded, no files)",
+        ),
+        DatasetInfo(
+            name="synthetic",
+            num_classes=100,
+            image_size=32,
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            needs_data_dir=False,
+            configurable=True,
+            description="random N(0, 1) images with random labels, deterministic per index (for speed runs)",
+        ),
+    )
+}
+
+#: Default sizes of the synthetic splits.
+SYNTHETIC_TRAIN = 512
+SYNTHETIC_VAL = 128
+
+
+class ClassificationData(NamedTuple):
+    """What :func:`build_datasets` returns; unpacks as ``train, val, num_classes, info``."""
+
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    info: dict[str, Any]
+
+
+# -- transforms --------------------------------------------------------------------------------
+
+
+def cifar100_transform(train: bool) -> Callable:
+    """mdistiller's CIFAR-100 transform: pad-4 random crop and flip for training, none for test."""
+    norm = [T.ToTensor(), T.Normalize(CIFAR100_MEAN, CIFAR100_STD)]
+    if train:
+        return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), *norm])
+    return T.Compose(norm)
+
+
+def imagenet_transform(train: bool, image_size: int = 224, resize_size: int | None = None) -> Callable:
+    """torchvision reference transforms: RandomResizedCrop + flip, or Resize + CenterCrop.
+
+    ``resize_size`` defaults to ``image_size / 0.875`` (256 for 224), the usual crop ratio.
+    """
+    norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if train:
+        return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), *norm])
+    resize = resize_size if resize_size is not None else int(round(image_size / 0.875))
+    return T.Compose([T.Resize(resize), T.CenterCrop(image_size), *norm])
+
+
+def digits_transform(train: bool) -> Callable:
+    """Digits arrive as [0, 1] tensors: a light pad-2 crop for training (no flip: it would change
+    the digit), then normalisation. Padding happens before normalising so it is background (0)."""
+    norm = T.Normalize(DIGITS_MEAN, DIGITS_STD)
+    if train:
+        return T.Compose([T.RandomCrop(32, padding=2), norm])
+    return norm
+
+
+# -- CIFAR-100 ---------------------------------------------------------------------------------
+
+
+def _str_keys(obj: dict) -> dict[str, Any]:
+    """Keys as ``str``: the archive was pickled by Python 2, so ``encoding='bytes'`` gives bytes keys
+    while ``encoding='latin1'`` (or a Python-3 re-pickle) gives str keys. Accept both."""
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def _load_pickle(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            obj = pickle.load(f, encoding="bytes")
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UserError(
+            f"cifar100: {path} is not a readable pickle ({type(err).__name__}: {err}); "
+            "expected a file of the official python-version archive"
+        ) from None
+    if not isinstance(obj, dict):
+        raise UserError(f"cifar100: {path} holds a {type(obj).__name__}, expected a dict with 'data' and 'fine_labels'")
+    return _str_keys(obj)
+
+
+def _find_cifar100_root(data_dir: Path) -> Path:
+    """``data_dir`` may be the folder holding ``cifar-100-python/`` or that folder itself."""
+    for cand in (data_dir / CIFAR100_DIR, data_dir):
+        if all((cand / f).is_file() for f in CIFAR100_FILES):
+            return cand
+    cand = data_dir / CIFAR100_DIR if (data_dir / CIFAR100_DIR).is_dir() else data_dir
+    missing = next(f for f in CIFAR100_FILES if not (cand / f).is_file())
+    raise UserError(
+        f"cifar100: {data_dir} has no {CIFAR100_DIR}/{missing} pickle; expected the official python-version "
+        f"archive extracted ({CIFAR100_DIR}/{{{','.join(CIFAR100_FILES)}}})"
+    )
+
+
+def _decode(names: Sequence[Any]) -> list[str]:
+    return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+
+
+class CIFAR100Pickle(Dataset):
+    """One split of the official CIFAR-100 python archive.
+
+    The pickle's ``data`` is ``uint8 [N, 3072]``: each row is the red plane, then green, then blue,
+    each 32x32 row-major. Images are kept as ``[N, 32, 32, 3]`` and handed to the transform as PIL
+    images, exactly as torchvision's ``CIFAR100`` does, so the same transforms apply.
+
+    Attributes:
+        data: ``uint8 [N, 32, 32, 3]`` images.
+        targets: fine labels (0..99).
+        classes: fine label names from ``meta``.
+    """
+
+    def __init__(self, file: Path, classes: list[str], transform: Callable | None = None) -> None:
+        entry = _load_pickle(file)
+        if "data" not in entry or "fine_labels" not in entry:
+            raise UserError(
+                f"cifar100: {file} has keys {sorted(entry)}; expected 'data' and 'fine_labels' "
+                "(the CIFAR-100 python-version format; CIFAR-10's 'labels' is not CIFAR-100)"
+            )
+        data = np.asarray(entry["data"])
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or not np.issubdtype(data.dtype, np.integer):
+            raise UserError(f"cifar100: {file} 'data' is {data.dtype} {list(data.shape)}; expected uint8 [N, 3072]")
+        if data.size and (data.min() < 0 or data.max() > 255):
+            raise UserError(f"cifar100: {file} 'data' has values outside 0..255")
+        labels = [int(v) for v in entry["fine_labels"]]
+        if len(labels) != len(data):
+            raise UserError(f"cifar100: {file} has {len(data)} images but {len(labels)} fine_labels")
+        if labels and (min(labels) < 0 or max(labels) >= len(classes)):
+            raise UserError(f"cifar100: {file} has fine_labels outside 0..{len(classes) - 1}")
+        self.data = data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
+        self.targets = labels
+        self.classes = classes
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        img = Image.fromarray(self.data[index])
+        return (self.transform(img) if self.transform else img), self.targets[index]
+
+
+def _build_cifar100(data_dir: Path, augment: bool) -> ClassificationData:
+    root = _find_cifar100_root(data_dir)
+    meta = _load_pickle(root / "meta")
+    if "fine_label_names" not in meta:
+        raise UserError(f"cifar100: {root / 'meta'} has keys {sorted(meta)}; expected 'fine_label_names'")
+    classes = _decode(meta["fine_label_names"])
+    if len(classes) != 100:
+        raise UserError(f"cifar100: {root / 'meta'} names {len(classes)} fine classes; CIFAR-100 has 100")
+    train = CIFAR100Pickle(root / "train", classes, cifar100_transform(train=augment))
+    val = CIFAR100Pickle(root / "test", classes, cifar100_transform(train=False))
+    info = _info("cifar100", root, train, val, 32, CIFAR100_MEAN, CIFAR100_STD, classes)
+    return ClassificationData(train, val, len(classes), info)
+
+
+# -- ImageNet ----------------------------------------------------------------------------------
+
+
+def _image_folder(split_dir: Path, transform: Callable) -> Any:
+    from torchvision.datasets import ImageFolder
+
+    subdirs = [p for p in split_dir.iterdir() if p.is_dir()]
+    if not subdirs:
+        hint = (
+            " (it holds loose files: sort the validation images into one folder per class, e.g. with valprep.sh)"
+            if any(p.is_file() for p in split_dir.iterdir())
+            else ""
+        )
+        raise UserError(f"imagenet: {split_dir} has no class folders; expected one sub-folder per class{hint}")
+    try:
+        return ImageFolder(str(split_dir), transform=transform)
+    except FileNotFoundError as err:  # a class folder without any image
+        raise UserError(f"imagenet: {split_dir}: {str(err).strip()}") from None
+
+
+def _build_imagenet(data_dir: Path, augment: bool, image_size: int, resize_size: int | None) -> ClassificationData:
+    for split in ("train", "val"):
+        if not (data_dir / split).is_dir():
+            raise UserError(
+                f"imagenet: {data_dir} has no {split}/ folder; expected train/ and val/ with one sub-folder per class"
+            )
+    train = _image_folder(data_dir / "train", imagenet_transform(augment, image_size, resize_size))
+    val = _image_folder(data_dir / "val", imagenet_transform(False, image_size, resize_size))
+    if train.classes != val.classes:
+        only_t = sorted(set(train.classes) - set(val.classes))
+        only_v = sorted(set(val.classes) - set(train.classes))
+        raise UserError(
+            f"imagenet: {data_dir} train/ and val/ class folders differ ({len(train.classes)} vs {len(val.classes)}; "
+            f"only in train: {', '.join(only_t[:5]) or '-'}; only in val: {', '.join(only_v[:5]) or '-'})"
+        )
+    info = _info("imagenet", data_dir, train, val, image_size, IMAGENET_MEAN, IMAGENET_STD, list(train.classes))
+    return ClassificationData(train, val, len(train.classes), info)
+
+
+# -- digits ------------------------------------------------------------------------------------
+
+
+def digits_images() -> tuple[torch.Tensor, np.ndarray]:
+    """All 1797 digits as ``float32 [N, 1, 32, 32]`` in [0, 1] and their labels.
+
+    The 8x8 images hold counts 0..16; dividing by 16 maps them to [0, 1], and bilinear upsampling
+    (``align_corners=False``, a convex combination) keeps them there.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    small = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    big = torch.nn.functional.interpolate(small, size=(32, 32), mode="bilinear", align_corners=False)
+    return big.contiguous(), np.asarray(bunch.target, dtype=np.int64)
+
+
+def digits_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the fixed stratified 80/20 split (``train_test_split`` with a fixed seed)."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    tr, va = train_test_split(
+        idx, test_size=DIGITS_VAL_FRACTION, stratify=labels, random_state=DIGITS_SPLIT_SEED, shuffle=True
+    )
+    return np.sort(tr), np.sort(va)
+
+
+class DigitsDataset(Dataset):
+    """A split of the upsampled digits; ``indices`` are positions in ``load_digits()``."""
+
+    def __init__(self, images: torch.Tensor, labels: np.ndarray, indices: np.ndarray, transform: Callable) -> None:
+        self.images = images[torch.as_tensor(indices)]
+        self.targets = [int(labels[i]) for i in indices]
+        self.indices = indices
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        img = self.images[index].expand(3, -1, -1).clone()
+        return self.transform(img), self.targets[index]
+
+
+def _build_digits(augment: bool) -> ClassificationData:
+    images, labels = digits_images()
+    tr, va = digits_split(labels)
+    train = DigitsDataset(images, labels, tr, digits_transform(train=augment))
+    val = DigitsDataset(images, labels, va, digits_transform(train=False))
+    info = _info("digits", None, train, val, 32, DIGITS_MEAN, DIGITS_STD, [str(i) for i in range(10)])
+    return ClassificationData(train, val, 10, info)
+
+
+# -- synthetic ---------------------------------------------------------------------------------
+
+
+class SyntheticDataset(Dataset):
+    """``n`` random ``N(0, 1)`` images ``[3, S, S]`` with uniform random labels.
+
+    Item ``i`` is drawn from its own generator seeded with ``(seed, split, i)``, so it is the same in
+    every epoch, worker and process without storing anything.
+    """
+
+    def __init__(self, n: int, image_size: int, num_classes: int, seed: int = 0, split: int = 0) -> None:
+        self.n, self.image_size, self.num_classes = n, image_size, num_classes
+        self.seed, self.split = seed, split
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        # numpy's SeedSequence mixes the whole (seed, split, index) tuple; torch's CPU generator would
+        # keep only the low 32 bits of a packed seed, so different seeds could give the same images.
+        rng = np.random.default_rng([self.seed, self.split, index])
+        img = torch.from_numpy(rng.standard_normal((3, self.image_size, self.image_size), dtype=np.float32))
+        return img, int(rng.integers(self.num_classes))
+
+
+def _build_synthetic(
+    image_size: int | None, num_classes: int | None, num_train: int | None, num_val: int | None, seed: int
+) -> ClassificationData:
+    d = DATASETS["synthetic"]
+    size = d.image_size if image_size is None else image_size
+    k = d.num_classes if num_classes is None else num_classes
+    n_tr = SYNTHETIC_TRAIN if num_train is None else num_train
+    n_va = SYNTHETIC_VAL if num_val is None else num_val
+    for what, v in (("image_size", size), ("num_classes", k), ("num_train", n_tr), ("num_val", n_va)):
+        if v < 1:
+            raise UserError(f"synthetic: {what} must be a positive integer, got {v}")
+    if seed < 0:
+        raise UserError(f"synthetic: seed must be >= 0, got {seed}")
+    train = SyntheticDataset(n_tr, size, k, seed, split=0)
+    val = SyntheticDataset(n_va, size, k, seed, split=1)
+    info = _info("synthetic", None, train, val, size, d.mean, d.std, None)
+    return ClassificationData(train, val, k, info)
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def _info(
+    name: str,
+    root: Path | None,
+    train: Dataset,
+    val: Dataset,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    classes: list[str] | None,
+) -> dict[str, Any]:
+    return {
+        "dataset": name,
+        "root": str(root) if root is not None else None,
+        "image_size": image_size,
+        "num_train": len(train),
+        "num_val": len(val),
+        "mean": tuple(mean),
+        "std": tuple(std),
+        "class_names": classes,
+    }
+
+
+def build_datasets(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    augment: bool = True,
+    image_size: int | None = None,
+    resize_size: int | None = None,
+    num_classes: int | None = None,
+    num_train: int | None = None,
+    num_val: int | None = None,
+    seed: int = 0,
+) -> ClassificationData:
+    """Build the train and validation sets of ``name``.
+
+    Args:
+        name: one of :data:`DATASETS`.
+        data_dir: the data folder (``cifar100``: the folder holding ``cifar-100-python/`` or that
+            folder itself; ``imagenet``: the folder holding ``train/`` and ``val/``); ignored by
+            ``digits`` and ``synthetic``.
+        augment: apply the training augmentation to the train split (the validation split is never
+            augmented). ``False`` gives the deterministic evaluation transform on both.
+        image_size: ``imagenet``: crop size (default 224); ``synthetic``: image side (default 32).
+        resize_size: ``imagenet`` validation resize (default ``image_size / 0.875``).
+        num_classes, num_train, num_val, seed: ``synthetic`` only.
+
+    Returns:
+        ``(train, val, num_classes, info)`` as a :class:`ClassificationData`; ``num_classes`` is the
+        number of classes actually found (an ImageNet subset has fewer than 1000).
+
+    Raises:
+        UserError: unknown ``name``, a missing ``data_dir``, or a missing or malformed data folder.
+    """
+    if name not in DATASETS:
+        raise UserError(f"unknown classification dataset {name!r}; valid: {', '.join(DATASETS)}")
+    if name == "synthetic":
+        return _build_synthetic(image_size, num_classes, num_train, num_val, seed)
+    if name == "digits":
+        return _build_digits(augment)
+    if data_dir is None:
+        raise UserError(f"{name}: needs a data directory (--data-dir); {DATASETS[name].description}")
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise UserError(f"{name}: data directory {root} does not exist or is not a folder")
+    if name == "cifar100":
+        return _build_cifar100(root, augment)
+    size = DATASETS["imagenet"].image_size if image_size is None else image_size
+    return _build_imagenet(root, augment, size, resize_size)
+
+
+def dataset_names() -> list[str]:
+    """Names :func:`build_datasets` accepts."""
+    return list(DATASETS)
+
+
+__all__ = [
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "DATASETS",
+    "DIGITS_MEAN",
+    "DIGITS_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CIFAR100Pickle",
+    "ClassificationData",
+    "DatasetInfo",
+    "DigitsDataset",
+    "SyntheticDataset",
+    "build_datasets",
+    "cifar100_transform",
+    "dataset_names",
+    "digits_images",
+    "digits_split",
+    "digits_transform",
+    "imagenet_transform",
+]

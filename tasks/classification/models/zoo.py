@@ -1,0 +1,171 @@
+"""The classification model zoo: one registry of architecture names, builders and tap specs.
+
+CIFAR names are those of mdistiller's ``cifar_model_dict`` (and the DKD/DiffKD tables); ImageNet names
+are torchvision's builders (``resnet18``, ``resnet34``, ``resnet50``) plus ``MobileNetV1`` (mdistiller's
+definition). Each architecture declares three taps, computed without a forward pass:
+
+* ``hint`` — FitNet's hint layer, mdistiller's ``feats[2]`` (``FITNET.HINT_LAYER = 2``). For the
+  ImageNet models the hint is the stride-16 map (torchvision ``layer3``, MobileNetV1 ``model.11``):
+  mdistiller ships no ImageNet FitNet config, and its ``feats[2]`` would be a stride-8 map for its
+  ResNets but a stride-16 one for MobileNetV1, which would misalign the ResNet50 -> MobileNetV1 pair.
+* ``feat`` — the map the global average pool reduces (last stage, post-activation): what DiffKD
+  denoises. It equals mdistiller's ``feats[-1]`` except for three models whose ``feats[-1]`` is not
+  that map: WRNs (``relu`` after the final BN, the tap DiffKD's own code uses for ``wrn_40_x``),
+  MobileNetV2 (the 1280-channel head ``conv2``, like DiffKD's ``features.18`` on torchvision's
+  MobileNetV2) and ShuffleV2 (the 1024-channel head ``relu``).
+* ``logits`` — the classifier's output.
+
+Strides are relative to the model's native input: 32x32 for CIFAR models, 224x224 for ImageNet ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from methods.base import TapSpec, UserError
+from tasks.base import TapRecorder
+from tasks.classification.models import mobilenetv1, mobilenetv2, resnet, resnetv2, shufflenetv1, shufflenetv2, vgg, wrn
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One registry entry.
+
+    Attributes:
+        name: the CLI name.
+        builder: ``builder(num_classes) -> nn.Module`` (freshly initialised, ``forward`` returns logits).
+        imagenet: True for ImageNet-resolution models (224x224), False for CIFAR ones (32x32).
+        hint: (module path, channels, stride) of the hint tap.
+        feat: (module path, channels, stride) of the feature tap.
+        logits: module path of the classifier.
+    """
+
+    name: str
+    builder: Callable[[int], nn.Module]
+    imagenet: bool
+    hint: tuple[str, int, int]
+    feat: tuple[str, int, int]
+    logits: str
+
+    @property
+    def input_size(self) -> int:
+        return 224 if self.imagenet else 32
+
+
+ARCHS: dict[str, Arch] = {}
+
+
+def _add(arch: Arch) -> None:
+    if arch.name in ARCHS:
+        raise ValueError(f"architecture {arch.name!r} registered twice")
+    ARCHS[arch.name] = arch
+
+
+def _bind(fn: Callable[..., nn.Module], *args: object) -> Callable[[int], nn.Module]:
+    return lambda num_classes: fn(*args, num_classes)
+
+
+def _torchvision_builder(fn: Callable[..., nn.Module]) -> Callable[[int], nn.Module]:
+    """torchvision's builder with no weights (nothing is downloaded; load files with ``load_weights``)."""
+    return lambda num_classes: fn(weights=None, num_classes=num_classes)
+
+
+def _register_all() -> None:
+    for name, (_, f) in resnet.CONFIGS.items():
+        _add(Arch(name, _bind(resnet.build, name), False, ("layer2", f[2], 2), ("layer3", f[3], 4), "fc"))
+    for name in resnetv2.CONFIGS:
+        if name not in ("ResNet18", "ResNet50"):  # mdistiller's zoo lists only these two
+            continue
+        e = resnetv2.expansion(name)
+        _add(Arch(name, _bind(resnetv2.build, name), False, ("layer2", 128 * e, 2), ("layer4", 512 * e, 8), "linear"))
+    for name in wrn.CONFIGS:
+        w = wrn.widths(name)
+        _add(Arch(name, _bind(wrn.build, name), False, ("block2", w[2], 2), ("relu", w[3], 4), "fc"))
+    for name, letter in vgg.CONFIGS.items():
+        c = vgg.CFG[letter]
+        _add(Arch(name, _bind(vgg.build, name), False, ("relu2", c[2][-1], 4), ("relu4", c[4][-1], 8), "classifier"))
+    _add(Arch("MobileNetV2", mobilenetv2.mobile_half, False, ("blocks.2", 16, 4), ("conv2", 1280, 16), "classifier"))
+    _add(Arch("ShuffleV1", shufflenetv1.shuffle_v1, False, ("layer2", 480, 4), ("layer3", 960, 8), "linear"))
+    _add(Arch("ShuffleV2", shufflenetv2.shuffle_v2, False, ("layer2", 232, 4), ("relu", 1024, 8), "linear"))
+
+    import torchvision
+
+    for name, width in (("resnet18", 1), ("resnet34", 1), ("resnet50", 4)):
+        fn = getattr(torchvision.models, name)
+        _add(
+            Arch(
+                name,
+                _torchvision_builder(fn),
+                True,
+                ("layer3", 256 * width, 16),
+                ("layer4", 512 * width, 32),
+                "fc",
+            )
+        )
+    _add(Arch("MobileNetV1", mobilenetv1.MobileNetV1, True, ("model.11", 512, 16), ("model.13", 1024, 32), "fc"))
+
+
+_register_all()
+
+
+def arch_names(imagenet: bool | None = None) -> list[str]:
+    """Registered names, in registry order; ``imagenet`` filters ImageNet (True) or CIFAR (False) models."""
+    return [n for n, a in ARCHS.items() if imagenet is None or a.imagenet == imagenet]
+
+
+def get_arch(arch: str) -> Arch:
+    """The registry entry of ``arch``; :class:`UserError` listing valid names if unknown."""
+    try:
+        return ARCHS[arch]
+    except KeyError:
+        raise UserError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}") from None
+
+
+def build(arch: str, num_classes: int) -> nn.Module:
+    """A freshly initialised ``arch`` with ``num_classes`` outputs; ``forward(x)`` returns the logits."""
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
+    return get_arch(arch).builder(num_classes)
+
+
+def tap_specs(arch: str, num_classes: int) -> dict[str, TapSpec]:
+    """The ``hint``, ``feat`` and ``logits`` taps of ``arch``, without building or running it."""
+    a = get_arch(arch)
+    return {
+        "hint": TapSpec("hint", a.hint[1], a.hint[2], ("hint",), a.hint[0]),
+        "feat": TapSpec("feat", a.feat[1], a.feat[2], ("feature",), a.feat[0]),
+        "logits": TapSpec("logits", num_classes, 0, ("logits",), a.logits),
+    }
+
+
+def validate_taps(arch: str, num_classes: int = 10, input_size: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Build ``arch``, hook its taps, run one image and check every tap against its spec.
+
+    Raises ``RuntimeError`` naming the tap whose channels or size disagree with :func:`tap_specs`.
+    ``input_size`` defaults to the model's native size (the strides are declared for it).
+
+    Returns:
+        The captured shapes by tap name.
+    """
+    a = get_arch(arch)
+    size = input_size or a.input_size
+    model = build(arch, num_classes).eval()
+    specs = tap_specs(arch, num_classes)
+    rec = TapRecorder(model, {n: s.module for n, s in specs.items()})
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, size, size))
+    taps = rec.pop()
+    rec.remove()
+    if not torch.equal(taps["logits"], logits):
+        raise RuntimeError(f"{arch}: the logits tap {specs['logits'].module!r} is not the model's output")
+    shapes = {n: tuple(t.shape) for n, t in taps.items()}
+    for name, spec in specs.items():
+        got = shapes[name]
+        want = (1, spec.channels) if spec.stride == 0 else (1, spec.channels, size // spec.stride, size // spec.stride)
+        if got != want:
+            raise RuntimeError(f"{arch}: tap {name!r} ({spec.module}) has shape {got}, spec says {want}")
+    return shapes

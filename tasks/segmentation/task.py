@@ -1,0 +1,384 @@
+"""Semantic segmentation task: DeepLabV3 / PSPNet on Cityscapes, ADE20K and an embedded shapes set.
+
+Where each method distills (the taps, all at output stride 8 for every model):
+
+* ``feat`` — the backbone's last stage (ResNet ``layer4``, MobileNetV3's last conv), roles
+  ``("hint", "feature")``: FitNet's hint and DiffKD's denoised feature. With a ResNet-50/101 teacher
+  (2048 channels) DiffKD compresses the teacher feature with its linear autoencoder to 1024 channels
+  (``teacher_channels // 2``, the official default, and the official ImageNet setting for a 2048-channel
+  teacher) before the 3x3 diffusion model; the tiny CPU teacher (256 channels) needs none.
+* ``logits`` — per-pixel class scores, flattened to ``[P, C]`` rows of the *valid* pixels with their
+  labels ``target [P]``, so KD and DKD are the classification losses averaged over pixels.
+
+**Per-pixel KD resolution — a choice.** The logits rows are taken *before upsampling*, at stride 8, and
+the label map is downsampled to that grid by nearest neighbour (the pixel at each cell's top-left
+corner) to mark ignored cells and give DKD its target class. This is what CIRKD's ``CriterionKD``
+does (it distills the head output before interpolation) and it is 64x cheaper than full resolution; the
+bilinear upsampling after it has no parameters, so stride-8 logits carry the same information. One
+deviation from CIRKD, which distills every pixel: cells labelled ignore (255) are excluded, so the
+teacher's guesses on void regions are not imitated.
+
+Task losses (``PairedOutput.losses``): ``seg`` = cross-entropy of the bilinearly upsampled logits
+against the full-resolution labels, ignore index 255; ``aux`` = ``0.4 x`` the same for the FCN auxiliary
+head on ``layer3`` when the model has one (CIRKD's and PSPNet's 0.4 — the weight is part of the task
+loss, so it is already applied here).
+
+Method defaults (``method_defaults``), all with ``ce_weight = 1.0`` since CE + aux are the task loss:
+
+* KD: ``temperature = 1``, ``kd_weight = 1`` — CIRKD's ``--kd-temperature`` default 1.0 and its KD
+  scripts' ``--lambda-kd 1``.
+* DKD: no published segmentation recipe exists; we use mdistiller's only dense-prediction setting
+  (its COCO detector config: ``alpha = 1``, ``beta = 0.25``, ``T = 1``, no warm-up), per-pixel rows being
+  many and mostly easy like box-head rows.
+* FitNet: ``feat_weight = 10`` — CIRKD's ``scripts/train_kd/train_fitnet.sh`` (``--lambda-fitnet 10``);
+  CIRKD hints after the ASPP, we on the backbone's last stage as the issue asks.
+* DiffKD: ``use_ae`` / ``ae_channels`` as above, ``distill_logits = False`` (feature MSE after
+  denoising + diffusion + AE losses only), other weights the method's official 1.0.
+
+Evaluation: argmax of the full-resolution logits, a confusion matrix over the whole validation set,
+then ``mIoU`` / ``pixel_acc`` / ``IoU.<class>`` in percent (see ``metrics.py``: classes absent from both
+prediction and ground truth are NaN and excluded from the mean). Per preset: Cityscapes whole image
+(1024x2048, CIRKD's protocol), ADE20K sliding window 512x512 with stride 341 (mmsegmentation's), shapes
+whole image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from methods.base import TapSpec, UserError
+from tasks.base import DataBundle, PairedOutput, Recipe, Task, register_task
+from tasks.segmentation import data as D
+from tasks.segmentation.metrics import confusion_matrix, segmentation_metrics
+from tasks.segmentation.models import ARCHS, OUTPUT_STRIDE, arch_spec, build_model
+
+AUX_WEIGHT = 0.4
+
+#: Per data set: classes, training-set size (for iterations -> epochs), crop, evaluation mode.
+DATASETS: dict[str, dict[str, Any]] = {
+    "cityscapes": {
+        "classes": D.CITYSCAPES_CLASSES,
+        "train_images": 2975,
+        "crop": (512, 1024),
+        "eval": {"mode": "whole"},
+    },
+    "ade20k": {
+        "classes": D.ADE20K_CLASSES,
+        "train_images": 20210,
+        "crop": (512, 512),
+        "eval": {"mode": "slide", "crop": (512, 512), "stride": (341, 341)},
+    },
+    "shapes": {
+        "classes": D.SHAPES_CLASSES,
+        "train_images": D.SHAPES_COUNTS["train"],
+        "crop": D.SHAPES_SIZE,
+        "eval": {"mode": "whole"},
+    },
+}
+
+REAL_PAIRS = [
+    ("deeplabv3_r101", "deeplabv3_r18"),
+    ("deeplabv3_r101", "pspnet_r18"),
+    ("deeplabv3_r101", "deeplabv3_mbv3"),
+    ("deeplabv3_r101", "deeplabv3_r50"),
+]
+
+
+def iterations_to_epochs(iterations: int, batch_size: int, images: int) -> int:
+    """Epochs covering ``iterations`` steps of ``batch_size`` over ``images`` (loader drops the last batch)."""
+    return math.ceil(iterations / (images // batch_size))
+
+
+def upsample(logits: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bilinear upsampling of logits to the label size (``align_corners=False``, torchvision's)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def downsample_labels(labels: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Nearest-neighbour label map at ``size`` (``[N, H, W]`` int64 -> ``[N, h, w]``)."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
+
+
+def pixel_rows(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = D.IGNORE_INDEX
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Valid-pixel rows of ``logits`` ``[N, C, h, w]`` against ``labels`` ``[N, H, W]``.
+
+    Returns ``(rows [P, C], target [P], mask [N, h, w])`` where the labels were downsampled to the
+    logits' grid by nearest neighbour and ``mask`` marks the cells whose label is not ``ignore_index``.
+    """
+    lbl = downsample_labels(labels, logits.shape[-2:])
+    mask = lbl != ignore_index
+    return logits.permute(0, 2, 3, 1)[mask], lbl[mask], mask
+
+
+def full_res_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The model's main logits upsampled to the input size."""
+    return upsample(model(images)["out"], images.shape[-2:])
+
+
+def slide_logits(
+    model: nn.Module, images: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int]
+) -> torch.Tensor:
+    """Sliding-window inference (mmsegmentation's ``slide_inference``): average overlapping windows.
+
+    Windows of ``crop`` move by ``stride``; the last row/column of windows is shifted back to end at the
+    border, so every pixel is covered and no window is padded. A window larger than the image shrinks to
+    the image, making this identical to whole-image inference in that case.
+    """
+    n, _, h, w = images.shape
+    ch, cw = min(crop[0], h), min(crop[1], w)
+    sh, sw = stride
+    rows = max(h - ch + sh - 1, 0) // sh + 1
+    cols = max(w - cw + sw - 1, 0) // sw + 1
+    total: torch.Tensor | None = None
+    count = images.new_zeros(1, 1, h, w)
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * sh + ch, h), min(c * sw + cw, w)
+            y1, x1 = max(y2 - ch, 0), max(x2 - cw, 0)
+            out = full_res_logits(model, images[:, :, y1:y2, x1:x2])
+            if total is None:
+                total = images.new_zeros(n, out.shape[1], h, w)
+            total[:, :, y1:y2, x1:x2] += out
+            count[:, :, y1:y2, x1:x2] += 1
+    assert total is not None
+    return total / count
+
+
+class SegmentationTask(Task):
+    """Semantic segmentation (see the module docstring for taps, losses, defaults and evaluation)."""
+
+    name: ClassVar[str] = "segmentation"
+    datasets: ClassVar[tuple[str, ...]] = ("shapes", "cityscapes", "ade20k")
+    default_dataset: ClassVar[str] = "shapes"
+    primary_metric: ClassVar[str] = "mIoU"
+    metrics: ClassVar[tuple[str, ...]] = ("mIoU", "pixel_acc")
+    presets: ClassVar[tuple[str, ...]] = ("40k", "80k", "160k", "cpu")
+
+    # -- models ------------------------------------------------------------------------------
+    def archs(self) -> list[str]:
+        return list(ARCHS)
+
+    def build_model(self, arch: str, num_classes: int, dataset: str) -> nn.Module:
+        return build_model(arch, num_classes)
+
+    def tap_specs(self, arch: str, num_classes: int, dataset: str) -> dict[str, TapSpec]:
+        spec = arch_spec(arch)
+        return {
+            "feat": TapSpec("feat", spec.feat_channels, OUTPUT_STRIDE, ("hint", "feature"), spec.feat_module),
+            "logits": TapSpec("logits", num_classes, 0, ("logits",)),
+        }
+
+    def default_pairs(self, dataset: str) -> list[tuple[str, str]]:
+        self._dataset(dataset)
+        if dataset == "shapes":
+            return [("deeplabv3_tiny_t", "deeplabv3_tiny_s")]
+        return list(REAL_PAIRS)
+
+    def default_num_classes(self, dataset: str) -> int:
+        return len(self._dataset(dataset)["classes"])
+
+    # -- data --------------------------------------------------------------------------------
+    @staticmethod
+    def _dataset(dataset: str) -> dict[str, Any]:
+        try:
+            return DATASETS[dataset]
+        except KeyError:
+            raise UserError(f"unknown segmentation dataset {dataset!r}; valid: {', '.join(DATASETS)}") from None
+
+    def build_data(self, dataset: str, data_dir: Path | None, recipe: Recipe) -> DataBundle:
+        cfg = self._dataset(dataset)
+        crop = tuple(recipe.extra.get("crop_size", cfg["crop"]))
+        eval_cfg = dict(recipe.extra.get("eval", cfg["eval"]))
+        if dataset == "shapes":
+            root = D.ensure_shapes(Path(data_dir) if data_dir is not None else None)
+            lut, splits, finder = D.make_lut(D.SHAPES_ID_TO_TRAINID), ("train", "val"), D.cityscapes_pairs
+        else:
+            if data_dir is None:
+                raise UserError(f"dataset {dataset!r} needs --data-dir pointing at its root folder")
+            root = Path(data_dir)
+            if not root.is_dir():
+                raise UserError(f"data_dir {str(root)!r} for {dataset!r} is not a folder")
+            if dataset == "cityscapes":
+                lut, splits, finder = D.make_lut(D.CITYSCAPES_ID_TO_TRAINID), ("train", "val"), D.cityscapes_pairs
+            else:
+                lut, splits, finder = D.ade20k_lut(), ("training", "validation"), D.ade20k_pairs
+        classes = cfg["classes"]
+        train = D.SegmentationFolder(finder(root, splits[0]), lut, classes, crop=crop)
+        val = D.SegmentationFolder(finder(root, splits[1]), lut, classes, eval_cfg=eval_cfg)
+        info = {"root": str(root), "train_images": len(train), "val_images": len(val), "crop": list(crop),
+                "eval": eval_cfg, "classes": list(classes)}
+        return DataBundle(train=train, val=val, num_classes=len(classes), collate_fn=D.collate, info=info)
+
+    # -- recipes and method defaults ---------------------------------------------------------
+    def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
+        """Poly-schedule SGD recipes, iteration budgets expressed as epochs (see ``extra``).
+
+        Cityscapes (``40k``, default; ``80k``): CIRKD's 512x1024 crops, batch 16, lr 0.01, wd 5e-4.
+        ADE20K (``80k``, default; ``160k``): 512x512 crops, batch 16, lr 0.01, wd 5e-4. shapes (``cpu``):
+        sized for two CPU cores (see the report in ``cpu_recipe``).
+        """
+        cfg = self._dataset(dataset)
+        if dataset == "shapes":
+            if preset not in (None, "cpu"):
+                raise UserError(f"unknown preset {preset!r} for shapes; valid: cpu")
+            return self._cpu_recipe(student)
+        valid = {"cityscapes": ("40k", "80k"), "ade20k": ("80k", "160k")}[dataset]
+        preset = preset or valid[0]
+        if preset not in valid:
+            raise UserError(f"unknown preset {preset!r} for {dataset}; valid: {', '.join(valid)}")
+        iterations = int(preset.removesuffix("k")) * 1000
+        batch = 16
+        epochs = iterations_to_epochs(iterations, batch, cfg["train_images"])
+        return Recipe(
+            epochs=epochs,
+            batch_size=batch,
+            lr=0.01,
+            momentum=0.9,
+            weight_decay=5e-4,
+            schedule="poly",
+            poly_power=0.9,
+            eval_every=max(epochs // 10, 1),
+            num_workers=8,
+            extra={
+                "iterations": iterations,
+                "crop_size": cfg["crop"],
+                "aux_weight": AUX_WEIGHT,
+                "train_images": cfg["train_images"],
+                "eval": cfg["eval"],
+            },
+        )
+
+    @staticmethod
+    def _cpu_recipe(arch: str) -> Recipe:
+        """shapes on two CPU cores; the teacher gets more epochs than the students (measured, see report)."""
+        teacher = arch == "deeplabv3_tiny_t"
+        epochs = 24 if teacher else 12
+        return Recipe(
+            epochs=epochs,
+            batch_size=8,
+            lr=0.02,
+            momentum=0.9,
+            weight_decay=5e-4,
+            schedule="poly",
+            poly_power=0.9,
+            eval_every=max(epochs // 4, 1),
+            num_workers=0,
+            extra={
+                "crop_size": D.SHAPES_SIZE,
+                "aux_weight": AUX_WEIGHT,
+                "train_images": D.SHAPES_COUNTS["train"],
+                "eval": {"mode": "whole"},
+            },
+        )
+
+    def method_defaults(self, method: str, dataset: str, teacher: str, student: str) -> dict[str, Any]:
+        if method == "kd":
+            return {"temperature": 1.0, "kd_weight": 1.0, "ce_weight": 1.0}
+        if method == "dkd":
+            return {"alpha": 1.0, "beta": 0.25, "temperature": 1.0, "warmup": 0, "ce_weight": 1.0}
+        if method == "fitnet":
+            return {"feat_weight": 10.0, "ce_weight": 1.0}
+        if method == "diffkd":
+            channels = arch_spec(teacher).feat_channels
+            use_ae = channels > 512
+            return {
+                "use_ae": use_ae,
+                "ae_channels": channels // 2 if use_ae else None,
+                "distill_logits": False,
+                "ce_weight": 1.0,
+            }
+        return {}
+
+    # -- training and evaluation -------------------------------------------------------------
+    def paired_forward(
+        self, student: nn.Module, teacher: nn.Module | None, batch: Any, device: torch.device
+    ) -> PairedOutput:
+        images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        student.train()
+        s_out = student(images)
+        s_taps = _pop_taps(student)
+        size = labels.shape[-2:]
+        losses = {"seg": F.cross_entropy(upsample(s_out["out"], size), labels, ignore_index=D.IGNORE_INDEX)}
+        if "aux" in s_out:
+            aux = F.cross_entropy(upsample(s_out["aux"], size), labels, ignore_index=D.IGNORE_INDEX)
+            losses["aux"] = AUX_WEIGHT * aux
+        s_rows, target, mask = pixel_rows(s_out["out"], labels)
+        s_taps["logits"] = s_rows
+        t_taps: dict[str, torch.Tensor] = {}
+        if teacher is not None:
+            teacher.eval()
+            with torch.no_grad():
+                t_out = teacher(images)
+            t_taps = _pop_taps(teacher)
+            if t_out["out"].shape[-2:] != s_out["out"].shape[-2:]:
+                raise UserError(
+                    f"teacher logits {tuple(t_out['out'].shape[-2:])} and student logits "
+                    f"{tuple(s_out['out'].shape[-2:])} are on different grids; both must have output stride 8"
+                )
+            t_taps["logits"] = t_out["out"].permute(0, 2, 3, 1)[mask]
+        return PairedOutput(losses, s_taps, t_taps, target, images.shape[0])
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Iterable, device: torch.device) -> dict[str, float]:
+        dataset = getattr(loader, "dataset", None)
+        eval_cfg = getattr(dataset, "eval_cfg", {"mode": "whole"})
+        names = getattr(dataset, "class_names", None)
+        was_training = model.training
+        model.eval()
+        conf: torch.Tensor | None = None
+        try:
+            for batch in loader:
+                images, labels = batch[0].to(device), batch[1].to(device)
+                logits = self.predict(model, images, eval_cfg)
+                part = confusion_matrix(logits.argmax(1), labels, logits.shape[1])
+                conf = part if conf is None else conf + part
+                if hasattr(model, "tap_recorder"):
+                    model.tap_recorder.pop()  # hooks fire in eval too; do not keep the tensors
+        finally:
+            model.train(was_training)
+        if conf is None:
+            raise UserError("segmentation evaluation got an empty validation set")
+        if names is not None and len(names) != conf.shape[0]:
+            names = None
+        return segmentation_metrics(conf, names)
+
+    @staticmethod
+    def predict(model: nn.Module, images: torch.Tensor, eval_cfg: dict[str, Any] | None = None) -> torch.Tensor:
+        """Full-resolution logits, whole image or sliding window as ``eval_cfg`` says."""
+        cfg = eval_cfg or {"mode": "whole"}
+        if cfg.get("mode", "whole") == "whole":
+            return full_res_logits(model, images)
+        if cfg["mode"] == "slide":
+            return slide_logits(model, images, tuple(cfg["crop"]), tuple(cfg["stride"]))
+        raise UserError(f"unknown segmentation eval mode {cfg['mode']!r}; valid: whole, slide")
+
+    def synthetic_batch(self, batch_size: int, num_classes: int, device: torch.device) -> Any:
+        """Random images and labels (10% ignore) at the real crop: 512x1024 for 19 classes (Cityscapes),
+        512x512 for 150 (ADE20K), the shapes size otherwise."""
+        h, w = {19: (512, 1024), 150: (512, 512)}.get(num_classes, D.SHAPES_SIZE)
+        g = torch.Generator().manual_seed(0)
+        images = torch.randn(batch_size, 3, h, w, generator=g)
+        labels = torch.randint(0, num_classes, (batch_size, h, w), generator=g)
+        labels[torch.rand(batch_size, h, w, generator=g) < 0.1] = D.IGNORE_INDEX
+        return images.to(device), labels.to(device)
+
+
+def _pop_taps(model: nn.Module) -> dict[str, torch.Tensor]:
+    rec = getattr(model, "tap_recorder", None)
+    return rec.pop() if rec is not None else {}
+
+
+TASK = register_task(SegmentationTask())

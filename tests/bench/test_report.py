@@ -1,0 +1,356 @@
+"""bench.report: MLflow runs → leaderboard.
+
+A temporary SQLite MLflow store is filled with job runs following the tracking schema (tags, params,
+summary metrics), with known values; every expected number is computed here by hand from the values
+logged (``statistics.mean`` / ``statistics.stdev``), never taken from the module under test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from io import StringIO
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("mlflow")
+
+from bench import report  # noqa: E402
+from methods.base import UserError  # noqa: E402
+
+T0 = 1_700_000_000_000  # ms
+
+VAN_BEST, VAN_LAST = [69.0, 69.5, 70.1], [68.8, 69.1, 69.9]
+KD_A_BEST, KD_A_LAST = [70.5, 71.0, 70.2], [70.1, 70.9, 70.0]
+DKD_A_BEST, DKD_A_LAST = [71.5, 72.3], [71.2, 72.0]
+DIFFKD_A_BEST, DIFFKD_A_LAST = [72.6], [72.4]
+KD_B_BEST, KD_B_LAST = [70.8, 71.4], [70.6, 71.0]
+TEACHER_A_BEST, TEACHER_A_LAST = 72.0, 71.6  # the resnet56 teacher job
+TEACHER_A_LOGGED = 71.9  # teacher_top1 logged on pair A's distillation runs: the teacher job must win
+TEACHER_B_LOGGED = 74.0  # no teacher job for resnet110: the logged score is used
+DET_KD, DET_VAN = (38.5, 38.0), (36.0, 35.5)  # (best, last) bbox_AP
+
+REFERENCE_CSV = """task,dataset,teacher,student,method,metric,value,source
+classification,cifar100,resnet56,resnet20,teacher,top1,72.34,paper A
+classification,cifar100,resnet56,resnet20,vanilla,top1,69.06,paper A
+classification,cifar100,resnet56,resnet20,kd,top1,70.66,paper A
+classification,cifar100,resnet56,resnet20,dkd,top5,91.0,wrong metric: never matched
+classification,cifar100,?,?,diffkd,top1,77.52,pair unknown: never matched
+classification,cifar100,ResNet110,ResNet20,kd,top1,73.08,spelled in another case
+detection,coco,frcnn_r101,frcnn_r18,kd,bbox_AP,40.0,paper D
+"""
+
+
+def _job(client, exp_id, parent, *, student, method, seed, best=None, last=None, teacher="", role="student",
+         task="classification", dataset="cifar100", metric="top1", job_hash=None, status="FINISHED", end=0,
+         extra_metrics=None, params=None, reason=None):  # fmt: skip
+    from mlflow.entities import Metric, Param
+
+    tags = {
+        "diffbench.kind": "job",
+        "mlflow.parentRunId": parent,
+        "task": task,
+        "dataset": dataset,
+        "teacher": teacher,
+        "student": student,
+        "method": method,
+        "seed": str(seed),
+        "role": role,
+        "job_hash": job_hash or f"{task}-{teacher}-{student}-{method}-{seed}",
+        "git_commit": "abc123",
+        "torch_version": "2.15.0",
+        "device": "cpu",
+    }
+    if reason:
+        tags["failure_reason"] = reason
+    run = client.create_run(exp_id, start_time=T0 + end - 500, tags=tags)
+    values = dict(extra_metrics or {})
+    if best is not None:
+        values[f"best_{metric}"] = best
+    if last is not None:
+        values[f"last_{metric}"] = last
+        values["best_epoch"] = 2
+    metrics = [Metric(k, float(v), T0, 0) for k, v in values.items()]
+    if last is not None:  # a short per-epoch history, as the training loop logs it
+        metrics += [Metric(f"val/{metric}", last - 1.0 + 0.5 * e, T0 + e, e) for e in range(3)]
+    plist = [Param(k, str(v)) for k, v in (params or {}).items()]
+    client.log_batch(run.info.run_id, metrics=metrics, params=plist)
+    if status != "RUNNING":
+        client.set_terminated(run.info.run_id, status=status, end_time=T0 + end)
+    return run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlruns") / "mlflow.db"
+    uri = f"sqlite:///{db.resolve()}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("diffbench", artifact_location=(db.parent / "artifacts").as_uri())
+    parent = client.create_run(exp, tags={"diffbench.kind": "grid"}).info.run_id
+    job = lambda **kw: _job(client, exp, parent, **kw)  # noqa: E731
+    recipe = {"recipe.epochs": 240, "recipe.lr": 0.05}
+    kd_hp = {"hp.temperature": 4, "hp.kd_weight": 0.9}
+
+    job(student="resnet56", method="vanilla", seed=0, role="teacher", best=TEACHER_A_BEST, last=TEACHER_A_LAST,
+        params=recipe, end=10)  # fmt: skip
+    for s, (b, la) in enumerate(zip(VAN_BEST, VAN_LAST, strict=True)):
+        job(student="resnet20", method="vanilla", seed=s, best=b, last=la, params=recipe, end=20 + s)
+    for s, (b, la) in enumerate(zip(KD_A_BEST, KD_A_LAST, strict=True)):
+        # num_workers differs between seeds: it must not split the seeds into configurations.
+        p = {**recipe, **kd_hp, "recipe.num_workers": 2 + 2 * (s % 2)}
+        job(student="resnet20", teacher="resnet56", method="kd", seed=s, best=b, last=la, params=p, end=100 + s,
+            extra_metrics={"teacher_top1": TEACHER_A_LOGGED, "best_top5": 90.0 + s})  # fmt: skip
+    # An older finished run of the same job (kd seed 0), created after the newer one: end time decides.
+    job(student="resnet20", teacher="resnet56", method="kd", seed=0, best=50.0, last=49.0,
+        params={**recipe, **kd_hp}, end=1, job_hash="classification-resnet56-resnet20-kd-0")  # fmt: skip
+    for s, (b, la) in enumerate(zip(DKD_A_BEST, DKD_A_LAST, strict=True)):
+        job(student="resnet20", teacher="resnet56", method="dkd", seed=s, best=b, last=la, params=recipe, end=200 + s)
+    job(student="resnet20", teacher="resnet56", method="diffkd", seed=0, best=DIFFKD_A_BEST[0],
+        last=DIFFKD_A_LAST[0], params=recipe, end=300)  # fmt: skip
+    for s, (b, la) in enumerate(zip(KD_B_BEST, KD_B_LAST, strict=True)):
+        job(student="resnet20", teacher="resnet110", method="kd", seed=s, best=b, last=la,
+            params={**recipe, **kd_hp}, extra_metrics={"teacher_top1": TEACHER_B_LOGGED}, end=400 + s)  # fmt: skip
+    for temp, b in ((4, 73.0), (8, 74.0)):  # a sweep: two configurations, one seed each
+        job(student="resnet8x4", teacher="resnet32x4", method="kd", seed=0, best=b, last=b - 0.5,
+            params={**recipe, "hp.temperature": temp}, job_hash=f"sweep-{temp}", end=500 + temp)  # fmt: skip
+    job(student="resnet20", teacher="resnet56", method="kd", seed=3, best=99.0, last=99.0, status="FAILED",
+        reason="CUDA out of memory", params=recipe, end=600)  # fmt: skip
+    job(student="resnet20", teacher="resnet56", method="dkd", seed=2, best=10.0, last=10.0, status="RUNNING",
+        params=recipe, end=700)  # fmt: skip
+    det = {"task": "detection", "dataset": "coco", "metric": "bbox_AP"}
+    job(student="frcnn_r18", teacher="frcnn_r101", method="kd", seed=0, best=DET_KD[0], last=DET_KD[1], end=800,
+        **det)  # fmt: skip
+    job(student="frcnn_r18", method="vanilla", seed=0, best=DET_VAN[0], last=DET_VAN[1], end=801, **det)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def runs(store) -> pd.DataFrame:
+    return report.load_runs(store)
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory) -> pd.DataFrame:
+    path = tmp_path_factory.mktemp("ref") / "published.csv"
+    path.write_text(REFERENCE_CSV)
+    return report.load_reference(path)
+
+
+@pytest.fixture(scope="module")
+def lb(runs, ref) -> report.Leaderboard:
+    return report.leaderboard(runs, "best", reference=ref)
+
+
+def cell(lb: report.Leaderboard, teacher: str, student: str, method: str) -> pd.Series:
+    t = lb.tidy
+    hit = t[(t["teacher"] == teacher) & (t["student"] == student) & (t["method"] == method)]
+    assert len(hit) == 1, f"{method} {teacher}->{student}: {len(hit)} rows"
+    return hit.iloc[0]
+
+
+def test_load_runs_reads_job_runs_only(runs):
+    assert len(runs) == 19  # 20 runs minus the grid parent
+    assert set(runs["tags.diffbench.kind"]) == {"job"}
+    assert {"metrics.best_top1", "params.hp.temperature", "tags.job_hash", "status"} <= set(runs.columns)
+    assert (runs["tags.job_hash"] == "classification-resnet56-resnet20-kd-0").sum() == 2
+
+
+def test_load_runs_pushes_task_filter_into_the_query(store):
+    det = report.load_runs(store, task="detection")
+    assert set(det["tags.task"]) == {"detection"} and len(det) == 2
+
+
+def test_rows_are_one_per_pair(lb):
+    pairs = set(map(tuple, lb.tidy[["task", "dataset", "teacher", "student"]].drop_duplicates().to_numpy()))
+    assert pairs == {
+        ("classification", "cifar100", "resnet56", "resnet20"),
+        ("classification", "cifar100", "resnet110", "resnet20"),
+        ("classification", "cifar100", "resnet32x4", "resnet8x4"),
+        ("detection", "coco", "frcnn_r101", "frcnn_r18"),
+    }
+    assert len(lb.table) == 4
+
+
+def test_mean_std_n_over_seeds(lb):
+    kd = cell(lb, "resnet56", "resnet20", "kd")  # the stale duplicate (50.0) and the FAILED seed (99.0) are out
+    assert kd["mean"] == pytest.approx(statistics.mean(KD_A_BEST))
+    assert kd["std"] == pytest.approx(statistics.stdev(KD_A_BEST))  # sample std, ddof=1
+    assert kd["n"] == 3 and kd["seeds"] == "0,1,2"
+    dkd = cell(lb, "resnet56", "resnet20", "dkd")  # the RUNNING seed 2 (10.0) is out
+    assert (dkd["mean"], dkd["n"]) == (pytest.approx(statistics.mean(DKD_A_BEST)), 2)
+    assert dkd["std"] == pytest.approx(statistics.stdev(DKD_A_BEST))
+    diffkd = cell(lb, "resnet56", "resnet20", "diffkd")
+    assert diffkd["mean"] == pytest.approx(DIFFKD_A_BEST[0]) and diffkd["n"] == 1 and math.isnan(diffkd["std"])
+
+
+def test_vanilla_belongs_to_every_pair_of_its_student(lb):
+    for teacher in ("resnet56", "resnet110"):
+        van = cell(lb, teacher, "resnet20", "vanilla")
+        assert van["mean"] == pytest.approx(statistics.mean(VAN_BEST)) and van["n"] == 3
+        assert math.isnan(van["gain"])
+
+
+def test_gain_over_vanilla(lb):
+    for teacher, method, values in (("resnet56", "kd", KD_A_BEST), ("resnet56", "dkd", DKD_A_BEST),
+                                    ("resnet110", "kd", KD_B_BEST)):  # fmt: skip
+        got = cell(lb, teacher, "resnet20", method)["gain"]
+        assert got == pytest.approx(statistics.mean(values) - statistics.mean(VAN_BEST))
+    det = cell(lb, "frcnn_r101", "frcnn_r18", "kd")
+    assert det["metric"] == "bbox_AP" and det["gain"] == pytest.approx(DET_KD[0] - DET_VAN[0])
+
+
+def test_last_epoch_selects_last_metric(runs):
+    last = report.leaderboard(runs, "last")
+    kd = cell(last, "resnet56", "resnet20", "kd")
+    assert kd["mean"] == pytest.approx(statistics.mean(KD_A_LAST))
+    assert kd["gain"] == pytest.approx(statistics.mean(KD_A_LAST) - statistics.mean(VAN_LAST))
+    assert cell(last, "resnet56", "resnet20", "teacher")["mean"] == pytest.approx(TEACHER_A_LAST)
+    assert "last epoch" in last.title
+
+
+def test_teacher_score_from_teacher_job_else_logged(lb):
+    a = cell(lb, "resnet56", "resnet20", "teacher")
+    assert a["mean"] == pytest.approx(TEACHER_A_BEST) and a["n"] == 1
+    b = cell(lb, "resnet110", "resnet20", "teacher")
+    assert b["mean"] == pytest.approx(TEACHER_B_LOGGED) and b["n"] == 1  # one checkpoint, logged twice
+
+
+def test_published_values_matched(lb):
+    assert cell(lb, "resnet56", "resnet20", "kd")["published"] == pytest.approx(70.66)
+    assert cell(lb, "resnet56", "resnet20", "teacher")["published"] == pytest.approx(72.34)
+    assert cell(lb, "resnet56", "resnet20", "vanilla")["published"] == pytest.approx(69.06)
+    assert cell(lb, "resnet56", "resnet20", "kd")["source"] == "paper A"
+    assert math.isnan(cell(lb, "resnet56", "resnet20", "dkd")["published"])  # only a top5 row exists
+    assert math.isnan(cell(lb, "resnet56", "resnet20", "diffkd")["published"])  # the "?" row
+    assert cell(lb, "resnet110", "resnet20", "kd")["published"] == pytest.approx(73.08)
+    assert math.isnan(cell(lb, "resnet110", "resnet20", "vanilla")["published"])
+    assert cell(lb, "frcnn_r101", "frcnn_r18", "kd")["published"] == pytest.approx(40.0)
+
+
+def test_sweep_configurations_are_separate_columns(lb):
+    t4 = cell(lb, "resnet32x4", "resnet8x4", "kd[temperature=4]")
+    t8 = cell(lb, "resnet32x4", "resnet8x4", "kd[temperature=8]")
+    assert (t4["mean"], t4["n"], t8["mean"], t8["n"]) == (73.0, 1, 74.0, 1)
+    assert math.isnan(t4["gain"])  # no vanilla resnet8x4 was run
+    assert "kd" in set(lb.tidy.loc[lb.tidy["student"] == "resnet20", "method"])  # num_workers split nothing
+
+
+def test_failed_and_unfinished_runs_reported_not_counted(lb):
+    assert len(lb.failed) == 1
+    f = lb.failed.iloc[0]
+    assert (f["method"], f["seed"], f["failure_reason"]) == ("kd", "3", "CUDA out of memory")
+    assert lb.unfinished == {"RUNNING": 1}
+    assert any("CUDA out of memory" in line for line in lb.footer())
+
+
+def test_method_columns_in_paper_order(lb):
+    cols = list(lb.table.columns)
+    order = ["teacher score", "vanilla", "kd", "dkd", "diffkd", "kd[temperature=4]", "kd[temperature=8]"]
+    assert [c for c in cols if c in order] == order
+    assert cols[:4] == ["task", "dataset", "metric", "teacher"] or cols[:2] == ["teacher", "student"]
+
+
+def test_filters(runs, ref):
+    det = report.leaderboard(runs, task="detection")
+    assert set(det.tidy["task"]) == {"detection"}
+    assert "task" not in det.table.columns and det.title.startswith("detection · coco · bbox_AP")
+    assert report.leaderboard(runs, dataset="imagenet").empty
+    b = report.leaderboard(runs, pairs=["resnet110:resnet20"])
+    assert set(zip(b.tidy["teacher"], b.tidy["student"], strict=True)) == {("resnet110", "resnet20")}
+    assert set(b.tidy["method"]) == {"teacher", "vanilla", "kd"} and len(b.failed) == 0
+    only_kd = report.leaderboard(runs, methods=["kd"], pairs=["resnet56:resnet20"], reference=ref)
+    assert set(only_kd.tidy["method"]) == {"teacher", "kd"}
+    kd = cell(only_kd, "resnet56", "resnet20", "kd")
+    assert kd["gain"] == pytest.approx(statistics.mean(KD_A_BEST) - statistics.mean(VAN_BEST))
+    assert len(only_kd.failed) == 1 and only_kd.unfinished == {}  # the RUNNING job is dkd
+
+
+def test_user_errors(store, runs, lb, tmp_path):
+    with pytest.raises(UserError, match="epoch"):
+        report.leaderboard(runs, "middle")
+    with pytest.raises(UserError, match="teacher:student"):
+        report.leaderboard(runs, pairs=["resnet20"])
+    with pytest.raises(UserError, match="no MLflow store"):
+        report.load_runs(tmp_path / "missing.db")
+    with pytest.raises(UserError, match="no MLflow experiment 'nope'.*diffbench"):
+        report.load_runs(store, "nope")
+    with pytest.raises(UserError, match="format"):
+        report.render(lb, "docx")
+    (tmp_path / "bad.csv").write_text("task,value\nclassification,1\n")
+    with pytest.raises(UserError, match="lacks column"):
+        report.load_reference(tmp_path / "bad.csv")
+
+
+def test_markdown(lb):
+    md = report.render(lb, "markdown").splitlines()
+    table = [line for line in md if line.startswith("|")]
+    header, sep = table[0], table[1]
+    assert "teacher" in header and "| kd" in header.replace("  ", " ")
+    assert set(sep) <= {"|", "-", ":"}
+    assert len(table) == 2 + 4 and all(line.count("|") == header.count("|") for line in table)
+    row = next(line for line in table if "resnet56" in line)
+    m, s = statistics.mean(KD_A_BEST), statistics.stdev(KD_A_BEST)
+    assert f"{m:.2f} ± {s:.2f} (n=3) {m - statistics.mean(VAN_BEST):+.2f} [70.66]" in row
+
+
+def test_csv_round_trip(lb):
+    back = pd.read_csv(StringIO(report.render(lb, "csv")), keep_default_na=True)
+    assert list(back.columns) == report.TIDY_COLUMNS and len(back) == len(lb.tidy)
+    row = back[(back["teacher"] == "resnet56") & (back["method"] == "kd")].iloc[0]
+    assert row["mean"] == pytest.approx(statistics.mean(KD_A_BEST))
+    assert row["std"] == pytest.approx(statistics.stdev(KD_A_BEST))
+    assert row["n"] == 3 and row["published"] == pytest.approx(70.66)
+
+
+def test_json_records(lb):
+    doc = json.loads(report.render(lb, "json"))
+    rec = next(r for r in doc["records"] if r["pair"] == "resnet56:resnet20" and r["method"] == "diffkd")
+    assert rec["mean"] == pytest.approx(DIFFKD_A_BEST[0]) and rec["n"] == 1 and rec["std"] is None
+    assert rec["gain"] == pytest.approx(DIFFKD_A_BEST[0] - statistics.mean(VAN_BEST)) and rec["published"] is None
+    assert doc["epoch"] == "best" and doc["failed"][0]["failure_reason"] == "CUDA out of memory"
+
+
+def test_latex(lb):
+    tex = report.render(lb, "latex")
+    assert r"\begin{tabular}" in tex and r"\end{tabular}" in tex and r"$\pm$" in tex
+    assert "±" not in tex.split(r"\begin{tabular}")[1]  # no raw unicode in the cells
+    assert r"kd[temperature=4]" in tex
+
+
+def test_plot_and_html_report(lb, tmp_path):
+    png = report.plot(lb, tmp_path / "sub" / "leaderboard.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = report.html_report(lb, png)
+    assert page.startswith("<!DOCTYPE html>") and "<table" in page and '<img class="plot"' in page
+    assert "data:image/png;base64,iVBORw0KGgo" in page  # base64 of the PNG magic
+    assert "resnet56" in page and "&lt;" not in page.split("<tbody>")[0].split("<thead>")[1]
+    assert "<img" not in report.render(lb, "html") and "<table" in report.render(lb, "html")
+
+
+def test_rich_table(lb):
+    from rich.console import Console
+
+    console = Console(record=True, width=250, color_system=None)
+    console.print(report.to_rich(lb))
+    text = console.export_text()
+    assert "teacher score" in text and "paper 70.66" in text and f"{statistics.mean(KD_A_BEST):.2f}" in text
+
+
+def test_empty_leaderboard_renders(runs, tmp_path):
+    empty = report.leaderboard(runs, task="segmentation")
+    assert empty.empty
+    for fmt in report.FORMATS:
+        assert report.render(empty, fmt)
+    assert report.plot(empty, tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+    report.to_rich(empty)
+
+
+def test_shipped_reference_file_loads():
+    ref = report.load_reference(report.DEFAULT_REFERENCE)
+    assert {"top1", "bbox_AP", "mIoU"} <= set(ref["metric"]) and ref["value"].dtype.kind == "f"
+    assert isinstance(report.DEFAULT_REFERENCE, Path)
