@@ -131,7 +131,6 @@ def train(
         recipe_overrides={"epochs": epochs, "batch_size": batch_size, "lr": lr, "num_workers": num_workers},
         hparam_overrides=parse_sets(sets, default_scope=method).get(method),
     )
-    console.print(f"job [bold]{spec.label}[/] ({spec.job_hash}) → {output.resolve() / 'jobs' / spec.job_hash}")
     try:
         result = run_job(spec, output, device=device, log=console.print, max_steps=max_steps)
     except JobFailed as err:

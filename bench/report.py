@@ -598,19 +598,22 @@ def _display(tidy: pd.DataFrame, cell: Any) -> tuple[pd.DataFrame, str]:
 
 def to_rich(lb: Leaderboard) -> Table:
     """A rich table for the terminal: gains coloured, published numbers dimmed."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=lb.title, caption="\n".join(lb.footer()), caption_justify="left", show_lines=True)
+    # Method labels such as ``kd[temperature=4]`` look like rich markup: escape every plain string.
+    caption = escape("\n".join(lb.footer()))
+    table = Table(title=escape(lb.title), caption=caption, caption_justify="left", show_lines=True)
     wide, labels, _ = _pivot(lb.tidy)
     names = [c for c in wide.columns if c not in labels]
     for c in names:
-        table.add_column(c, justify="left")
+        table.add_column(escape(c), justify="left")
     for m in labels:
-        table.add_column(m, justify="right")
+        table.add_column(escape(m), justify="right")
     rows = list(lb.tidy.itertuples(index=False))
     for r in wide.itertuples(index=False):
         vals = list(zip(wide.columns, r, strict=True))
-        cells: list[Any] = [str(v) or "—" for c, v in vals if c in names]
+        cells: list[Any] = [escape(str(v) or "—") for c, v in vals if c in names]
         cells += [_rich_cell(rows[v]) if v >= 0 else "" for c, v in vals if c in labels]
         table.add_row(*cells)
     return table
@@ -719,7 +722,8 @@ def plot(lb: Leaderboard, path_png: str | Path) -> Path:
     tidy = lb.tidy
     panels = list(tidy.groupby(["task", "dataset", "metric"], sort=False)) if not tidy.empty else []
     widest = max((len(g[["teacher", "student"]].drop_duplicates()) for _, g in panels), default=1)
-    fig = Figure(figsize=(max(6.0, 2.0 + 1.4 * widest), 3.8 * max(1, len(panels))), layout="constrained")
+    legend_w = 0.8 + 0.075 * max((len(m) for m in tidy["method"]), default=8)
+    fig = Figure(figsize=(max(4.0, 1.2 + 1.5 * widest) + legend_w, 3.6 * max(1, len(panels))), layout="constrained")
     FigureCanvasAgg(fig)
     if not panels:
         ax = fig.add_subplot()
@@ -768,10 +772,10 @@ def plot(lb: Leaderboard, path_png: str | Path) -> Path:
             lo, hi = min(ys_all), max(ys_all)
             span = max(hi - lo, 1.0)
             ax.set_ylim(lo - 0.3 * span, hi + 0.3 * span)
-        ax.set_xticks(range(len(pairs)), [_pair_label(t, s) for t, s in pairs])
+        ax.set_xticks(range(len(pairs)), [f"{t}\n→ {s}" if t else s for t, s in pairs], fontsize="small")
         ax.set_ylabel(f"{metric} ({lb.epoch} epoch)")
         ax.set_title(f"{task} · {dataset}")
-        ax.legend(fontsize="small", ncols=min(7, len(here) + 2), loc="upper left")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.savefig(path, dpi=110)
     return path
 

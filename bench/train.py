@@ -248,14 +248,15 @@ def run_job(
         UserError: bad input (missing data, teacher checkpoint, unknown names).
     """
     output = Path(output).resolve()
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    recipe = spec.recipe_obj()
+    generator = seed_everything(spec.seed)
+    built = build_job(spec, output, dev, generator)  # bad input fails here, before anything is written
     workdir = job_dir(output, spec.job_hash)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(spec.to_dict(), indent=2, default=str))
     log = _tee(log, workdir / "train.log")
-    dev = device if isinstance(device, torch.device) else pick_device(device)
-    recipe = spec.recipe_obj()
-    generator = seed_everything(spec.seed)
-    built = build_job(spec, output, dev, generator)
+    log(f"[{spec.label}] job {spec.job_hash} on {dev} in {workdir}")
     optimizer = make_optimizer(recipe, built.student, built.method)
     iters = len(built.train_loader) if max_steps is None else min(max_steps, len(built.train_loader))
 

@@ -7,8 +7,9 @@ small CPU recipe so the embedded default trains in minutes.
 
 Method defaults per data set: KD T=4, CE 0.1 / KD 0.9 on CIFAR-style data and T=1, 0.5 / 0.5 on
 ImageNet (mdistiller); DKD's per-pair β, T and warm-up from :func:`methods.dkd.dkd_defaults`;
-DiffKD's autoencoder on when the teacher's last stage is wider than 256 channels (the official
-ImageNet configs use a 1024-channel latent; CIFAR teachers of ≤ 256 channels use none).
+DiffKD's autoencoder as the official ImageNet (B1) config has it (1024-channel latent); on CIFAR-style
+data none for teachers of ≤ 256 channels, and a 256-channel latent for wider ones (vgg13, ResNet50) —
+our assumption, the width the official code distils directly, since no official CIFAR config exists.
 """
 
 from __future__ import annotations
@@ -116,9 +117,10 @@ class ClassificationTask(Task):
 
             return dkd_defaults(teacher, student, dataset)
         if method == "diffkd":
-            t_channels = zoo.tap_specs(teacher, 1)["feat"].channels
-            if imagenet or t_channels > DIFFKD_AE_THRESHOLD:
-                return {"use_ae": True, "ae_channels": min(DIFFKD_AE_CHANNELS, t_channels)}
+            if imagenet:  # official B1 config: AE with a 1024-channel latent (even for R34's 512 channels)
+                return {"use_ae": True, "ae_channels": DIFFKD_AE_CHANNELS}
+            if zoo.tap_specs(teacher, 1)["feat"].channels > DIFFKD_AE_THRESHOLD:
+                return {"use_ae": True, "ae_channels": DIFFKD_AE_THRESHOLD}
             return {"use_ae": False}
         return {}
 

@@ -142,30 +142,49 @@ def tap_specs(arch: str, num_classes: int) -> dict[str, TapSpec]:
     }
 
 
-def validate_taps(arch: str, num_classes: int = 10, input_size: int | None = None) -> dict[str, tuple[int, ...]]:
-    """Build ``arch``, hook its taps, run one image and check every tap against its spec.
+def validate_taps(
+    arch: str, num_classes: int = 10, input_size: int | None = None, model: nn.Module | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Hook the taps of ``arch`` on a model, run a small batch and check every tap against its spec.
 
-    Raises ``RuntimeError`` naming the tap whose channels or size disagree with :func:`tap_specs`.
-    ``input_size`` defaults to the model's native size (the strides are declared for it).
+    Checks, for each tap, the channels and ``H = W = input_size / stride``; that the ``logits`` tap is
+    the model's output; and that the ``feat`` tap is the map global pooling averages
+    (``classifier(feat.mean((2, 3))) == logits``). Raises ``RuntimeError`` naming the failing tap.
+
+    Args:
+        arch: a registered name.
+        num_classes: classes of the model built when ``model`` is not given.
+        input_size: image side; defaults to the native size (32 CIFAR, 224 ImageNet) the strides refer to.
+        model: an already built ``arch`` to check instead of a fresh one (it is put in eval mode).
 
     Returns:
         The captured shapes by tap name.
     """
     a = get_arch(arch)
     size = input_size or a.input_size
-    model = build(arch, num_classes).eval()
-    specs = tap_specs(arch, num_classes)
+    model = (model if model is not None else build(arch, num_classes)).eval()
+    head = model.get_submodule(a.logits)
+    specs = tap_specs(arch, head.out_features if isinstance(head, nn.Linear) else head[-1].out_features)
     rec = TapRecorder(model, {n: s.module for n, s in specs.items()})
-    with torch.no_grad():
-        logits = model(torch.randn(1, 3, size, size))
-    taps = rec.pop()
-    rec.remove()
+    batch = 1 if a.imagenet else 2
+    try:
+        with torch.no_grad():
+            logits = model(torch.randn(batch, 3, size, size))
+            taps = rec.pop()
+            pooled = head(taps["feat"].mean((2, 3)))
+    finally:
+        rec.remove()
     if not torch.equal(taps["logits"], logits):
         raise RuntimeError(f"{arch}: the logits tap {specs['logits'].module!r} is not the model's output")
     shapes = {n: tuple(t.shape) for n, t in taps.items()}
     for name, spec in specs.items():
         got = shapes[name]
-        want = (1, spec.channels) if spec.stride == 0 else (1, spec.channels, size // spec.stride, size // spec.stride)
+        want = (batch, spec.channels)
+        if spec.stride:
+            want += (size // spec.stride, size // spec.stride)
         if got != want:
             raise RuntimeError(f"{arch}: tap {name!r} ({spec.module}) has shape {got}, spec says {want}")
+    # Untrained deep nets can have huge activations: compare relative to the logits' scale.
+    if not torch.allclose(pooled, logits, rtol=1e-4, atol=1e-5 * (1.0 + logits.abs().max().item())):
+        raise RuntimeError(f"{arch}: classifier(pooled 'feat' tap {specs['feat'].module!r}) is not the logits")
     return shapes

@@ -1,0 +1,89 @@
+"""The training loop: schedules, export, resume after a crash, NaN handling, eval reproduction."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bench.spec import resolve_job
+from bench.train import JobFailed, evaluate_checkpoint, lr_factor, run_job
+from tasks.base import Recipe
+from tasks.classification.models import zoo
+
+
+def test_step_schedule_matches_mdistiller():
+    # mdistiller: lr = base * 0.1 ** sum(epoch > stages), epoch 1-based; decays start at epoch 151.
+    r = Recipe(epochs=240, batch_size=64, lr=0.05, milestones=(150, 180, 210))
+    it = 10  # iterations per epoch
+    for epoch_1based, expected in [(1, 1.0), (150, 1.0), (151, 0.1), (180, 0.1), (181, 0.01), (211, 0.001)]:
+        first_iter = (epoch_1based - 1) * it
+        assert lr_factor(r, first_iter, it) == pytest.approx(expected)
+
+
+def test_poly_cosine_and_warmup():
+    r = Recipe(epochs=2, batch_size=1, lr=1.0, schedule="poly", poly_power=0.9)
+    assert lr_factor(r, 0, 10) == pytest.approx(1.0)
+    assert lr_factor(r, 10, 10) == pytest.approx(0.5**0.9)
+    c = Recipe(epochs=2, batch_size=1, lr=1.0, schedule="cosine")
+    assert lr_factor(c, 10, 10) == pytest.approx(0.5)
+    w = Recipe(epochs=4, batch_size=1, lr=1.0, warmup_epochs=1.0, warmup_factor=0.1)
+    assert lr_factor(w, 0, 10) == pytest.approx(0.1)
+    assert lr_factor(w, 5, 10) == pytest.approx(0.55)
+    assert lr_factor(w, 10, 10) == pytest.approx(1.0)
+
+
+def _spec(tmp_path, method="vanilla", teacher_ckpt=None, epochs=2, lr=None, seed=0):
+    return resolve_job(
+        task="classification", dataset="digits", student="resnet8", method=method,
+        teacher="resnet8" if method != "vanilla" else None,
+        teacher_ref=f"file:{teacher_ckpt}" if teacher_ckpt else None, seed=seed,
+        recipe_overrides={"epochs": epochs, "batch_size": 16, "lr": lr},
+    )
+
+
+def test_export_holds_student_only_and_eval_reproduces(tmp_path):
+    teacher = run_job(_spec(tmp_path, epochs=1), tmp_path, device="cpu", log=lambda m: None, max_steps=3)
+    res = run_job(_spec(tmp_path, "fitnet", teacher.student_path, epochs=1), tmp_path, device="cpu",
+                  log=lambda m: None, max_steps=3)
+    exported = torch.load(res.student_path, weights_only=False)
+    fresh = zoo.build("resnet8", 10)
+    # Exactly the student's keys: FitNet's regressor is not part of the exported student.
+    assert set(exported["student"]) == set(fresh.state_dict())
+    fresh.load_state_dict(exported["student"], strict=True)
+    again = evaluate_checkpoint("classification", "digits", None, "resnet8", res.student_path, device="cpu")
+    assert again["top1"] == pytest.approx(res.metrics["last_top1"])
+    assert again["images"] == 360
+    assert "teacher_top1" in res.metrics
+
+
+def test_crash_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    straight = run_job(_spec(tmp_path / "a"), tmp_path / "a", device="cpu", log=lambda m: None, max_steps=2)
+    monkeypatch.setenv("DIFFBENCH_CRASH_ONCE_AT_EPOCH", "1")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_job(_spec(tmp_path / "b"), tmp_path / "b", device="cpu", log=lambda m: None, max_steps=2)
+    lines = []
+    resumed = run_job(_spec(tmp_path / "b"), tmp_path / "b", device="cpu", log=lines.append, max_steps=2)
+    assert any("resumed from epoch 1" in line for line in lines)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    a = torch.load(straight.student_path, weights_only=False)["student"]
+    b = torch.load(resumed.student_path, weights_only=False)["student"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    assert resumed.metrics["last_top1"] == straight.metrics["last_top1"]
+
+
+def test_nan_loss_fails_the_job(tmp_path):
+    with pytest.raises(JobFailed, match="loss is"):
+        run_job(_spec(tmp_path, epochs=1, lr=1e30), tmp_path, device="cpu", log=lambda m: None, max_steps=5)
+
+
+def test_job_hash_is_identity():
+    a = resolve_job(task="classification", dataset="digits", student="resnet8")
+    b = resolve_job(task="classification", dataset="digits", student="resnet8")
+    c = resolve_job(task="classification", dataset="digits", student="resnet8", seed=1)
+    d = resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides={"lr": 0.1})
+    assert a.job_hash == b.job_hash
+    assert len({a.job_hash, c.job_hash, d.job_hash}) == 3
+    assert not math.isnan(float(int(a.job_hash, 16)))
