@@ -83,7 +83,9 @@ def parse_sets(values: list[str] | None, default_scope: str | None = None) -> di
 
 TaskOpt = Annotated[str, typer.Option("--task", help="classification | detection | segmentation")]
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Data set name; default: the task's embedded one.")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder holding the data set in its official layout.")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Folder holding the data set in its official layout.")
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder (jobs, MLflow store, reports).")]
 
@@ -101,7 +103,9 @@ def train(
         Path | None, typer.Option("--teacher-checkpoint", help="Teacher weights (mdistiller, torchvision or ours).")
     ] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="Method hyper-parameter, e.g. --set beta=6.")] = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="Recipe preset (see `diffbench list presets`).")] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Recipe preset (see `diffbench list presets`).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
     lr: Annotated[float | None, typer.Option("--lr")] = None,
@@ -120,14 +124,22 @@ def train(
     from bench.train import JobFailed, run_job
 
     if method != VANILLA and teacher_checkpoint is None:
-        raise UserError(f"method {method!r} needs --teacher and --teacher-checkpoint (or use `diffbench run`, "
-                        "which trains missing teachers)")
+        raise UserError(
+            f"method {method!r} needs --teacher and --teacher-checkpoint (or use `diffbench run`, "
+            "which trains missing teachers)"
+        )
     if teacher_checkpoint is not None and not teacher_checkpoint.is_file():
         raise UserError(f"teacher checkpoint {str(teacher_checkpoint)!r} does not exist")
     spec = resolve_job(
-        task=task, dataset=dataset, student=student, method=method, teacher=teacher,
-        teacher_ref=f"file:{teacher_checkpoint.resolve()}" if teacher_checkpoint else None, seed=seed,
-        data_dir=data_dir, preset=preset,
+        task=task,
+        dataset=dataset,
+        student=student,
+        method=method,
+        teacher=teacher,
+        teacher_ref=f"file:{teacher_checkpoint.resolve()}" if teacher_checkpoint else None,
+        seed=seed,
+        data_dir=data_dir,
+        preset=preset,
         recipe_overrides={"epochs": epochs, "batch_size": batch_size, "lr": lr, "num_workers": num_workers},
         hparam_overrides=parse_sets(sets, default_scope=method).get(method),
     )
@@ -201,14 +213,33 @@ def speed(
     t = get_task(task)
     dataset = dataset or ("cifar100" if task == "classification" else t.default_dataset)
     classes = num_classes or t.default_num_classes(dataset)
-    rows = benchmark(task, teacher, student, names, batch_size=batch_size, steps=steps, warmup=warmup,
-                     device=device, dataset=dataset, num_classes=classes, hparams=parse_sets(sets))
+    rows = benchmark(
+        task,
+        teacher,
+        student,
+        names,
+        batch_size=batch_size,
+        steps=steps,
+        warmup=warmup,
+        device=device,
+        dataset=dataset,
+        num_classes=classes,
+        hparams=parse_sets(sets),
+    )
     dev = str(pick_device(device))
     if as_json:
         import torch
 
-        payload = {"task": task, "teacher": teacher, "student": student, "batch_size": batch_size, "steps": steps,
-                   "device": dev, "torch": torch.__version__, "rows": [r.to_dict() for r in rows]}
+        payload = {
+            "task": task,
+            "teacher": teacher,
+            "student": student,
+            "batch_size": batch_size,
+            "steps": steps,
+            "device": dev,
+            "torch": torch.__version__,
+            "rows": [r.to_dict() for r in rows],
+        }
         sys.stdout.write(json.dumps(payload) + "\n")
         return
     table = Table(title=f"{task}: {teacher}→{student}, batch {batch_size}, {steps} rounds on {dev}")
@@ -216,8 +247,15 @@ def speed(
         table.add_column(col, justify="left" if col == "method" else "right")
     fmt = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
     for r in rows:
-        table.add_row(r.method, fmt(r.ms_per_step, ".1f"), fmt(r.ms_iqr, ".1f"), fmt(r.images_per_s, ".0f"),
-                      fmt(r.peak_mem_mb, ".0f"), fmt(r.vs_vanilla, ".2f"), fmt(r.vs_kd, ".2f"))
+        table.add_row(
+            r.method,
+            fmt(r.ms_per_step, ".1f"),
+            fmt(r.ms_iqr, ".1f"),
+            fmt(r.images_per_s, ".0f"),
+            fmt(r.peak_mem_mb, ".0f"),
+            fmt(r.vs_vanilla, ".2f"),
+            fmt(r.vs_kd, ".2f"),
+        )
     console.print(table)
 
 
@@ -227,20 +265,27 @@ def run(
     task: Annotated[str | None, typer.Option("--task", help="classification | detection | segmentation")] = None,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
-    pairs: Annotated[list[str] | None, typer.Option("--pairs", help="teacher:student,... (comma list or repeated).")] = None,
+    pairs: Annotated[
+        list[str] | None, typer.Option("--pairs", help="teacher:student,... (comma list or repeated).")
+    ] = None,
     methods: Annotated[
         list[str] | None, typer.Option("--methods", help="kd,dkd,fitnet,diffkd (vanilla is always added).")
     ] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", help="Seeds per pair and method.")] = None,
-    sets: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override, e.g. --set dkd.beta=6.")] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="Hyper-parameter override, e.g. --set dkd.beta=6.")
+    ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
     lr: Annotated[float | None, typer.Option("--lr")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="experiment.yaml with the same keys.")] = None,
     preset: Annotated[
-        str | None, typer.Option("--preset", help="Named grid: default, smoke, cifar100, imagenet, detection, segmentation.")
+        str | None,
+        typer.Option("--preset", help="Named grid: default, smoke, cifar100, imagenet, detection, segmentation."),
     ] = None,
-    recipe: Annotated[str | None, typer.Option("--recipe", help="The task's recipe preset (diffbench list presets).")] = None,
+    recipe: Annotated[
+        str | None, typer.Option("--recipe", help="The task's recipe preset (diffbench list presets).")
+    ] = None,
     teacher_checkpoint: Annotated[
         list[str] | None, typer.Option("--teacher-checkpoint", help="ARCH=PATH: use these teacher weights.")
     ] = None,
@@ -248,14 +293,20 @@ def run(
     cpus_per_job: Annotated[float, typer.Option("--cpus-per-job")] = 1.0,
     gpus_per_job: Annotated[float, typer.Option("--gpus-per-job", help="Fractions share a GPU, e.g. 0.25.")] = 0.0,
     max_concurrent: Annotated[int | None, typer.Option("--max-concurrent")] = None,
-    max_failures: Annotated[int, typer.Option("--max-failures", help="Retries of a crashed job (from its checkpoint).")] = 1,
+    max_failures: Annotated[
+        int, typer.Option("--max-failures", help="Retries of a crashed job (from its checkpoint).")
+    ] = 1,
     address: Annotated[str | None, typer.Option("--address", help="Join a Ray cluster: auto or HOST:PORT.")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on steps per epoch (smoke runs).")] = None,
     output: OutputOpt = Path("results"),
-    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server; default: OUTPUT/mlflow.db.")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow server; default: OUTPUT/mlflow.db.")
+    ] = None,
     experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "diffbench",
     device: DeviceOpt = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue a grid (the default behaviour: finished jobs are skipped).")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a grid (the default behaviour: finished jobs are skipped).")
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded grid and exit.")] = False,
 ) -> None:
     """Run a grid: teachers first, then vanilla and distilled students, every job recorded in MLflow.
@@ -280,11 +331,16 @@ def run(
             raise UserError(f"--teacher-checkpoint {item!r}: expected ARCH=PATH")
         checkpoints[arch] = path
     grid = grid.merged(
-        task=task, dataset=dataset, data_dir=str(data_dir.resolve()) if data_dir else None,
-        pairs=tuple(parse_pair(p) for p in split_list(pairs)), methods=tuple(split_list(methods)), seeds=seeds,
-        sets=parse_sets(sets), recipe={k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr}.items()
-                                       if v is not None},
-        preset=recipe, teacher_checkpoints=checkpoints,
+        task=task,
+        dataset=dataset,
+        data_dir=str(data_dir.resolve()) if data_dir else None,
+        pairs=tuple(parse_pair(p) for p in split_list(pairs)),
+        methods=tuple(split_list(methods)),
+        seeds=seeds,
+        sets=parse_sets(sets),
+        recipe={k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr}.items() if v is not None},
+        preset=recipe,
+        teacher_checkpoints=checkpoints,
     )
     jobs = expand(grid)
     if dry_run:
@@ -292,16 +348,35 @@ def run(
         for col in ("hash", "role", "method", "teacher", "student", "seed", "epochs", "hyper-parameters"):
             table.add_column(col)
         for j in jobs:
-            table.add_row(j.job_hash, j.role, j.method, j.teacher or "", j.student, str(j.seed),
-                          str(j.recipe.get("epochs")), ", ".join(f"{k}={v}" for k, v in j.hparams))
+            table.add_row(
+                j.job_hash,
+                j.role,
+                j.method,
+                j.teacher or "",
+                j.student,
+                str(j.seed),
+                str(j.recipe.get("epochs")),
+                ", ".join(f"{k}={v}" for k, v in j.hparams),
+            )
         console.print(table)
         return
     from bench.run import run_grid
 
-    failed = run_grid(jobs, output=output, executor=executor, tracking_uri=tracking_uri, experiment=experiment,
-                      device=device, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
-                      max_concurrent=max_concurrent, max_failures=max_failures, address=address,
-                      max_steps=max_steps, console=console)
+    failed = run_grid(
+        jobs,
+        output=output,
+        executor=executor,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        device=device,
+        cpus_per_job=cpus_per_job,
+        gpus_per_job=gpus_per_job,
+        max_concurrent=max_concurrent,
+        max_failures=max_failures,
+        address=address,
+        max_steps=max_steps,
+        console=console,
+    )
     if failed:
         raise typer.Exit(min(failed, 99))
 

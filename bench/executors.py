@@ -21,7 +21,6 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,8 +89,12 @@ class GridRun:
     def _recover(self, st: JobState, run: Any) -> None:
         wd = job_dir(self.output, st.spec.job_hash)
         result = json.loads((wd / "result.json").read_text())
-        st.run_id = self.tracker.start_job(st.spec, self.parent_id, self.device,
-                                          existing=run if run is not None and run.info.status != "FINISHED" else None)
+        st.run_id = self.tracker.start_job(
+            st.spec,
+            self.parent_id,
+            self.device,
+            existing=run if run is not None and run.info.status != "FINISHED" else None,
+        )
         for row in result["history"]:
             self.tracker.log_epoch(st.run_id, int(row["epoch"]), _epoch_metrics(row))
         self.tracker.finish_job(st.run_id, result["metrics"], wd)
@@ -146,8 +149,10 @@ class GridRun:
 
     def view(self) -> Group:
         c = self.counts()
-        head = (f"[bold]{len(self.states)} jobs[/]: [green]{c['finished']} done[/], {c['skipped']} already done, "
-                f"[cyan]{c['running']} running[/], [red]{c['failed']} failed[/], {c['queued']} queued")
+        head = (
+            f"[bold]{len(self.states)} jobs[/]: [green]{c['finished']} done[/], {c['skipped']} already done, "
+            f"[cyan]{c['running']} running[/], [red]{c['failed']} failed[/], {c['queued']} queued"
+        )
         table = Table(box=None, pad_edge=False, show_header=True)
         for col in ("job", "hash", "status", "epoch", "metric"):
             table.add_column(col)
@@ -161,8 +166,11 @@ class GridRun:
 
 
 def _epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items()
-            if (k.startswith(_EPOCH_PREFIXES) or k in _EPOCH_KEYS) and isinstance(v, int | float)}
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if (k.startswith(_EPOCH_PREFIXES) or k in _EPOCH_KEYS) and isinstance(v, int | float)
+    }
 
 
 def _stages(jobs: list[JobSpec]) -> list[list[JobSpec]]:
@@ -174,8 +182,9 @@ def _stages(jobs: list[JobSpec]) -> list[list[JobSpec]]:
 # ------------------------------------------------------------------------------------------------
 # Local executor
 # ------------------------------------------------------------------------------------------------
-def run_local(grid: GridRun, jobs: list[JobSpec], max_failures: int = 1, max_steps: int | None = None,
-              live: Live | None = None) -> None:
+def run_local(
+    grid: GridRun, jobs: list[JobSpec], max_failures: int = 1, max_steps: int | None = None, live: Live | None = None
+) -> None:
     """Run ``jobs`` one by one in this process (teachers first), with the same retry semantics as Ray."""
     from bench.train import JobFailed, run_job
 
@@ -188,8 +197,14 @@ def run_local(grid: GridRun, jobs: list[JobSpec], max_failures: int = 1, max_ste
             grid.on_start(spec)
             for attempt in range(max_failures + 1):
                 try:
-                    result = run_job(spec, grid.output, device=grid.device, log=lambda _m: None, max_steps=max_steps,
-                                     reporter=lambda e, m, _p, s=spec: grid.on_epoch(s, e, m))
+                    result = run_job(
+                        spec,
+                        grid.output,
+                        device=grid.device,
+                        log=lambda _m: None,
+                        max_steps=max_steps,
+                        reporter=lambda e, m, _p, s=spec: grid.on_epoch(s, e, m),
+                    )
                     grid.on_finish(spec, result.metrics)
                     break
                 except (JobFailed, UserError) as err:
@@ -230,61 +245,25 @@ def _ray_trainable(config: dict[str, Any]) -> None:
             tune.report({**metrics, "epoch": epoch, "event": "epoch"}, checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
-        result = run_job(spec, config["output"], device=config["device"], reporter=reporter, log=print,
-                         max_steps=config.get("max_steps"))
+        result = run_job(
+            spec,
+            config["output"],
+            device=config["device"],
+            reporter=reporter,
+            log=print,
+            max_steps=config.get("max_steps"),
+        )
     except (JobFailed, UserError) as err:
         tune.report({"event": "failed", "failure_reason": f"{type(err).__name__}: {err}"})
         return
     tune.report({"event": "finished", "summary": json.dumps(result.metrics)})
 
 
-def _callback_class() -> type:
-    from ray import tune
-
-    class DriverCallback(tune.Callback):
-        """Forwards trial events to :class:`GridRun` (the single MLflow writer) in the driver."""
-
-        def __init__(self, grid: GridRun, on_change: Callable[[], None]) -> None:
-            self.grid = grid
-            self.on_change = on_change
-
-        def _spec(self, trial: Any) -> JobSpec:
-            return JobSpec.from_dict(trial.config["job"])
-
-        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.grid.on_start(self._spec(trial))
-            self.on_change()
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            spec = self._spec(trial)
-            event = result.get("event")
-            if event == "epoch":
-                self.grid.on_epoch(spec, int(result["epoch"]), result)
-            elif event == "finished":
-                self.grid.on_finish(spec, json.loads(result["summary"]))
-            elif event == "failed":
-                self.grid.on_fail(spec, str(result.get("failure_reason", "failed")))
-            self.on_change()
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            reason = "crashed"
-            error_file = getattr(trial, "error_file", None)
-            try:
-                if error_file and os.path.exists(error_file):
-                    lines = [x for x in Path(error_file).read_text().strip().splitlines() if x.strip()]
-                    reason = f"crashed: {lines[-1][:500]}" if lines else reason
-            except OSError:
-                pass
-            self.grid.on_fail(self._spec(trial), reason)
-            self.on_change()
-
-    return DriverCallback
-
-
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Start a local Ray instance or join ``address`` (``auto`` or ``HOST:PORT``); clear error if unreachable."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables over our live view
     import logging
 
     import ray
@@ -316,7 +295,7 @@ def run_ray(
     init_ray(address)
     from ray import tune
 
-    callback_cls = _callback_class()
+    from bench.ray_callback import DriverCallback
 
     def refresh() -> None:
         if live is not None:
@@ -350,7 +329,7 @@ def run_ray(
                 storage_path=str(grid.output / "ray_results"),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[callback_cls(grid, refresh)],
+                callbacks=[DriverCallback(grid, refresh)],
                 verbose=0,
             ),
         )

@@ -109,7 +109,9 @@ def load_config(path: Path) -> dict[str, Any]:
         raise UserError(f"config {str(path)!r}: expected a mapping of keys, got {type(data).__name__}")
     unknown = sorted(set(data) - _CONFIG_KEYS)
     if unknown:
-        raise UserError(f"config {str(path)!r}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_CONFIG_KEYS))}")
+        raise UserError(
+            f"config {str(path)!r}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_CONFIG_KEYS))}"
+        )
     out: dict[str, Any] = {}
 
     def want(key: str, types: type | tuple[type, ...], what: str) -> Any:
@@ -175,8 +177,10 @@ def expand(grid: GridSpec) -> list[JobSpec]:
         raise UserError(f"unknown recipe setting(s) {', '.join(bad)}; valid: {', '.join(sorted(valid_recipe))}")
     extra_sets = sorted(set(grid.sets) - set(methods))
     if extra_sets:
-        raise UserError(f"--set names method(s) {', '.join(extra_sets)} that the grid does not run "
-                        f"(methods: {', '.join(methods) or 'vanilla only'})")
+        raise UserError(
+            f"--set names method(s) {', '.join(extra_sets)} that the grid does not run "
+            f"(methods: {', '.join(methods) or 'vanilla only'})"
+        )
     common = {"task": grid.task, "dataset": dataset, "data_dir": grid.data_dir, "preset": grid.preset}
 
     jobs: list[JobSpec] = []
@@ -190,8 +194,9 @@ def expand(grid: GridSpec) -> list[JobSpec]:
                 raise UserError(f"teacher checkpoint for {teacher!r} not found: {path}")
             teacher_refs[teacher] = f"file:{path}"
         else:
-            tjob = resolve_job(**common, student=teacher, role="teacher",
-                               recipe_overrides={**grid.recipe, **grid.teacher_recipe})
+            tjob = resolve_job(
+                **common, student=teacher, role="teacher", recipe_overrides={**grid.recipe, **grid.teacher_recipe}
+            )
             jobs.append(tjob)
             teacher_refs[teacher] = f"job:{tjob.job_hash}"
     unused = sorted(set(grid.teacher_checkpoints) - {t for t, _ in pairs})
@@ -203,9 +208,18 @@ def expand(grid: GridSpec) -> list[JobSpec]:
     for teacher, student in pairs:
         for method in methods:
             for seed in range(grid.seeds):
-                jobs.append(resolve_job(
-                    **common, student=student, teacher=teacher, teacher_ref=teacher_refs[teacher], method=method,
-                    seed=seed, recipe_overrides=grid.recipe, hparam_overrides=grid.sets.get(method)))
+                jobs.append(
+                    resolve_job(
+                        **common,
+                        student=student,
+                        teacher=teacher,
+                        teacher_ref=teacher_refs[teacher],
+                        method=method,
+                        seed=seed,
+                        recipe_overrides=grid.recipe,
+                        hparam_overrides=grid.sets.get(method),
+                    )
+                )
     unique: dict[str, JobSpec] = {}
     for job in jobs:
         unique.setdefault(job.job_hash, job)

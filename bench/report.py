@@ -20,6 +20,8 @@ Nothing here imports torch; MLflow and matplotlib are imported lazily so ``impor
 from __future__ import annotations
 
 import base64
+import contextlib
+import gc
 import html
 import json
 import math
@@ -76,6 +78,23 @@ def _tracking_uri(tracking_uri: str | Path) -> str:
     return uri
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Any:
+    """Pause the cyclic garbage collector while MLflow builds ORM objects.
+
+    The SQL store materialises one SQLAlchemy object per tag, param and metric (~35 per run); the
+    allocation burst keeps triggering full collections, which made 2,000 runs take ~4.5 s instead of
+    ~1.7 s (bench/bench_report.py). Nothing cyclic is freed late: collection resumes right after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _quote(value: str, what: str) -> str:
     if "'" in value or "\\" in value:
         raise UserError(f"{what} {value!r} contains a quote or backslash; use a plain name")
@@ -88,7 +107,7 @@ def load_runs(
     *,
     task: str | None = None,
     dataset: str | None = None,
-    page_size: int = 5000,
+    page_size: int = 10000,
 ) -> pd.DataFrame:
     """All job runs of an experiment (any status) as one flat frame.
 
@@ -127,30 +146,31 @@ def load_runs(
         clauses.append(f"tags.dataset = {_quote(dataset, 'dataset')}")
     records: list[dict[str, Any]] = []
     token: str | None = None
-    while True:
-        page = client.search_runs(
-            [exp.experiment_id],
-            filter_string=" and ".join(clauses),
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=page_size,
-            page_token=token,
-        )
-        for run in page:
-            info, data = run.info, run.data
-            rec: dict[str, Any] = {
-                "run_id": info.run_id,
-                "experiment_id": info.experiment_id,
-                "status": info.status,
-                "start_time": info.start_time,
-                "end_time": info.end_time,
-            }
-            rec.update({f"tags.{k}": v for k, v in data.tags.items()})
-            rec.update({f"params.{k}": v for k, v in data.params.items()})
-            rec.update({f"metrics.{k}": v for k, v in data.metrics.items()})
-            records.append(rec)
-        token = page.token
-        if not token:
-            break
+    with _gc_paused():
+        while True:
+            page = client.search_runs(
+                [exp.experiment_id],
+                filter_string=" and ".join(clauses),
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=page_size,
+                page_token=token,
+            )
+            for run in page:
+                info, data = run.info, run.data
+                rec: dict[str, Any] = {
+                    "run_id": info.run_id,
+                    "experiment_id": info.experiment_id,
+                    "status": info.status,
+                    "start_time": info.start_time,
+                    "end_time": info.end_time,
+                }
+                rec.update({f"tags.{k}": v for k, v in data.tags.items()})
+                rec.update({f"params.{k}": v for k, v in data.params.items()})
+                rec.update({f"metrics.{k}": v for k, v in data.metrics.items()})
+                records.append(rec)
+            token = page.token
+            if not token:
+                break
     df = pd.DataFrame.from_records(records)
     for col in ("run_id", "experiment_id", "status", "start_time", "end_time", *(f"tags.{t}" for t in _TAGS)):
         if col not in df:
@@ -291,10 +311,19 @@ def _normalise(runs: pd.DataFrame, epoch: str) -> tuple[pd.DataFrame, pd.DataFra
         c for c in runs if (c.startswith("params.hp.") or c.startswith("params.recipe.")) and c not in _IGNORED_CONFIG
     )
     cfg = runs[cfg_cols].astype("string").fillna("") if cfg_cols else pd.DataFrame(index=runs.index)
-    w["config"] = cfg.agg("\x1f".join, axis=1) if cfg_cols else ""
-    rec_cols = [c for c in cfg_cols if c.startswith("params.recipe.")]
-    w["recipe_key"] = cfg[rec_cols].agg("\x1f".join, axis=1) if rec_cols else ""
+    w["config"] = _row_key(cfg)
+    w["recipe_key"] = _row_key(cfg[[c for c in cfg_cols if c.startswith("params.recipe.")]])
     return w, cfg
+
+
+def _row_key(frame: pd.DataFrame) -> pd.Series:
+    """Join each row's strings into one key (column-wise: a row-wise ``apply`` is 100× slower)."""
+    if frame.shape[1] == 0:
+        return pd.Series("", index=frame.index, dtype="string")
+    out = frame.iloc[:, 0]
+    for c in frame.columns[1:]:
+        out = out + "\x1f" + frame[c]
+    return out
 
 
 def _latest_per_job(w: pd.DataFrame) -> pd.DataFrame:

@@ -50,8 +50,10 @@ def run_grid(
     grid = GridRun(jobs, output, tracker, device_tag, console)
     todo = grid.plan()
     skipped = len(jobs) - len(todo)
-    console.print(f"{len(jobs)} jobs, {skipped} already finished, {len(todo)} to run "
-                  f"({executor}, {device_tag}); MLflow: {tracker.uri}")
+    console.print(
+        f"{len(jobs)} jobs, {skipped} already finished, {len(todo)} to run "
+        f"({executor}, {device_tag}); MLflow: {tracker.uri}"
+    )
     if not todo:
         console.print("[green]nothing to do[/]: every job of this grid has finished")
         return 0
@@ -65,19 +67,33 @@ def run_grid(
             if executor == "local":
                 run_local(grid, todo, max_failures=max_failures, max_steps=max_steps, live=live)
             else:
-                run_ray(grid, todo, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
-                        max_concurrent=max_concurrent, max_failures=max_failures, address=address,
-                        max_steps=max_steps, live=live)
+                run_ray(
+                    grid,
+                    todo,
+                    cpus_per_job=cpus_per_job,
+                    gpus_per_job=gpus_per_job,
+                    max_concurrent=max_concurrent,
+                    max_failures=max_failures,
+                    address=address,
+                    max_steps=max_steps,
+                    live=live,
+                )
         finally:
             live.update(grid.view())
+    if not console.is_terminal:
+        console.print()
     counts = grid.counts()
     tracker.end_grid(grid.parent_id, counts["failed"], counts["finished"])
     wall = time.perf_counter() - started
-    console.print(f"finished {counts['finished']}, failed {counts['failed']}, skipped {counts['skipped']} "
-                  f"in {wall:.0f}s; results in {output}")
+    console.print(
+        f"finished {counts['finished']}, failed {counts['failed']}, skipped {counts['skipped']} "
+        f"in {wall:.0f}s; results in {output}"
+    )
     for st in grid.states.values():
         if st.status == "failed":
             console.print(f"[red]failed[/] {st.spec.label} ({st.spec.job_hash}): {st.reason}", highlight=False)
     if counts["failed"] == 0:
-        console.print("next: [bold]diffbench report[/] " + (f"--output {output}" if output != Path("results").resolve() else ""))
+        console.print(
+            "next: [bold]diffbench report[/] " + (f"--output {output}" if output != Path("results").resolve() else "")
+        )
     return counts["failed"]

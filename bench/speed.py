@@ -77,8 +77,11 @@ def benchmark(
     batch = task.synthetic_batch(batch_size, num_classes, dev)
     progress = Progress(epoch=recipe.epochs, epochs=recipe.epochs, step=0, steps_per_epoch=1)
     for name in methods:
-        hp = {**task.method_defaults(name, dataset, teacher, student), **(hparams or {}).get(name, {})} \
-            if name != VANILLA else {}
+        hp = (
+            {**task.method_defaults(name, dataset, teacher, student), **(hparams or {}).get(name, {})}
+            if name != VANILLA
+            else {}
+        )
         base_mem = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
@@ -94,7 +97,7 @@ def benchmark(
         peaks[name] = (torch.cuda.max_memory_allocated(dev) - base_mem) / 2**20 if dev.type == "cuda" else None
     times: dict[str, list[float]] = {n: [] for n in methods}
     for r in range(steps):
-        order = methods[r % len(methods):] + methods[: r % len(methods)]
+        order = methods[r % len(methods) :] + methods[: r % len(methods)]
         for name in order:
             _sync(dev)
             t0 = time.perf_counter()

@@ -45,15 +45,16 @@ def git_commit() -> str:
     """The project's git commit (``unknown`` outside a checkout)."""
     try:
         here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
 def _chunks(items: list[Any], n: int) -> list[list[Any]]:
-    return [items[i:i + n] for i in range(0, len(items), n)]
+    return [items[i : i + n] for i in range(0, len(items), n)]
 
 
 class Tracker:
@@ -68,8 +69,13 @@ class Tracker:
     def __init__(self, output: Path, tracking_uri: str | None = None, experiment: str = EXPERIMENT) -> None:
         for k, v in _HTTP_ENV.items():
             os.environ.setdefault(k, v)
+        import logging
+
         import mlflow
         from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # schema-migration chatter on a new store
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self.output = Path(output).resolve()
         self.output.mkdir(parents=True, exist_ok=True)
@@ -89,8 +95,9 @@ class Tracker:
 
     # -- grid --------------------------------------------------------------------------------
     def start_grid(self, name: str, tags: dict[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={"diffbench.kind": "grid", "git_commit": git_commit(), **tags})
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={"diffbench.kind": "grid", "git_commit": git_commit(), **tags}
+        )
         return run.info.run_id
 
     def end_grid(self, run_id: str, failed: int, finished: int) -> None:
@@ -101,22 +108,25 @@ class Tracker:
     # -- jobs --------------------------------------------------------------------------------
     def job_runs(self, hashes: list[str] | None = None) -> dict[str, Any]:
         """Latest run per job hash (all statuses), optionally only for ``hashes``."""
+        # MLflow's filter language has no IN for tags: page through the experiment's job runs instead.
+        wanted = set(hashes) if hashes is not None else None
         found: dict[str, Any] = {}
-        filters = ["tags.`diffbench.kind` = 'job'"]
-        groups = _chunks(sorted(set(hashes)), 50) if hashes else [None]
-        for group in groups:
-            flt = filters[0]
-            if group is not None:
-                flt += " AND tags.job_hash IN (" + ", ".join(f"'{h}'" for h in group) + ")"
-            token = None
-            while True:
-                page = self.client.search_runs([self.experiment_id], filter_string=flt, max_results=1000,
-                                               page_token=token, order_by=["attributes.start_time ASC"])
-                for run in page:
-                    found[run.data.tags["job_hash"]] = run
-                token = page.token
-                if not token:
-                    break
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string="tags.`diffbench.kind` = 'job'",
+                max_results=1000,
+                page_token=token,
+                order_by=["attributes.start_time ASC"],
+            )
+            for run in page:
+                h = run.data.tags.get("job_hash")
+                if h and (wanted is None or h in wanted):
+                    found[h] = run
+            token = page.token
+            if not token:
+                break
         return found
 
     def start_job(self, spec: JobSpec, parent_id: str | None, device: str, existing: Any | None = None) -> str:

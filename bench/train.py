@@ -126,20 +126,35 @@ def build_job(spec: JobSpec, output: Path, device: torch.device, generator: torc
     task = get_task(spec.task)
     recipe = spec.recipe_obj()
     bundle = task.build_data(spec.dataset, Path(spec.data_dir) if spec.data_dir else None, recipe)
-    loader_kw = {"collate_fn": bundle.collate_fn, "num_workers": recipe.num_workers,
-                 "pin_memory": device.type == "cuda", "persistent_workers": recipe.num_workers > 0}
-    train_loader = DataLoader(bundle.train, batch_size=recipe.batch_size, shuffle=True, drop_last=True,
-                              generator=generator, **loader_kw)
+    loader_kw = {
+        "collate_fn": bundle.collate_fn,
+        "num_workers": recipe.num_workers,
+        "pin_memory": device.type == "cuda",
+        "persistent_workers": recipe.num_workers > 0,
+    }
+    train_loader = DataLoader(
+        bundle.train, batch_size=recipe.batch_size, shuffle=True, drop_last=True, generator=generator, **loader_kw
+    )
     if len(train_loader) == 0:
-        raise UserError(f"{spec.dataset}: {len(bundle.train)} training images is fewer than one batch of "
-                        f"{recipe.batch_size}; lower --batch-size")
+        raise UserError(
+            f"{spec.dataset}: {len(bundle.train)} training images is fewer than one batch of "
+            f"{recipe.batch_size}; lower --batch-size"
+        )
     val_loader = DataLoader(bundle.val, batch_size=recipe.batch_size, shuffle=False, **loader_kw)
 
     ckpt = spec.teacher_checkpoint(output) if spec.method != VANILLA else None
     if spec.method != VANILLA and (ckpt is None or not ckpt.is_file()):
         raise UserError(f"teacher checkpoint for {spec.teacher!r} not found at {ckpt}")
     student, teacher, method = build_models(
-        task, spec.student, spec.teacher, spec.method, dict(spec.hparams), bundle.num_classes, spec.dataset, ckpt, device
+        task,
+        spec.student,
+        spec.teacher,
+        spec.method,
+        dict(spec.hparams),
+        bundle.num_classes,
+        spec.dataset,
+        ckpt,
+        device,
     )
     return Built(task, student, teacher, method, train_loader, val_loader, bundle.num_classes, bundle.info)
 
@@ -184,8 +199,9 @@ def make_optimizer(recipe: Recipe, student: nn.Module, method: Method | None) ->
     params = [p for p in student.parameters() if p.requires_grad]
     if method is not None:
         params += [p for p in method.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                           nesterov=recipe.nesterov)
+    return torch.optim.SGD(
+        params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov
+    )
 
 
 def train_step(
@@ -273,8 +289,9 @@ def run_job(
         start_epoch, history, best, extra = state["epoch"] + 1, state["history"], state["best"], state["extra"]
         log(f"[{spec.label}] resumed from epoch {state['epoch']}")
     elif built.teacher is not None:
-        extra["teacher_" + built.task.primary_metric] = built.task.evaluate(
-            built.teacher, built.val_loader, dev)[built.task.primary_metric]
+        extra["teacher_" + built.task.primary_metric] = built.task.evaluate(built.teacher, built.val_loader, dev)[
+            built.task.primary_metric
+        ]
         log(f"[{spec.label}] teacher {built.task.primary_metric} = {extra['teacher_' + built.task.primary_metric]:.2f}")
 
     primary = built.task.primary_metric
@@ -336,8 +353,9 @@ def run_job(
             },
             ckpt_path,
         )
-        shown = " ".join(f"{k.replace('/', '_')}={v:.4g}" for k, v in metrics.items()
-                         if k == "train/loss" or k.startswith("val/"))
+        shown = " ".join(
+            f"{k.replace('/', '_')}={v:.4g}" for k, v in metrics.items() if k == "train/loss" or k.startswith("val/")
+        )
         log(f"[{spec.label}] epoch {epoch}/{recipe.epochs} {shown} ({elapsed:.1f}s)")
         if reporter is not None:
             reporter(epoch, metrics, ckpt_path)
@@ -388,7 +406,12 @@ def _batch_images(batch: Any) -> int:
 
 
 def evaluate_checkpoint(
-    task_name: str, dataset: str, data_dir: Path | None, arch: str, checkpoint: Path, device: str = "auto",
+    task_name: str,
+    dataset: str,
+    data_dir: Path | None,
+    arch: str,
+    checkpoint: Path,
+    device: str = "auto",
     batch_size: int = 128,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint (ours, mdistiller's or torchvision's) on the dataset's test split."""
@@ -403,7 +426,8 @@ def evaluate_checkpoint(
     model = task.build_model(arch, bundle.num_classes, dataset)
     task.load_weights(model, checkpoint)
     model.to(dev)
-    loader = DataLoader(bundle.val, batch_size=batch_size, shuffle=False, collate_fn=bundle.collate_fn,
-                        num_workers=recipe.num_workers)
+    loader = DataLoader(
+        bundle.val, batch_size=batch_size, shuffle=False, collate_fn=bundle.collate_fn, num_workers=recipe.num_workers
+    )
     metrics = task.evaluate(model, loader, dev)
     return {**metrics, "images": len(bundle.val), "arch": arch, "dataset": dataset, "checkpoint": str(checkpoint)}

@@ -84,7 +84,7 @@ SHAPES_CLASSES = ("background", "circle", "rectangle", "triangle")
 #: Label ids written to the shapes ``*_gtFine_labelIds.png`` (Cityscapes-style: 0 is void, drawn as a
 #: one-pixel outline round each shape so the ignore path is exercised) and their train ids.
 SHAPES_ID_TO_TRAINID: dict[int, int] = {0: 255, 1: 0, 2: 1, 3: 2, 4: 3}
-SHAPES_VERSION = "v1"
+SHAPES_VERSION = "v2"
 SHAPES_SIZE = (64, 128)  # H, W
 SHAPES_COUNTS = {"train": 400, "val": 100}
 
@@ -274,11 +274,18 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DIFFBENCH_CACHE") or Path.home() / ".cache" / "diffbench")
 
 
+#: Typical colour of each shape class (circle reddish, rectangle greenish, triangle bluish). A shape takes
+#: a jittered version of it with probability :data:`SHAPES_COLOUR_CUE`, else a uniformly random colour, so
+#: colour is a strong but imperfect cue and the shape itself must settle the rest.
+SHAPES_PALETTE = {1: (200, 60, 60), 2: (60, 190, 70), 3: (70, 80, 210)}
+SHAPES_COLOUR_CUE = 0.7
+
+
 def _draw_scene(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
-    """One scene: a smooth random background with noise, 1-4 shapes of random colour; returns (img, ids)."""
+    """One scene: a smooth muted background with noise and 1-4 shapes; returns (image, label ids)."""
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    c0, c1 = rng.uniform(40, 215, 3), rng.uniform(40, 215, 3)
+    c0, c1 = rng.uniform(70, 180, 3), rng.uniform(70, 180, 3)
     t = (xx / w * np.cos(rng.uniform(0, 2 * np.pi)) + yy / h * np.sin(rng.uniform(0, 2 * np.pi)) + 1) / 2
     bg = c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
     img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
@@ -286,7 +293,7 @@ def _draw_scene(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Image.
     d_img, d_ids = ImageDraw.Draw(img), ImageDraw.Draw(ids)
     for _ in range(int(rng.integers(1, 5))):
         kind = int(rng.integers(1, 4))  # 1 circle, 2 rectangle, 3 triangle
-        r = float(rng.uniform(7, 20))
+        r = float(rng.uniform(9, 24))
         cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
         if kind == 1:
             geom: Any = [cx - r, cy - r, cx + r, cy + r]
@@ -296,16 +303,24 @@ def _draw_scene(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Image.
             geom, draw = [cx - a, cy - b, cx + a, cy + b], "rectangle"
         else:
             rot = rng.uniform(0, 2 * np.pi)
-            geom = [(cx + r * math.cos(rot + k * 2 * math.pi / 3), cy + r * math.sin(rot + k * 2 * math.pi / 3)) for k in range(3)]
+            geom = [
+                (cx + r * math.cos(rot + k * 2 * math.pi / 3), cy + r * math.sin(rot + k * 2 * math.pi / 3))
+                for k in range(3)
+            ]
             draw = "polygon"
-        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        if rng.random() < SHAPES_COLOUR_CUE:
+            colour = tuple(int(np.clip(c + rng.integers(-40, 41), 0, 255)) for c in SHAPES_PALETTE[kind])
+        else:
+            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
         getattr(d_img, draw)(geom, fill=colour)
         getattr(d_ids, draw)(geom, fill=kind + 1, outline=0)  # one-pixel void outline
     arr = np.asarray(img).astype(np.int16) + rng.integers(-12, 13, (h, w, 3))
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), ids
 
 
-def write_shapes(root: Path, counts: dict[str, int] | None = None, size: tuple[int, int] = SHAPES_SIZE, seed: int = 0) -> None:
+def write_shapes(
+    root: Path, counts: dict[str, int] | None = None, size: tuple[int, int] = SHAPES_SIZE, seed: int = 0
+) -> None:
     """Write the shapes set to ``root`` in the Cityscapes layout (city folder ``shapes``)."""
     counts = counts or SHAPES_COUNTS
     for split_i, (split, n) in enumerate(sorted(counts.items())):

@@ -21,7 +21,9 @@ from collections.abc import Sequence
 import torch
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
     """Count (ground truth, prediction) pairs with one ``torch.bincount``.
 
     Args:

@@ -259,7 +259,9 @@ TINY_TEACHER = ((32, 64, 128, 256), (1, 1, 1, 1))
 TINY_STUDENT = ((16, 32, 64, 128), (1, 1, 1, 1))
 
 ARCHS: dict[str, ArchSpec] = {
-    "deeplabv3_r101": ArchSpec(_deeplab_resnet(101), "backbone.layer4", 2048, "DeepLabV3, dilated ResNet-101 (teacher)"),
+    "deeplabv3_r101": ArchSpec(
+        _deeplab_resnet(101), "backbone.layer4", 2048, "DeepLabV3, dilated ResNet-101 (teacher)"
+    ),
     "deeplabv3_r50": ArchSpec(_deeplab_resnet(50), "backbone.layer4", 2048, "DeepLabV3, dilated ResNet-50"),
     "deeplabv3_r18": ArchSpec(_deeplab_resnet(18), "backbone.layer4", 512, "DeepLabV3, dilated ResNet-18"),
     "pspnet_r18": ArchSpec(_pspnet_r18, "backbone.layer4", 512, "PSPNet, dilated ResNet-18"),

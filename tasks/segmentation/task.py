@@ -218,8 +218,14 @@ class SegmentationTask(Task):
         classes = cfg["classes"]
         train = D.SegmentationFolder(finder(root, splits[0]), lut, classes, crop=crop)
         val = D.SegmentationFolder(finder(root, splits[1]), lut, classes, eval_cfg=eval_cfg)
-        info = {"root": str(root), "train_images": len(train), "val_images": len(val), "crop": list(crop),
-                "eval": eval_cfg, "classes": list(classes)}
+        info = {
+            "root": str(root),
+            "train_images": len(train),
+            "val_images": len(val),
+            "crop": list(crop),
+            "eval": eval_cfg,
+            "classes": list(classes),
+        }
         return DataBundle(train=train, val=val, num_classes=len(classes), collate_fn=D.collate, info=info)
 
     # -- recipes and method defaults ---------------------------------------------------------

@@ -80,7 +80,10 @@ def _write_cityscapes(root: Path) -> np.ndarray:
         for city in cities:
             for k in range(2):
                 stem = f"{city}_{k:06d}_000019"
-                _png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", rng.integers(0, 255, (16, 32, 3), dtype=np.uint8))
+                _png(
+                    root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                    rng.integers(0, 255, (16, 32, 3), dtype=np.uint8),
+                )
                 _png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", ids)
     return ids
 

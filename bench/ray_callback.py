@@ -1,0 +1,74 @@
+"""The Ray Tune callback that makes the driver the single MLflow writer (see ``bench.executors``).
+
+A module of its own so that Tune pickles the class by reference: Tune writes its run config, callbacks
+included, to its experiment folder, and the driver-side state (MLflow client, console) must stay out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from bench.executors import GridRun
+from bench.spec import JobSpec
+
+#: Driver-side objects of the Tune callbacks of this process, by key (see DriverCallback).
+_DRIVER_STATE: dict[int, tuple[GridRun, Callable[[], None]]] = {}
+
+
+class DriverCallback(tune.Callback):
+    """Forwards trial events to :class:`GridRun` (the single MLflow writer) in the driver."""
+
+    def __init__(self, grid: GridRun, on_change: Callable[[], None]) -> None:
+        self.key = id(grid)
+        _DRIVER_STATE[self.key] = (grid, on_change)
+
+    # Tune pickles its run config (callbacks included) to its experiment folder; the driver-side
+    # state (MLflow client, console) is not picklable and stays in this process, found by key.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"key": self.key}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.key = state["key"]
+
+    @property
+    def grid(self) -> GridRun:
+        return _DRIVER_STATE[self.key][0]
+
+    def on_change(self) -> None:
+        _DRIVER_STATE[self.key][1]()
+
+    def _spec(self, trial: Any) -> JobSpec:
+        return JobSpec.from_dict(trial.config["job"])
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.grid.on_start(self._spec(trial))
+        self.on_change()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        spec = self._spec(trial)
+        event = result.get("event")
+        if event == "epoch":
+            self.grid.on_epoch(spec, int(result["epoch"]), result)
+        elif event == "finished":
+            self.grid.on_finish(spec, json.loads(result["summary"]))
+        elif event == "failed":
+            self.grid.on_fail(spec, str(result.get("failure_reason", "failed")))
+        self.on_change()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        reason = "crashed"
+        error_file = getattr(trial, "error_file", None)
+        try:
+            if error_file and os.path.exists(error_file):
+                lines = [x for x in Path(error_file).read_text().strip().splitlines() if x.strip()]
+                reason = f"crashed: {lines[-1][:500]}" if lines else reason
+        except OSError:
+            pass
+        self.grid.on_fail(self._spec(trial), reason)
+        self.on_change()

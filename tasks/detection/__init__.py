@@ -1,0 +1,1 @@
+"""Object detection: torchvision Faster R-CNN / RetinaNet with FPN on COCO-format data (``shapes`` embedded)."""
