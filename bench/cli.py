@@ -381,6 +381,97 @@ def run(
         raise typer.Exit(min(failed, 99))
 
 
+@app.command()
+@user_errors
+def report(
+    task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
+    dataset: DatasetOpt = None,
+    pairs: Annotated[list[str] | None, typer.Option("--pairs", help="Only these teacher:student pairs.")] = None,
+    methods: Annotated[list[str] | None, typer.Option("--methods", help="Only these method columns.")] = None,
+    epoch: Annotated[str, typer.Option("--epoch", help="best | last")] = "best",
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="markdown | csv | html | latex | json (default: a terminal table)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the report here instead of stdout.")] = None,
+    plot_path: Annotated[Path | None, typer.Option("--plot", help="Also draw a grouped bar chart (PNG).")] = None,
+    reference: Annotated[Path | None, typer.Option("--reference", help="Published numbers CSV.")] = None,
+    output: OutputOpt = Path("results"),
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server URI.")] = None,
+    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "diffbench",
+) -> None:
+    """Leaderboards from MLflow: mean ± std over seeds per pair and method, gain over vanilla, published values."""
+    from bench import report as rep
+    from bench.tracking import check_server, default_tracking_uri, fail_fast_http
+
+    fail_fast_http()
+
+    if fmt is not None and fmt not in rep.FORMATS:
+        raise UserError(f"unknown format {fmt!r}; valid: {', '.join(rep.FORMATS)}")
+    uri = tracking_uri or default_tracking_uri(output)
+    check_server(uri)
+    runs = rep.load_runs(uri, experiment, task=task, dataset=dataset)
+    ref = rep.load_reference(reference) if reference else rep.load_reference()
+    lb = rep.leaderboard(
+        runs,
+        epoch,
+        task=task,
+        dataset=dataset,
+        pairs=split_list(pairs) or None,
+        methods=split_list(methods) or None,
+        reference=ref,
+    )
+    png = None
+    if plot_path is not None or fmt == "html":
+        png = plot_path or (out.with_suffix(".png") if out else output / "leaderboard.png")
+        rep.plot(lb, png)
+    if fmt is None:
+        if out is not None:
+            raise UserError("--out needs --format (markdown, csv, html, latex or json)")
+        console.print(rep.to_rich(lb))
+    else:
+        text = rep.html_report(lb, png) if fmt == "html" else rep.render(lb, fmt)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text)
+            err_console.print(f"wrote {out}")
+        else:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if png is not None:
+        err_console.print(f"plot: {png}")
+
+
+@app.command()
+@user_errors
+def ui(
+    output: OutputOpt = Path("results"),
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 5000,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="Backend store URI.")] = None,
+) -> None:
+    """Open the MLflow UI on the same store `diffbench run` writes (bound to 127.0.0.1 by default)."""
+    import shutil
+    import subprocess
+
+    from bench.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri(output)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise UserError(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}; run `diffbench run` first or pass --output"
+        )
+    exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    cmd = [exe, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    if uri.startswith("sqlite:///"):
+        cmd += ["--default-artifact-root", (Path(output).resolve() / "mlartifacts").as_uri()]
+    console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it")
+    try:
+        raise typer.Exit(subprocess.call(cmd))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    except FileNotFoundError:
+        raise UserError("the mlflow command is not installed in this environment") from None
+
+
 @app.command("list")
 @user_errors
 def list_cmd(

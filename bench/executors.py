@@ -259,6 +259,20 @@ def _ray_trainable(config: dict[str, Any]) -> None:
     tune.report({"event": "finished", "summary": json.dumps(result.metrics)})
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on a dead ``HOST:PORT`` (``ray.init`` waits minutes for the GCS to answer)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"Ray address {address!r}: expected auto or HOST:PORT")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot reach Ray at {address!r}: {err.strerror or err}") from None
+
+
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Start a local Ray instance or join ``address`` (``auto`` or ``HOST:PORT``); clear error if unreachable."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -270,6 +284,8 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    if address and address != "auto":
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)

@@ -294,9 +294,6 @@ def _normalise(runs: pd.DataFrame, epoch: str) -> tuple[pd.DataFrame, pd.DataFra
     if "tags.diffbench.kind" in runs:
         w = w[runs["tags.diffbench.kind"].fillna("job") == "job"]
         runs = runs.loc[w.index]
-    unknown = sorted(set(w["task"]) - set(PRIMARY_METRIC))
-    if unknown:
-        raise UserError(f"task {unknown[0]!r} has no known primary metric; known: {', '.join(PRIMARY_METRIC)}")
     w["metric"] = w["task"].map(PRIMARY_METRIC)
     w["value"] = np.nan
     w["teacher_value"] = np.nan
@@ -445,6 +442,9 @@ def leaderboard(
         w = w[w["task"] == task]
     if dataset is not None:
         w = w[w["dataset"] == dataset]
+    unknown = sorted(set(w["task"]) - set(PRIMARY_METRIC))
+    if unknown:
+        raise UserError(f"task {unknown[0]!r} has no known primary metric; known: {', '.join(PRIMARY_METRIC)}")
 
     finished = _latest_per_job(w[w["status"] == "FINISHED"])
     done_hashes = set(finished["job_hash"]) - {""}
@@ -869,6 +869,8 @@ __all__ = [
     "FORMATS",
     "METHOD_ORDER",
     "PRIMARY_METRIC",
+    "TEACHER_COLUMN",
+    "TIDY_COLUMNS",
     "Leaderboard",
     "html_report",
     "leaderboard",

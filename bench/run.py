@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
-from bench.executors import GridRun, run_local, run_ray
+from bench.executors import GridRun, init_ray, run_local, run_ray
 from bench.spec import JobSpec
 from bench.tracking import Tracker
 from methods.base import UserError
@@ -46,6 +46,8 @@ def run_grid(
         from bench.train import pick_device
 
         device_tag = str(pick_device(device))
+    if executor == "ray":
+        init_ray(address)  # an unreachable cluster fails here, before anything is recorded
     tracker = Tracker(output, tracking_uri, experiment)
     grid = GridRun(jobs, output, tracker, device_tag, console)
     todo = grid.plan()

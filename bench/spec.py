@@ -21,6 +21,9 @@ from typing import Any
 from methods.base import UserError
 from tasks.base import Recipe, get_task
 
+#: Recipe fields that do not change a job's result, so are not part of its identity.
+_NOT_IDENTITY = {"num_workers"}
+
 #: The method name of a run without distillation: the student (or a teacher) alone.
 VANILLA = "vanilla"
 
@@ -67,8 +70,14 @@ class JobSpec:
 
     @property
     def job_hash(self) -> str:
-        """12 hex digits of SHA-1 over the canonical JSON of every field."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        """12 hex digits of SHA-1 over the canonical JSON of every field that can change the result.
+
+        ``recipe.num_workers`` is left out: data-loader processes change speed, not the numbers, so
+        resuming a grid with another worker count must find its finished jobs.
+        """
+        d = self.to_dict()
+        d["recipe"] = {k: v for k, v in d["recipe"].items() if k not in _NOT_IDENTITY}
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     @property

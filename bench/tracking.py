@@ -37,6 +37,26 @@ EXPERIMENT = "diffbench"
 _HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
+def fail_fast_http() -> None:
+    """Make MLflow's HTTP client give up at once on a dead server (it retries for minutes by default)."""
+    for k, v in _HTTP_ENV.items():
+        os.environ.setdefault(k, v)
+
+
+def check_server(uri: str) -> None:
+    """For an ``http(s)://`` tracking URI, one request to the server; ``UserError`` if it does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).close()
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise UserError(f"MLflow tracking server {uri!r} is not reachable: {reason}") from None
+
+
 def default_tracking_uri(output: Path) -> str:
     return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
 
@@ -67,8 +87,8 @@ class Tracker:
     """
 
     def __init__(self, output: Path, tracking_uri: str | None = None, experiment: str = EXPERIMENT) -> None:
-        for k, v in _HTTP_ENV.items():
-            os.environ.setdefault(k, v)
+        fail_fast_http()
+        check_server(tracking_uri or "")
         import logging
 
         import mlflow

@@ -228,15 +228,17 @@ def _save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _crash_hook(workdir: Path, epoch: int) -> None:
+def _crash_hook(workdir: Path, epoch: int, method: str) -> None:
     """Test hook: ``DIFFBENCH_CRASH_ONCE_AT_EPOCH=N`` kills the job once after epoch N was checkpointed.
 
-    A marker file makes the crash happen only once per job folder, so a retry resumes and finishes.
-    Used by the fault-tolerance tests; inert unless the variable is set.
+    ``DIFFBENCH_CRASH_METHOD=name`` limits it to jobs of that method. A marker file makes the crash
+    happen only once per job folder, so a retry resumes and finishes. Used by the fault-tolerance
+    tests; inert unless the variable is set.
     """
     at = os.environ.get("DIFFBENCH_CRASH_ONCE_AT_EPOCH")
+    only = os.environ.get("DIFFBENCH_CRASH_METHOD")
     marker = workdir / "crashed_once"
-    if at and int(at) == epoch and not marker.exists():
+    if at and int(at) == epoch and (not only or only == method) and not marker.exists():
         marker.write_text("simulated crash\n")
         raise RuntimeError(f"simulated crash after epoch {epoch} (DIFFBENCH_CRASH_ONCE_AT_EPOCH)")
 
@@ -359,7 +361,7 @@ def run_job(
         log(f"[{spec.label}] epoch {epoch}/{recipe.epochs} {shown} ({elapsed:.1f}s)")
         if reporter is not None:
             reporter(epoch, metrics, ckpt_path)
-        _crash_hook(workdir, epoch)
+        _crash_hook(workdir, epoch, spec.method)
 
     student_path = workdir / "student.pt"
     _save_atomic(_export(spec, built), student_path)

@@ -212,16 +212,22 @@ class SegmentationFolder(Dataset):
         return train_transform(img, lbl, self.crop, self.scale)
 
 
-def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack samples, padding to the largest one (image 0, label 255) when sizes differ (ADE20K val)."""
+def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack samples, padding to the largest one (image 0, label 255) when sizes differ (ADE20K val).
+
+    Returns ``(images [B,3,H,W], labels [B,H,W], sizes [B,2])``; ``sizes`` holds each sample's own
+    ``(h, w)`` so evaluation can run every image on its true extent (padding would leak into the global
+    pooling of ASPP / PSP heads).
+    """
     h = max(x.shape[-2] for x, _ in batch)
     w = max(x.shape[-1] for x, _ in batch)
     imgs = torch.zeros(len(batch), 3, h, w)
     lbls = torch.full((len(batch), h, w), IGNORE_INDEX, dtype=torch.long)
+    sizes = torch.tensor([tuple(x.shape[-2:]) for x, _ in batch], dtype=torch.long)
     for i, (x, y) in enumerate(batch):
         imgs[i, :, : x.shape[-2], : x.shape[-1]] = x
         lbls[i, : y.shape[-2], : y.shape[-1]] = y
-    return imgs, lbls
+    return imgs, lbls, sizes
 
 
 # -- layouts ---------------------------------------------------------------------------------------

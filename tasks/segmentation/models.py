@@ -255,7 +255,7 @@ def _deeplab_tiny(widths: Sequence[int], blocks: Sequence[int]) -> Callable[[int
     return build
 
 
-TINY_TEACHER = ((32, 64, 128, 256), (1, 1, 1, 1))
+TINY_TEACHER = ((32, 64, 128, 256), (2, 2, 2, 2))
 TINY_STUDENT = ((16, 32, 64, 128), (1, 1, 1, 1))
 
 ARCHS: dict[str, ArchSpec] = {

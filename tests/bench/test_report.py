@@ -41,6 +41,8 @@ classification,cifar100,resnet56,resnet20,dkd,top5,91.0,wrong metric: never matc
 classification,cifar100,?,?,diffkd,top1,77.52,pair unknown: never matched
 classification,cifar100,ResNet110,ResNet20,kd,top1,73.08,spelled in another case
 detection,coco,frcnn_r101,frcnn_r18,kd,bbox_AP,40.0,paper D
+classification,cifar100,resnet56,resnet14,vanilla,top1,66.5,paper A
+classification,cifar100,resnet110,resnet14,vanilla,top1,66.5,paper B
 """
 
 
@@ -122,6 +124,7 @@ def store(tmp_path_factory) -> str:
         reason="CUDA out of memory", params=recipe, end=600)  # fmt: skip
     job(student="resnet20", teacher="resnet56", method="dkd", seed=2, best=10.0, last=10.0, status="RUNNING",
         params=recipe, end=700)  # fmt: skip
+    job(student="resnet14", method="vanilla", seed=0, best=66.0, last=65.0, params=recipe, end=750)  # no pair
     det = {"task": "detection", "dataset": "coco", "metric": "bbox_AP"}
     job(student="frcnn_r18", teacher="frcnn_r101", method="kd", seed=0, best=DET_KD[0], last=DET_KD[1], end=800,
         **det)  # fmt: skip
@@ -154,7 +157,7 @@ def cell(lb: report.Leaderboard, teacher: str, student: str, method: str) -> pd.
 
 
 def test_load_runs_reads_job_runs_only(runs):
-    assert len(runs) == 19  # 20 runs minus the grid parent
+    assert len(runs) == 20  # 21 runs minus the grid parent
     assert set(runs["tags.diffbench.kind"]) == {"job"}
     assert {"metrics.best_top1", "params.hp.temperature", "tags.job_hash", "status"} <= set(runs.columns)
     assert (runs["tags.job_hash"] == "classification-resnet56-resnet20-kd-0").sum() == 2
@@ -172,8 +175,9 @@ def test_rows_are_one_per_pair(lb):
         ("classification", "cifar100", "resnet110", "resnet20"),
         ("classification", "cifar100", "resnet32x4", "resnet8x4"),
         ("detection", "coco", "frcnn_r101", "frcnn_r18"),
+        ("classification", "cifar100", "", "resnet14"),  # a student trained only alone
     }
-    assert len(lb.table) == 4
+    assert len(lb.table) == 5
 
 
 def test_mean_std_n_over_seeds(lb):
@@ -230,6 +234,7 @@ def test_published_values_matched(lb):
     assert cell(lb, "resnet110", "resnet20", "kd")["published"] == pytest.approx(73.08)
     assert math.isnan(cell(lb, "resnet110", "resnet20", "vanilla")["published"])
     assert cell(lb, "frcnn_r101", "frcnn_r18", "kd")["published"] == pytest.approx(40.0)
+    assert cell(lb, "", "resnet14", "vanilla")["published"] == pytest.approx(66.5)  # both pairs agree
 
 
 def test_sweep_configurations_are_separate_columns(lb):
@@ -282,6 +287,8 @@ def test_user_errors(store, runs, lb, tmp_path):
     with pytest.raises(UserError, match="format"):
         report.render(lb, "docx")
     (tmp_path / "bad.csv").write_text("task,value\nclassification,1\n")
+    with pytest.raises(UserError, match="no known primary metric"):
+        report.leaderboard(runs.assign(**{"tags.task": "depth"}))
     with pytest.raises(UserError, match="lacks column"):
         report.load_reference(tmp_path / "bad.csv")
 
@@ -292,7 +299,7 @@ def test_markdown(lb):
     header, sep = table[0], table[1]
     assert "teacher" in header and "| kd" in header.replace("  ", " ")
     assert set(sep) <= {"|", "-", ":"}
-    assert len(table) == 2 + 4 and all(line.count("|") == header.count("|") for line in table)
+    assert len(table) == 2 + 5 and all(line.count("|") == header.count("|") for line in table)
     row = next(line for line in table if "resnet56" in line)
     m, s = statistics.mean(KD_A_BEST), statistics.stdev(KD_A_BEST)
     assert f"{m:.2f} ± {s:.2f} (n=3) {m - statistics.mean(VAN_BEST):+.2f} [70.66]" in row

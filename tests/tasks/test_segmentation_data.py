@@ -62,8 +62,9 @@ def test_train_transform_pads_with_ignore_and_keeps_alignment():
 def test_collate_pads_different_sizes():
     a = (torch.ones(3, 4, 5), torch.zeros(4, 5, dtype=torch.long))
     b = (torch.ones(3, 6, 3), torch.ones(6, 3, dtype=torch.long))
-    imgs, lbls = D.collate([a, b])
+    imgs, lbls, sizes = D.collate([a, b])
     assert imgs.shape == (2, 3, 6, 5) and lbls.shape == (2, 6, 5)
+    assert sizes.tolist() == [[4, 5], [6, 3]]
     assert int((lbls[0] == 255).sum()) == 6 * 5 - 4 * 5
     assert int((lbls[1] == 255).sum()) == 6 * 5 - 6 * 3
 
@@ -104,7 +105,7 @@ def test_cityscapes_loader(tmp_path):
     x, y = bundle.train[0]
     assert x.shape == (3, 8, 16) and y.shape == (8, 16) and y.dtype == torch.long
     assert set(y.unique().tolist()) <= set(range(19)) | {255}
-    imgs, lbls = bundle.collate_fn([bundle.train[i] for i in range(2)])
+    imgs, lbls, _ = bundle.collate_fn([bundle.train[i] for i in range(2)])
     assert imgs.shape == (2, 3, 8, 16)
 
 

@@ -201,3 +201,23 @@ def test_synthetic_batch_and_registry(task):
     assert task.default_num_classes("ade20k") == 150 and task.default_num_classes("shapes") == 4
     assert task.default_dataset == "shapes" and task.primary_metric == "mIoU"
     assert math.isclose(float((labels == 255).float().mean()), 0.1, abs_tol=0.01)
+
+
+def test_evaluate_runs_padded_images_on_their_own_extent(task):
+    from tasks.segmentation.data import collate
+
+    class AboveMean(nn.Module):
+        """Class 0 where the pixel exceeds its image's mean: padding zeros would lower the mean."""
+
+        def forward(self, x):
+            v = x[:, :1]
+            return {"out": torch.cat([v - v.mean(dim=(2, 3), keepdim=True), torch.zeros_like(v)], dim=1)}
+
+    small = (torch.arange(1, 13, dtype=torch.float).view(1, 3, 4).expand(3, 3, 4).clone(), torch.ones(3, 4).long())
+    big = (torch.ones(3, 6, 6), torch.zeros(6, 6).long())
+    padded = task.evaluate(AboveMean(), [collate([small, big])], torch.device("cpu"))
+    alone = task.evaluate(AboveMean(), [collate([small]), collate([big])], torch.device("cpu"))
+    assert padded == pytest.approx(alone, nan_ok=True)
+    # small image (label 1): the 6 pixels below its own mean 6.5 are right (padding zeros would drop the mean
+    # to 78 / 36 and leave 2 right); big image (label 0): all at the mean, a tie that argmax gives class 0
+    assert alone["pixel_acc"] == pytest.approx(100 * (6 + 36) / 48)
