@@ -282,10 +282,10 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
 
     import ray
 
-    if ray.is_initialized():
-        return
     if address and address != "auto":
         _check_reachable(address)
+    if ray.is_initialized():
+        return
     try:
         if address:
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
@@ -309,7 +309,13 @@ def run_ray(
 ) -> None:
     """Run ``jobs`` as Ray Tune trials, teachers first; see the module docstring."""
     init_ray(address)
+    import logging
+
     from ray import tune
+
+    # Trial errors are recorded in MLflow with their reason; Tune's own logging would draw over the live view.
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    logging.getLogger("ray.train").setLevel(logging.CRITICAL)
 
     from bench.ray_callback import DriverCallback
 

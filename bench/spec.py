@@ -128,7 +128,7 @@ def resolve_job(
     Validates every name: task, dataset, architectures, method and hyper-parameter names, so a bad
     grid fails before anything trains.
     """
-    from methods.base import check_hparams
+    from methods.base import check_hparams, default_hparams
 
     t = get_task(task)
     dataset = dataset or t.default_dataset
@@ -141,7 +141,13 @@ def resolve_job(
     if method != VANILLA:
         if teacher is None:
             raise UserError(f"method {method!r} needs a teacher (give a teacher:student pair)")
-        hparams = {**t.method_defaults(method, dataset, teacher, student), **(hparam_overrides or {})}
+        check_hparams(method, hparam_overrides or {})
+        # Fully resolved (constructor defaults included): logged as MLflow params and part of the identity.
+        hparams = {
+            **default_hparams(method),
+            **t.method_defaults(method, dataset, teacher, student),
+            **(hparam_overrides or {}),
+        }
         check_hparams(method, hparams)
     else:
         teacher, teacher_ref = None, None

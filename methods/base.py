@@ -170,6 +170,15 @@ def accepted_hparams(name: str) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters) - {"self", "student_taps", "teacher_taps"}
 
 
+def default_hparams(name: str) -> dict[str, Any]:
+    """The constructor defaults of method ``name``: what a job uses for anything not set otherwise."""
+    import inspect
+
+    params = inspect.signature(METHODS.get(name).__init__).parameters
+    return {k: p.default for k, p in params.items()
+            if k not in ("self", "student_taps", "teacher_taps") and p.default is not inspect.Parameter.empty}
+
+
 def check_hparams(name: str, hparams: Mapping[str, Any]) -> None:
     """Raise :class:`UserError` naming unknown hyper-parameters of method ``name`` and the valid ones."""
     accepted = accepted_hparams(name)

@@ -1,0 +1,84 @@
+"""Grid expansion and experiment.yaml validation (no training)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.grid import GridSpec, expand, grid_from_preset, load_config
+from methods.base import UserError
+
+
+def test_default_grid_has_teacher_first_and_vanilla():
+    jobs = expand(grid_from_preset("default"))
+    assert jobs[0].role == "teacher" and jobs[0].method == "vanilla"
+    methods = [j.method for j in jobs if j.role == "student"]
+    assert sorted(methods) == ["diffkd", "dkd", "fitnet", "kd", "vanilla"]
+    teacher_ref = f"job:{jobs[0].job_hash}"
+    assert all(j.teacher_ref == teacher_ref for j in jobs if j.method != "vanilla")
+
+
+def test_seeds_pairs_and_sets():
+    grid = GridSpec(task="classification", dataset="digits", pairs=(("resnet20", "resnet8"), ("resnet20", "resnet14")),
+                    methods=("kd", "dkd"), seeds=2, sets={"dkd": {"beta": 6}})
+    jobs = expand(grid)
+    # 1 teacher (shared) + 2 students x 2 seeds vanilla + 2 pairs x 2 methods x 2 seeds
+    assert len(jobs) == 1 + 4 + 8
+    assert len({j.job_hash for j in jobs}) == len(jobs)
+    for j in jobs:
+        if j.method == "dkd":
+            assert dict(j.hparams)["beta"] == 6
+
+
+def test_expansion_is_deterministic():
+    a = [j.job_hash for j in expand(grid_from_preset("default"))]
+    b = [j.job_hash for j in expand(grid_from_preset("default"))]
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    ("grid", "needle"),
+    [
+        (GridSpec(methods=("kdd",)), "unknown method 'kdd'"),
+        (GridSpec(pairs=(("resnet20", "resnet9"),)), "unknown architecture 'resnet9'"),
+        (GridSpec(dataset="mnist"), "unknown dataset 'mnist'"),
+        (GridSpec(methods=("dkd",), sets={"dkd": {"betta": 1}}), "no hyper-parameter(s) betta"),
+        (GridSpec(methods=("kd",), sets={"dkd": {"beta": 1}}), "does not run"),
+        (GridSpec(recipe={"epoch": 3}), "unknown recipe setting(s) epoch"),
+        (GridSpec(teacher_checkpoints={"resnet20": "/nonexistent.pth"}), "not found"),
+        (GridSpec(seeds=0), "at least 1"),
+    ],
+)
+def test_bad_grids_name_the_problem(grid, needle):
+    with pytest.raises(UserError, match=None) as err:
+        expand(grid)
+    assert needle in str(err.value)
+
+
+def test_config_file(tmp_path):
+    cfg = tmp_path / "experiment.yaml"
+    cfg.write_text("task: classification\ndataset: digits\npairs: [resnet20:resnet8]\nmethods: [kd]\nseeds: 2\n"
+                   "epochs: 3\nset: {kd: {temperature: 2}}\n")
+    grid = GridSpec().merged(**load_config(cfg))
+    jobs = expand(grid)
+    kd = [j for j in jobs if j.method == "kd"]
+    assert len(kd) == 2 and dict(kd[0].hparams)["temperature"] == 2
+    assert all(j.recipe["epochs"] == 3 for j in jobs)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("task: [unclosed", "not valid YAML at line 1"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("tsk: classification\n", "unknown key(s) tsk"),
+        ("seeds: many\n", "seeds must be a positive integer"),
+        ("seeds: true\n", "seeds must be a positive integer"),
+        ("pairs: [resnet20]\n", "expected teacher:student"),
+    ],
+)
+def test_bad_config_files(tmp_path, text, needle):
+    cfg = tmp_path / "experiment.yaml"
+    cfg.write_text(text)
+    with pytest.raises(UserError) as err:
+        load_config(cfg)
+    assert needle in str(err.value)

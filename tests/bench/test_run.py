@@ -1,0 +1,165 @@
+"""`diffbench run` end to end: Ray Tune (2 CPUs) into MLflow, crash recovery, concurrency, re-runs, bad input.
+
+Every fitnet job of this module crashes once right after its first epoch is checkpointed
+(``DIFFBENCH_CRASH_ONCE_AT_EPOCH``/``DIFFBENCH_CRASH_METHOD``, set before Ray starts so the workers
+inherit it); Ray's FailureConfig retries it and the job resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from bench import report as rep
+from bench.cli import app
+from bench.grid import GridSpec, expand
+from bench.run import run_grid
+from bench.spec import job_dir, resolve_job
+from bench.train import run_job
+
+RECIPE = {"epochs": 2, "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    os.environ["DIFFBENCH_CRASH_ONCE_AT_EPOCH"] = "1"
+    os.environ["DIFFBENCH_CRASH_METHOD"] = "fitnet"
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+    for k in ("DIFFBENCH_CRASH_ONCE_AT_EPOCH", "DIFFBENCH_CRASH_METHOD"):
+        os.environ.pop(k, None)
+
+
+def _job_runs(out: Path) -> list:
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("diffbench")
+    return client, client.search_runs([exp.experiment_id], "tags.`diffbench.kind` = 'job'", max_results=1000)
+
+
+def _history_steps(client, run, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+
+
+def test_grid_through_ray_into_mlflow_and_report(ray_cluster, tmp_path):
+    grid = GridSpec(task="classification", dataset="digits", pairs=(("resnet8", "resnet8"),),
+                    methods=("kd", "fitnet"), seeds=2, recipe=RECIPE)
+    jobs = expand(grid)
+    assert len(jobs) == 1 + 2 + 4
+    failed = run_grid(jobs, tmp_path, executor="ray", cpus_per_job=1, max_failures=1, max_steps=2)
+    assert failed == 0
+
+    client, runs = _job_runs(tmp_path)
+    assert sorted(r.data.tags["job_hash"] for r in runs) == sorted(j.job_hash for j in jobs)  # one run per job
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert _history_steps(client, run, "train/loss") == [1, 2]  # every epoch once, none lost or doubled
+        assert _history_steps(client, run, "val/top1") == [1, 2]
+        tags = run.data.tags
+        for key in ("task", "dataset", "student", "method", "seed", "job_hash", "git_commit", "torch_version",
+                    "torchvision_version", "device"):
+            assert key in tags
+        assert "mlflow.parentRunId" in tags
+        assert "best_top1" in run.data.metrics and "images_per_s" in run.data.metrics
+    # The fitnet jobs really crashed once and were resumed.
+    for j in jobs:
+        assert (job_dir(tmp_path, j.job_hash) / "crashed_once").exists() == (j.method == "fitnet")
+    fitnet = [r for r in runs if r.data.tags["method"] == "fitnet"]
+    assert all(any(a.path == "student.pt" for a in client.list_artifacts(r.info.run_id)) for r in fitnet)
+    assert "hp.feat_weight" in fitnet[0].data.params
+
+    # The leaderboard's numbers are the logged ones, aggregated over the two seeds.
+    lb = rep.leaderboard(rep.load_runs(f"sqlite:///{tmp_path / 'mlflow.db'}"), "best", task="classification")
+    tidy = lb.tidy.set_index("method")
+    for method in ("vanilla", "kd", "fitnet"):
+        values = [r.data.metrics["best_top1"] for r in runs
+                  if r.data.tags["method"] == method and r.data.tags["role"] == "student"]
+        assert len(values) == 2
+        assert tidy.loc[method, "mean"] == pytest.approx(statistics.mean(values))
+        assert tidy.loc[method, "std"] == pytest.approx(statistics.stdev(values))
+        assert tidy.loc[method, "n"] == 2
+    assert tidy.loc["kd", "gain"] == pytest.approx(tidy.loc["kd", "mean"] - tidy.loc["vanilla", "mean"])
+
+    # A re-run of the finished grid trains nothing and creates no run.
+    stamps = {j.job_hash: (job_dir(tmp_path, j.job_hash) / "checkpoint.pt").stat().st_mtime_ns for j in jobs}
+    assert run_grid(jobs, tmp_path, executor="ray", max_steps=2) == 0
+    _, again = _job_runs(tmp_path)
+    assert len(again) == len(runs)
+    assert stamps == {j.job_hash: (job_dir(tmp_path, j.job_hash) / "checkpoint.pt").stat().st_mtime_ns for j in jobs}
+
+
+def test_concurrent_jobs_lose_no_metric_and_a_failing_job_does_not_stop_the_grid(ray_cluster, tmp_path):
+    teacher = run_job(resolve_job(task="classification", dataset="digits", student="resnet8",
+                                  recipe_overrides={"epochs": 1, "batch_size": 16}),
+                      tmp_path / "teacher", device="cpu", log=lambda m: None, max_steps=2)
+    grid = GridSpec(task="classification", dataset="digits", pairs=(("resnet8", "resnet8"),),
+                    methods=("kd", "dkd"), seeds=2, recipe={"epochs": 3, "batch_size": 16},
+                    sets={"kd": {"kd_weight": float("nan")}},
+                    teacher_checkpoints={"resnet8": teacher.student_path})
+    jobs = expand(grid)
+    assert len(jobs) == 6 and not any(j.role == "teacher" for j in jobs)
+    failed = run_grid(jobs, tmp_path / "grid", executor="ray", cpus_per_job=0.5, max_failures=1, max_steps=2)
+    assert failed == 2  # the two kd jobs: NaN loss, recorded without retries
+
+    client, runs = _job_runs(tmp_path / "grid")
+    assert len(runs) == 6
+    spans = []
+    for run in runs:
+        if run.data.tags["method"] == "kd":
+            assert run.info.status == "FAILED"
+            assert "loss is nan" in run.data.tags["failure_reason"]
+            continue
+        assert run.info.status == "FINISHED"
+        for key in ("train/loss", "train/ce", "lr", "val/top1", "val/top5"):
+            assert _history_steps(client, run, key) == [1, 2, 3], key
+        spans.append((run.info.start_time, run.info.end_time))
+    # Several jobs really ran (and logged) at the same time.
+    overlap = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+    assert overlap >= 2
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--methods", "kd,foo"], "unknown method 'foo'"),
+        (["--pairs", "resnet20:resnet999"], "unknown architecture 'resnet999'"),
+        (["--teacher-checkpoint", "resnet20=/nonexistent/ckpt.pth"], "not found"),
+        (["--tracking-uri", "http://127.0.0.1:9"], "not reachable"),
+        (["--address", "127.0.0.1:9"], "cannot reach Ray"),
+        (["--executor", "slurm"], "unknown executor"),
+    ],
+)
+def test_run_bad_input_records_nothing(tmp_path, args, needle):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", "--output", str(out), *args], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().startswith("error:") and needle in result.output
+    assert "Traceback" not in result.output
+    assert not (out / "jobs").exists()
+    assert not (out / "mlflow.db").exists() or "tracking" not in needle
+
+
+def test_run_bad_yaml(tmp_path):
+    cfg = tmp_path / "experiment.yaml"
+    cfg.write_text("methods: [kd\n")
+    result = runner.invoke(app, ["run", "--config", str(cfg), "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "not valid YAML" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_dry_run_lists_jobs(tmp_path):
+    result = runner.invoke(app, ["run", "--dry-run", "--seeds", "2", "--output", str(tmp_path)])
+    assert result.exit_code == 0
+    assert "11 jobs" in result.output  # teacher + 2 x (vanilla, kd, dkd, fitnet, diffkd)
+    assert not any(tmp_path.iterdir())
