@@ -74,7 +74,7 @@ def benchmark(
     opts: dict[str, torch.optim.Optimizer] = {}
     peaks: dict[str, float | None] = {}
     recipe = task.recipe(dataset, student)
-    batch = task.synthetic_batch(batch_size, num_classes, dev)
+    batch = task.synthetic_batch(batch_size, num_classes, dev, dataset=dataset, arch=student)
     progress = Progress(epoch=recipe.epochs, epochs=recipe.epochs, step=0, steps_per_epoch=1)
     for name in methods:
         hp = (

@@ -225,8 +225,11 @@ class Task(ABC):
         """Classes of ``dataset`` without loading it (for ``diffbench speed`` on synthetic data)."""
         raise UserError(f"task {self.name!r} does not know the class count of {dataset!r}; pass --num-classes")
 
-    def synthetic_batch(self, batch_size: int, num_classes: int, device: torch.device) -> Any:
-        """A random batch shaped like real data, for ``diffbench speed``."""
+    def synthetic_batch(
+        self, batch_size: int, num_classes: int, device: torch.device, dataset: str | None = None,
+        arch: str | None = None,
+    ) -> Any:
+        """A random batch shaped like ``dataset``'s (for ``arch``'s input size), for ``diffbench speed``."""
         raise UserError(f"task {self.name!r} has no synthetic batches")
 
 

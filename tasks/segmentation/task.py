@@ -385,7 +385,7 @@ class SegmentationTask(Task):
             return slide_logits(model, images, tuple(cfg["crop"]), tuple(cfg["stride"]))
         raise UserError(f"unknown segmentation eval mode {cfg['mode']!r}; valid: whole, slide")
 
-    def synthetic_batch(self, batch_size: int, num_classes: int, device: torch.device) -> Any:
+    def synthetic_batch(self, batch_size: int, num_classes: int, device: torch.device, **_: Any) -> Any:
         """Random images and labels (10% ignore) at the real crop: 512x1024 for 19 classes (Cityscapes),
         512x512 for 150 (ADE20K), the shapes size otherwise."""
         h, w = {19: (512, 1024), 150: (512, 512)}.get(num_classes, D.SHAPES_SIZE)
