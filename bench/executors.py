@@ -345,7 +345,7 @@ def run_ray(
                 "cpus": cpus_per_job,
                 "max_steps": max_steps,
             },
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0, reuse_actors=False),
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}-stage{i}",
                 storage_path=str(grid.output / "ray_results"),

@@ -40,10 +40,11 @@ COCO_CATEGORY_IDS = (
 #: train2017 images with at least one non-crowd box (torchvision's reference filter): 117,266.
 COCO_TRAIN_IMAGES = 117_266
 
-#: ``cpu`` preset (``shapes``, batch 8, lr 0.02, half an epoch of warm-up). Measured: fasterrcnn_r18 reaches
-#: ~23 AP after 2 epochs and ~44 after 3 at constant lr (fasterrcnn_mbv3s ~29 and ~40); a training step of
-#: batch 8 costs ~1.5 CPU-seconds (r18; mbv3s ~1.4, plus ~25% for fitnet, ~50% for diffkd), so 4 epochs
-#: (decay after 3) keep teacher + vanilla + fitnet + diffkd students within ~15 minutes on 2 cores.
+#: ``cpu`` preset (``shapes``, batch 8, lr 0.02, one warm-up epoch: half an epoch diverged once).
+#: Measured: fasterrcnn_r18 reaches ~23 AP after 2 epochs and ~44 after 3 at constant lr (fasterrcnn_mbv3s
+#: ~29 and ~40); a training step of batch 8 costs ~1.5 CPU-seconds (r18; mbv3s ~1.4, plus ~25% for fitnet,
+#: ~50% for diffkd), so 4 epochs (decay after 3) keep teacher + vanilla + fitnet + diffkd students within
+#: ~15 minutes on 2 cores.
 CPU_EPOCHS = 4
 CPU_MILESTONES = (3,)
 
@@ -215,7 +216,7 @@ class DetectionTask(Task):
                 lr=0.02,
                 weight_decay=1e-4,
                 milestones=CPU_MILESTONES,
-                warmup_epochs=0.5,
+                warmup_epochs=1.0,
                 warmup_factor=0.001,
                 num_workers=0,
             )
