@@ -290,7 +290,9 @@ def run(
         list[str] | None, typer.Option("--teacher-checkpoint", help="ARCH=PATH: use these teacher weights.")
     ] = None,
     executor: Annotated[str, typer.Option("--executor", help="ray | local")] = "ray",
-    cpus_per_job: Annotated[float, typer.Option("--cpus-per-job")] = 1.0,
+    cpus_per_job: Annotated[
+        float | None, typer.Option("--cpus-per-job", help="Default: the cluster's CPUs shared by the stage's jobs.")
+    ] = None,
     gpus_per_job: Annotated[float, typer.Option("--gpus-per-job", help="Fractions share a GPU, e.g. 0.25.")] = 0.0,
     max_concurrent: Annotated[int | None, typer.Option("--max-concurrent")] = None,
     max_failures: Annotated[

@@ -299,7 +299,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
 def run_ray(
     grid: GridRun,
     jobs: list[JobSpec],
-    cpus_per_job: float = 1,
+    cpus_per_job: float | None = None,
     gpus_per_job: float = 0,
     max_concurrent: int | None = None,
     max_failures: int = 1,
@@ -323,8 +323,10 @@ def run_ray(
         if live is not None:
             live.update(grid.view())
 
+    import ray
+
     device = "cuda" if gpus_per_job > 0 else "cpu"
-    trainable = tune.with_resources(_ray_trainable, {"cpu": cpus_per_job, "gpu": gpus_per_job})
+    cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
     for i, stage in enumerate(_stages(jobs)):
         runnable = []
         for spec in stage:
@@ -336,13 +338,17 @@ def run_ray(
         refresh()
         if not runnable:
             continue
+        # Unless the user fixed it, a stage's jobs share the cluster's CPUs: a lone teacher job gets them all
+        # (torch threads follow), a wide student stage one each.
+        cpus = cpus_per_job or max(1, cluster_cpus // len(runnable))
+        trainable = tune.with_resources(_ray_trainable, {"cpu": cpus, "gpu": gpus_per_job})
         tuner = tune.Tuner(
             trainable,
             param_space={
                 "job": tune.grid_search([s.to_dict() for s in runnable]),
                 "output": str(grid.output),
                 "device": device,
-                "cpus": cpus_per_job,
+                "cpus": cpus,
                 "max_steps": max_steps,
             },
             tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0, reuse_actors=True),

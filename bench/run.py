@@ -23,7 +23,7 @@ def run_grid(
     tracking_uri: str | None = None,
     experiment: str = "diffbench",
     device: str = "auto",
-    cpus_per_job: float = 1.0,
+    cpus_per_job: float | None = None,
     gpus_per_job: float = 0.0,
     max_concurrent: int | None = None,
     max_failures: int = 1,

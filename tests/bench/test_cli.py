@@ -81,3 +81,21 @@ def test_speed_json_times_every_method():
     for r in rows.values():
         assert r["ms_per_step"] > 0
         assert r["images_per_s"] == pytest.approx(4 / (r["ms_per_step"] / 1e3))
+
+
+def test_ui_without_store_is_one_line(tmp_path):
+    _one_line_error(_invoke("ui", "--output", str(tmp_path)), "no MLflow store")
+
+
+def test_ui_serves_the_run_store_on_localhost(tmp_path, monkeypatch):
+    import subprocess
+
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    result = _invoke("ui", "--output", str(tmp_path), "--port", "5123")
+    assert result.exit_code == 0, result.output
+    cmd = calls[0]
+    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--port") + 1] == "5123"
