@@ -25,8 +25,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=4, help="seeds per method (jobs = 1 teacher + 5 x seeds)")
     args = ap.parse_args()
-    grid = GridSpec(task="classification", dataset="digits", pairs=(("resnet8", "resnet8"),), seeds=args.seeds,
-                    recipe={"epochs": 1, "batch_size": 16})
+    grid = GridSpec(
+        task="classification",
+        dataset="digits",
+        pairs=(("resnet8", "resnet8"),),
+        seeds=args.seeds,
+        recipe={"epochs": 1, "batch_size": 16},
+    )
     jobs = expand(grid)
     quiet = Console(quiet=True)
     console = Console()
@@ -36,9 +41,11 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     console.print(f"ray.init: {time.perf_counter() - t0:.1f}s; {len(jobs)} jobs of 1 step each")
     walls = {}
-    for name, kw in (("local", {"executor": "local"}),
-                     ("ray, 1 at a time", {"executor": "ray", "max_concurrent": 1}),
-                     ("ray, 2 CPUs", {"executor": "ray"})):
+    for name, kw in (
+        ("local", {"executor": "local"}),
+        ("ray, 1 at a time", {"executor": "ray", "max_concurrent": 1}),
+        ("ray, 2 CPUs", {"executor": "ray"}),
+    ):
         with tempfile.TemporaryDirectory() as d:
             t0 = time.perf_counter()
             failed = run_grid(jobs, Path(d), device="cpu", max_steps=1, console=quiet, **kw)

@@ -143,11 +143,26 @@ def train(
         recipe_overrides={"epochs": epochs, "batch_size": batch_size, "lr": lr, "num_workers": num_workers},
         hparam_overrides=parse_sets(sets, default_scope=method).get(method),
     )
-    try:
-        result = run_job(spec, output, device=device, log=console.print, max_steps=max_steps)
-    except JobFailed as err:
-        err_console.print(f"[bold red]job failed:[/] {err}")
-        raise typer.Exit(1) from None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4g}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task_id = bar.add_task("train", total=None, epoch=0, loss=float("nan"))
+
+        def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
+            bar.update(task_id, completed=step, total=steps, epoch=epoch, loss=loss)
+
+        try:
+            result = run_job(spec, output, device=device, log=console.print, max_steps=max_steps, on_step=on_step)
+        except JobFailed as err:
+            err_console.print(f"[bold red]job failed:[/] {err}")
+            raise typer.Exit(1) from None
     table = Table(title=spec.label)
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -250,6 +250,7 @@ def run_job(
     reporter: Reporter | None = None,
     log: Callable[[str], None] = print,
     max_steps: int | None = None,
+    on_step: Callable[[int, int, int, float], None] | None = None,
 ) -> JobResult:
     """Train ``spec`` to completion (resuming from its checkpoint), export the student, return results.
 
@@ -260,6 +261,7 @@ def run_job(
         reporter: called after each epoch with ``(epoch, metrics, checkpoint_path)``.
         log: where progress lines go (the console, a Ray worker's stdout).
         max_steps: cap on training steps per epoch (smoke runs and tests).
+        on_step: called after every step with ``(epoch, step, steps_per_epoch, loss)`` (progress bars).
 
     Raises:
         JobFailed: the loss became NaN/inf, or training otherwise cannot go on.
@@ -322,6 +324,8 @@ def run_job(
                 raise JobFailed(f"loss is {loss} at epoch {epoch}, step {step} (non-finite terms: {', '.join(bad)})")
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
+            if on_step is not None:
+                on_step(epoch, step + 1, iters, loss)
             seen += _batch_images(batch)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
