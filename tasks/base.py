@@ -187,6 +187,7 @@ class Task(ABC):
         Detection uses it to check that both detectors share one input transform, so their FPN maps
         refer to the same pixels.
         """
+        return None
 
     # -- data --------------------------------------------------------------------------------
     @abstractmethod
@@ -270,7 +271,8 @@ def load_state_dict_file(model: nn.Module, path: Path | str) -> None:
         raise UserError(f"checkpoint {str(path)!r} cannot be read: {err}") from None
     state = extract_state_dict(obj)
     if state is None:
-        raise UserError(f"checkpoint {str(path)!r} holds no state dict (keys: {list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__})")
+        keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise UserError(f"checkpoint {str(path)!r} holds no state dict (keys: {keys})")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
