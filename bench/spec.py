@@ -141,6 +141,7 @@ def resolve_job(
     if method != VANILLA:
         if teacher is None:
             raise UserError(f"method {method!r} needs a teacher (give a teacher:student pair)")
+        t.check_arch_pair(teacher, student)
         check_hparams(method, hparam_overrides or {})
         # Fully resolved (constructor defaults included): logged as MLflow params and part of the identity.
         hparams = {

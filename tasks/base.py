@@ -181,6 +181,14 @@ class Task(ABC):
         model.tap_recorder = rec
         return rec
 
+    def check_arch_pair(self, teacher: str, student: str) -> None:
+        """Refuse, from the names alone, a pair that can never align (``UserError``); default: nothing.
+
+        Called when a grid is expanded, so an impossible pair fails before anything trains;
+        :meth:`check_pair` then checks the built models.
+        """
+        return None
+
     def check_pair(self, student: nn.Module, teacher: nn.Module) -> None:
         """Refuse a teacher/student pair whose taps cannot align (``UserError``); default: nothing.
 

@@ -108,6 +108,15 @@ class DetectionTask(Task):
         model.tap_recorder = rec
         return rec
 
+    def check_arch_pair(self, teacher: str, student: str) -> None:
+        """Faster R-CNN and RetinaNet have different FPN levels and heads: refuse mixed pairs up front."""
+        t_family, s_family = zoo.family(teacher), zoo.family(student)
+        if t_family != s_family:
+            raise UserError(
+                f"pair {teacher}:{student} mixes detector families ({t_family} teacher, {s_family} student); pair "
+                "fasterrcnn_* with fasterrcnn_* or retinanet_* with retinanet_*"
+            )
+
     def check_pair(self, student: nn.Module, teacher: nn.Module) -> None:
         """Refuse pairs whose FPN maps or box heads cannot be compared position by position."""
         st, tt = student.transform, teacher.transform

@@ -46,6 +46,10 @@ def test_expansion_is_deterministic():
         (GridSpec(recipe={"epoch": 3}), "unknown recipe setting(s) epoch"),
         (GridSpec(teacher_checkpoints={"resnet20": "/nonexistent.pth"}), "not found"),
         (GridSpec(seeds=0), "at least 1"),
+        (GridSpec(task="detection", pairs=(("fasterrcnn_r101", "retinanet_r50"),), methods=("fitnet",)),
+         "mixes detector families"),
+        (GridSpec(task="detection", pairs=(("retinanet_r101", "retinanet_r50"),), methods=("kd",)),
+         "sigmoid-based"),
     ],
 )
 def test_bad_grids_name_the_problem(grid, needle):
