@@ -511,6 +511,11 @@ def list_cmd(
             t = get_task(name)
             console.print(f"{name}: datasets {', '.join(t.datasets)}; metric {t.primary_metric}")
     elif what in ("archs", "datasets", "presets"):
+        if what == "presets" and task is None:
+            from bench.grid import GRID_PRESETS
+
+            console.print(f"[bold]grids[/] (diffbench run --preset): {', '.join(GRID_PRESETS)}")
+            console.print("[bold]recipes[/] (diffbench run --recipe, diffbench train --preset):")
         for name in tasks:
             t = get_task(name)
             items = {"archs": t.archs(), "datasets": list(t.datasets), "presets": list(t.presets)}[what]
