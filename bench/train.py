@@ -318,12 +318,13 @@ def run_job(
                 group["lr"] = lr
             progress = Progress(epoch=epoch, epochs=recipe.epochs, step=it, steps_per_epoch=iters)
             terms = train_step(built, batch, dev, progress, optimizer)
-            loss = float(terms["loss"])
+            values = dict(zip(terms, torch.stack(list(terms.values())).tolist(), strict=True))  # one device sync
+            loss = values["loss"]
             if not math.isfinite(loss):
-                bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
+                bad = [k for k, v in values.items() if not math.isfinite(v)]
                 raise JobFailed(f"loss is {loss} at epoch {epoch}, step {step} (non-finite terms: {', '.join(bad)})")
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
             if on_step is not None:
                 on_step(epoch, step + 1, iters, loss)
             seen += _batch_images(batch)
