@@ -122,8 +122,23 @@ class GridRun:
         st = self.states[spec.job_hash]
         if st.run_id is None:
             self.on_start(spec)
+        self._fill_missing_epochs(st)
         self.tracker.finish_job(st.run_id, summary, job_dir(self.output, spec.job_hash))
         st.status = "finished"
+
+    def _fill_missing_epochs(self, st: JobState) -> None:
+        """Log epochs the run lacks from the job's own history (``result.json``).
+
+        An epoch is checkpointed before it is reported, so if the driver died between the two, the
+        resumed job starts after it and the run would never get it: the finished job's history fills the gap.
+        """
+        path = job_dir(self.output, st.spec.job_hash) / "result.json"
+        if not path.is_file():
+            return
+        logged = self.tracker.logged_epochs(st.run_id)
+        for row in json.loads(path.read_text())["history"]:
+            if int(row["epoch"]) not in logged:
+                self.tracker.log_epoch(st.run_id, int(row["epoch"]), _epoch_metrics(row))
 
     def on_fail(self, spec: JobSpec, reason: str) -> None:
         st = self.states[spec.job_hash]

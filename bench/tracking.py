@@ -195,6 +195,10 @@ class Tracker:
         for chunk in _chunks(items, 1000):
             self.client.log_batch(run_id, metrics=chunk)
 
+    def logged_epochs(self, run_id: str, key: str = "train/loss") -> set[int]:
+        """Epochs (steps) of ``key`` the run already holds."""
+        return {m.step for m in self.client.get_metric_history(run_id, key)}
+
     def finish_job(self, run_id: str, summary: dict[str, float], workdir: Path) -> None:
         from mlflow.entities import Metric
 

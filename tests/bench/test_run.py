@@ -163,3 +163,22 @@ def test_dry_run_lists_jobs(tmp_path):
     assert result.exit_code == 0
     assert "11 jobs" in result.output  # teacher + 2 x (vanilla, kd, dkd, fitnet, diffkd)
     assert not any(tmp_path.iterdir())
+
+
+def test_an_epoch_the_driver_missed_is_filled_in_when_the_job_finishes(tmp_path, monkeypatch):
+    from bench.executors import GridRun
+
+    original = GridRun.on_epoch
+
+    def lossy(self, spec, epoch, metrics):
+        if epoch == 1:  # as if the driver died after the checkpoint of epoch 1, before logging it
+            return
+        original(self, spec, epoch, metrics)
+
+    monkeypatch.setattr(GridRun, "on_epoch", lossy)
+    jobs = [resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides=RECIPE)]
+    assert run_grid(jobs, tmp_path, executor="local", max_steps=1) == 0
+    client, runs = _job_runs(tmp_path)
+    assert len(runs) == 1
+    for key in ("train/loss", "val/top1", "lr"):
+        assert _history_steps(client, runs[0], key) == [1, 2], key
