@@ -153,6 +153,8 @@ class Tracker:
         """The job's run: the unfinished one it had (resume) or a new child of ``parent_id``."""
         if existing is not None and existing.info.status != "FINISHED":
             self.client.update_run(existing.info.run_id, status="RUNNING")
+            if "failure_reason" in existing.data.tags:  # an earlier attempt's reason no longer applies
+                self.client.delete_tag(existing.info.run_id, "failure_reason")
             return existing.info.run_id
         import torch
         import torchvision
