@@ -182,3 +182,17 @@ def test_an_epoch_the_driver_missed_is_filled_in_when_the_job_finishes(tmp_path,
     assert len(runs) == 1
     for key in ("train/loss", "val/top1", "lr"):
         assert _history_steps(client, runs[0], key) == [1, 2], key
+
+
+def test_rerun_after_a_crash_resumes_into_the_same_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFBENCH_CRASH_ONCE_AT_EPOCH", "1")
+    monkeypatch.delenv("DIFFBENCH_CRASH_METHOD", raising=False)
+    jobs = [resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides=RECIPE)]
+    assert run_grid(jobs, tmp_path, executor="local", max_failures=0, max_steps=1) == 1  # crashed, no retries
+    client, runs = _job_runs(tmp_path)
+    assert runs[0].info.status == "FAILED" and "simulated crash" in runs[0].data.tags["failure_reason"]
+    assert run_grid(jobs, tmp_path, executor="local", max_failures=0, max_steps=1) == 0  # the same command again
+    client, runs = _job_runs(tmp_path)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert "failure_reason" not in runs[0].data.tags
+    assert _history_steps(client, runs[0], "train/loss") == [1, 2]
