@@ -81,6 +81,15 @@ def parse_sets(values: list[str] | None, default_scope: str | None = None) -> di
     return out
 
 
+def _train_sets(sets: list[str] | None, method: str) -> dict[str, Any] | None:
+    """``diffbench train``'s ``--set``: settings of the one method trained (a prefix naming another is an error)."""
+    parsed = parse_sets(sets, default_scope=method)
+    other = sorted(set(parsed) - {method})
+    if other:
+        raise UserError(f"--set names {', '.join(other)}, but this job trains {method!r}")
+    return parsed.get(method)
+
+
 TaskOpt = Annotated[str, typer.Option("--task", help="classification | detection | segmentation")]
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Data set name; default: the task's embedded one.")]
 DataDirOpt = Annotated[
@@ -140,8 +149,14 @@ def train(
         seed=seed,
         data_dir=data_dir,
         preset=preset,
-        recipe_overrides={"epochs": epochs, "batch_size": batch_size, "lr": lr, "num_workers": num_workers},
-        hparam_overrides=parse_sets(sets, default_scope=method).get(method),
+        recipe_overrides={
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "num_workers": num_workers,
+            "max_steps": max_steps,
+        },
+        hparam_overrides=_train_sets(sets, method),
     )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -159,7 +174,7 @@ def train(
             bar.update(task_id, completed=step, total=steps, epoch=epoch, loss=loss)
 
         try:
-            result = run_job(spec, output, device=device, log=console.print, max_steps=max_steps, on_step=on_step)
+            result = run_job(spec, output, device=device, log=console.print, on_step=on_step)
         except JobFailed as err:
             err_console.print(f"[bold red]job failed:[/] {err}")
             raise typer.Exit(1) from None
@@ -355,7 +370,11 @@ def run(
         methods=tuple(split_list(methods)),
         seeds=seeds,
         sets=parse_sets(sets),
-        recipe={k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr}.items() if v is not None},
+        recipe={
+            k: v
+            for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "max_steps": max_steps}.items()
+            if v is not None
+        },
         preset=recipe,
         teacher_checkpoints=checkpoints,
     )
@@ -391,7 +410,6 @@ def run(
         max_concurrent=max_concurrent,
         max_failures=max_failures,
         address=address,
-        max_steps=max_steps,
         console=console,
     )
     if failed:

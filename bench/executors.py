@@ -197,9 +197,7 @@ def _stages(jobs: list[JobSpec]) -> list[list[JobSpec]]:
 # ------------------------------------------------------------------------------------------------
 # Local executor
 # ------------------------------------------------------------------------------------------------
-def run_local(
-    grid: GridRun, jobs: list[JobSpec], max_failures: int = 1, max_steps: int | None = None, live: Live | None = None
-) -> None:
+def run_local(grid: GridRun, jobs: list[JobSpec], max_failures: int = 1, live: Live | None = None) -> None:
     """Run ``jobs`` one by one in this process (teachers first), with the same retry semantics as Ray."""
     from bench.train import JobFailed, run_job
 
@@ -217,7 +215,6 @@ def run_local(
                         grid.output,
                         device=grid.device,
                         log=lambda _m: None,
-                        max_steps=max_steps,
                         reporter=lambda e, m, _p, s=spec: grid.on_epoch(s, e, m),
                     )
                     grid.on_finish(spec, result.metrics)
@@ -266,7 +263,6 @@ def _ray_trainable(config: dict[str, Any]) -> None:
             device=config["device"],
             reporter=reporter,
             log=print,
-            max_steps=config.get("max_steps"),
         )
     except (JobFailed, UserError) as err:
         tune.report({"event": "failed", "failure_reason": f"{type(err).__name__}: {err}"})
@@ -319,7 +315,6 @@ def run_ray(
     max_concurrent: int | None = None,
     max_failures: int = 1,
     address: str | None = None,
-    max_steps: int | None = None,
     live: Live | None = None,
 ) -> None:
     """Run ``jobs`` as Ray Tune trials, teachers first; see the module docstring."""
@@ -364,7 +359,6 @@ def run_ray(
                 "output": str(grid.output),
                 "device": device,
                 "cpus": cpus,
-                "max_steps": max_steps,
             },
             tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0, reuse_actors=True),
             run_config=tune.RunConfig(

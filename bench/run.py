@@ -28,7 +28,6 @@ def run_grid(
     max_concurrent: int | None = None,
     max_failures: int = 1,
     address: str | None = None,
-    max_steps: int | None = None,
     console: Console | None = None,
 ) -> int:
     """Run ``jobs`` and return how many failed. Finished jobs (by hash) are skipped, never re-trained."""
@@ -67,7 +66,7 @@ def run_grid(
     with Live(grid.view(), console=console, refresh_per_second=2, transient=False) as live:
         try:
             if executor == "local":
-                run_local(grid, todo, max_failures=max_failures, max_steps=max_steps, live=live)
+                run_local(grid, todo, max_failures=max_failures, live=live)
             else:
                 run_ray(
                     grid,
@@ -77,7 +76,6 @@ def run_grid(
                     max_concurrent=max_concurrent,
                     max_failures=max_failures,
                     address=address,
-                    max_steps=max_steps,
                     live=live,
                 )
         finally:

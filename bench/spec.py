@@ -144,10 +144,11 @@ def resolve_job(
         t.check_arch_pair(teacher, student)
         check_hparams(method, hparam_overrides or {})
         # Fully resolved (constructor defaults included): logged as MLflow params and part of the identity.
+        defaults = default_hparams(method)
+        hparams = {**defaults, **t.method_defaults(method, dataset, teacher, student), **(hparam_overrides or {})}
+        # 4 and 4.0 are one setting: follow the default's type so the job hash does not split them.
         hparams = {
-            **default_hparams(method),
-            **t.method_defaults(method, dataset, teacher, student),
-            **(hparam_overrides or {}),
+            k: float(v) if isinstance(defaults.get(k), float) and type(v) is int else v for k, v in hparams.items()
         }
         check_hparams(method, hparams)
     else:
@@ -165,6 +166,6 @@ def resolve_job(
         hparams=tuple(sorted(hparams.items())),
         recipe=recipe.to_dict(),
         seed=seed,
-        data_dir=str(Path(data_dir).resolve()) if data_dir else None,
+        data_dir=str(Path(data_dir).expanduser().resolve()) if data_dir else None,
         role=role,
     )

@@ -249,7 +249,6 @@ def run_job(
     device: str | torch.device | None = "auto",
     reporter: Reporter | None = None,
     log: Callable[[str], None] = print,
-    max_steps: int | None = None,
     on_step: Callable[[int, int, int, float], None] | None = None,
 ) -> JobResult:
     """Train ``spec`` to completion (resuming from its checkpoint), export the student, return results.
@@ -260,7 +259,6 @@ def run_job(
         device: ``auto``, ``cpu``, ``cuda``...
         reporter: called after each epoch with ``(epoch, metrics, checkpoint_path)``.
         log: where progress lines go (the console, a Ray worker's stdout).
-        max_steps: cap on training steps per epoch (smoke runs and tests).
         on_step: called after every step with ``(epoch, step, steps_per_epoch, loss)`` (progress bars).
 
     Raises:
@@ -278,7 +276,7 @@ def run_job(
     log = _tee(log, workdir / "train.log")
     log(f"[{spec.label}] job {spec.job_hash} on {dev} in {workdir}")
     optimizer = make_optimizer(recipe, built.student, built.method)
-    iters = len(built.train_loader) if max_steps is None else min(max_steps, len(built.train_loader))
+    iters = len(built.train_loader) if recipe.max_steps is None else min(recipe.max_steps, len(built.train_loader))
 
     start_epoch, history, best, extra = 1, [], {}, {}
     ckpt_path = workdir / "checkpoint.pt"

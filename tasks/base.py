@@ -47,7 +47,33 @@ class Recipe:
     warmup_factor: float = 0.001
     eval_every: int = 1
     num_workers: int = 2
+    #: cap on training steps per epoch (smoke runs); part of a job's identity like every other field.
+    max_steps: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse values no run can use, with one line naming the field (they would crash much later)."""
+        ints = {"epochs": 1, "batch_size": 1, "eval_every": 1, "num_workers": 0}
+        for name, low in ints.items():
+            value = getattr(self, name)
+            if isinstance(value, float) and value.is_integer():
+                object.__setattr__(self, name, int(value))
+            elif not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise UserError(f"recipe {name} must be an integer >= {low}, got {value!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise UserError(f"recipe max_steps must be an integer >= 1, got {self.max_steps!r}")
+        for name in ("lr", "momentum", "weight_decay", "gamma", "poly_power", "warmup_epochs", "warmup_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UserError(f"recipe {name} must be a number, got {value!r}")
+            object.__setattr__(self, name, float(value))  # 1 and 1.0 are the same recipe (and job hash)
+        if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise UserError(f"recipe needs lr > 0 and momentum, weight_decay, warmup_epochs >= 0 (got lr={self.lr}, "
+                            f"momentum={self.momentum}, weight_decay={self.weight_decay}, "
+                            f"warmup_epochs={self.warmup_epochs})")
+        if self.schedule not in ("step", "poly", "cosine"):
+            raise UserError(f"unknown lr schedule {self.schedule!r}; valid: step, poly, cosine")
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

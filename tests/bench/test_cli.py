@@ -30,8 +30,20 @@ def _one_line_error(result, *needles: str) -> None:
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["train", "--student", "resnet8", "--method", "kdd", "--teacher-checkpoint", __file__, "--teacher", "resnet8"],
-         ["unknown method 'kdd'", "dkd"]),
+        (
+            [
+                "train",
+                "--student",
+                "resnet8",
+                "--method",
+                "kdd",
+                "--teacher-checkpoint",
+                __file__,
+                "--teacher",
+                "resnet8",
+            ],
+            ["unknown method 'kdd'", "dkd"],
+        ),
         (["train", "--student", "resnet9"], ["unknown architecture 'resnet9'", "resnet8"]),
         (["train", "--student", "resnet8", "--dataset", "cifar10"], ["unknown dataset 'cifar10'", "cifar100"]),
         (["train", "--student", "resnet8", "--dataset", "cifar100", "--data-dir", "/nonexistent"], ["/nonexistent"]),
@@ -39,6 +51,26 @@ def _one_line_error(result, *needles: str) -> None:
         (["train", "--student", "resnet8", "--task", "nope"], ["unknown task 'nope'"]),
         (["eval", "--arch", "resnet8", "--checkpoint", "/nonexistent.pth"], ["does not exist"]),
         (["list", "things"], ["cannot list"]),
+        (["train", "--student", "resnet8", "--epochs", "0"], ["epochs must be an integer >= 1"]),
+        (["train", "--student", "resnet8", "--max-steps", "0"], ["max_steps must be an integer >= 1"]),
+        (["train", "--student", "resnet8", "--lr", "-1"], ["lr > 0"]),
+        (["train", "--student", "resnet8", "--batch-size", "0"], ["batch_size must be an integer >= 1"]),
+        (
+            [
+                "train",
+                "--student",
+                "resnet8",
+                "--method",
+                "kd",
+                "--teacher",
+                "resnet8",
+                "--teacher-checkpoint",
+                __file__,
+                "--set",
+                "dkd.beta=6",
+            ],
+            ["--set names dkd"],
+        ),
     ],
 )
 def test_bad_input_is_one_line(args, needles):
@@ -71,8 +103,24 @@ def test_list_commands():
 
 
 def test_speed_json_times_every_method():
-    result = _invoke("speed", "--teacher", "resnet8", "--student", "resnet8", "--methods", "kd,diffkd",
-                     "--batch-size", "4", "--steps", "2", "--warmup", "1", "--device", "cpu", "--json")
+    result = _invoke(
+        "speed",
+        "--teacher",
+        "resnet8",
+        "--student",
+        "resnet8",
+        "--methods",
+        "kd,diffkd",
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output.strip().splitlines()[-1])
     rows = {r["method"]: r for r in payload["rows"]}

@@ -18,8 +18,14 @@ def test_default_grid_has_teacher_first_and_vanilla():
 
 
 def test_seeds_pairs_and_sets():
-    grid = GridSpec(task="classification", dataset="digits", pairs=(("resnet20", "resnet8"), ("resnet20", "resnet14")),
-                    methods=("kd", "dkd"), seeds=2, sets={"dkd": {"beta": 6}})
+    grid = GridSpec(
+        task="classification",
+        dataset="digits",
+        pairs=(("resnet20", "resnet8"), ("resnet20", "resnet14")),
+        methods=("kd", "dkd"),
+        seeds=2,
+        sets={"dkd": {"beta": 6}},
+    )
     jobs = expand(grid)
     # 1 teacher (shared) + 2 students x 2 seeds vanilla + 2 pairs x 2 methods x 2 seeds
     assert len(jobs) == 1 + 4 + 8
@@ -46,10 +52,11 @@ def test_expansion_is_deterministic():
         (GridSpec(recipe={"epoch": 3}), "unknown recipe setting(s) epoch"),
         (GridSpec(teacher_checkpoints={"resnet20": "/nonexistent.pth"}), "not found"),
         (GridSpec(seeds=0), "at least 1"),
-        (GridSpec(task="detection", pairs=(("fasterrcnn_r101", "retinanet_r50"),), methods=("fitnet",)),
-         "mixes detector families"),
-        (GridSpec(task="detection", pairs=(("retinanet_r101", "retinanet_r50"),), methods=("kd",)),
-         "sigmoid-based"),
+        (
+            GridSpec(task="detection", pairs=(("fasterrcnn_r101", "retinanet_r50"),), methods=("fitnet",)),
+            "mixes detector families",
+        ),
+        (GridSpec(task="detection", pairs=(("retinanet_r101", "retinanet_r50"),), methods=("kd",)), "sigmoid-based"),
     ],
 )
 def test_bad_grids_name_the_problem(grid, needle):
@@ -60,8 +67,10 @@ def test_bad_grids_name_the_problem(grid, needle):
 
 def test_config_file(tmp_path):
     cfg = tmp_path / "experiment.yaml"
-    cfg.write_text("task: classification\ndataset: digits\npairs: [resnet20:resnet8]\nmethods: [kd]\nseeds: 2\n"
-                   "epochs: 3\nset: {kd: {temperature: 2}}\n")
+    cfg.write_text(
+        "task: classification\ndataset: digits\npairs: [resnet20:resnet8]\nmethods: [kd]\nseeds: 2\n"
+        "epochs: 3\nset: {kd: {temperature: 2}}\n"
+    )
     grid = GridSpec().merged(**load_config(cfg))
     jobs = expand(grid)
     kd = [j for j in jobs if j.method == "kd"]

@@ -22,7 +22,7 @@ from bench.run import run_grid
 from bench.spec import job_dir, resolve_job
 from bench.train import run_job
 
-RECIPE = {"epochs": 2, "batch_size": 16}
+RECIPE = {"epochs": 2, "batch_size": 16, "max_steps": 2}
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +50,17 @@ def _history_steps(client, run, key: str) -> list[int]:
 
 
 def test_grid_through_ray_into_mlflow_and_report(ray_cluster, tmp_path):
-    grid = GridSpec(task="classification", dataset="digits", pairs=(("resnet8", "resnet8"),),
-                    methods=("kd", "fitnet"), seeds=2, recipe=RECIPE)
+    grid = GridSpec(
+        task="classification",
+        dataset="digits",
+        pairs=(("resnet8", "resnet8"),),
+        methods=("kd", "fitnet"),
+        seeds=2,
+        recipe=RECIPE,
+    )
     jobs = expand(grid)
     assert len(jobs) == 1 + 2 + 4
-    failed = run_grid(jobs, tmp_path, executor="ray", cpus_per_job=1, max_failures=1, max_steps=2)
+    failed = run_grid(jobs, tmp_path, executor="ray", cpus_per_job=1, max_failures=1)
     assert failed == 0
 
     client, runs = _job_runs(tmp_path)
@@ -64,8 +70,18 @@ def test_grid_through_ray_into_mlflow_and_report(ray_cluster, tmp_path):
         assert _history_steps(client, run, "train/loss") == [1, 2]  # every epoch once, none lost or doubled
         assert _history_steps(client, run, "val/top1") == [1, 2]
         tags = run.data.tags
-        for key in ("task", "dataset", "student", "method", "seed", "job_hash", "git_commit", "torch_version",
-                    "torchvision_version", "device"):
+        for key in (
+            "task",
+            "dataset",
+            "student",
+            "method",
+            "seed",
+            "job_hash",
+            "git_commit",
+            "torch_version",
+            "torchvision_version",
+            "device",
+        ):
             assert key in tags
         assert "mlflow.parentRunId" in tags
         assert "best_top1" in run.data.metrics and "images_per_s" in run.data.metrics
@@ -80,8 +96,11 @@ def test_grid_through_ray_into_mlflow_and_report(ray_cluster, tmp_path):
     lb = rep.leaderboard(rep.load_runs(f"sqlite:///{tmp_path / 'mlflow.db'}"), "best", task="classification")
     tidy = lb.tidy.set_index("method")
     for method in ("vanilla", "kd", "fitnet"):
-        values = [r.data.metrics["best_top1"] for r in runs
-                  if r.data.tags["method"] == method and r.data.tags["role"] == "student"]
+        values = [
+            r.data.metrics["best_top1"]
+            for r in runs
+            if r.data.tags["method"] == method and r.data.tags["role"] == "student"
+        ]
         assert len(values) == 2
         assert tidy.loc[method, "mean"] == pytest.approx(statistics.mean(values))
         assert tidy.loc[method, "std"] == pytest.approx(statistics.stdev(values))
@@ -90,23 +109,37 @@ def test_grid_through_ray_into_mlflow_and_report(ray_cluster, tmp_path):
 
     # A re-run of the finished grid trains nothing and creates no run.
     stamps = {j.job_hash: (job_dir(tmp_path, j.job_hash) / "checkpoint.pt").stat().st_mtime_ns for j in jobs}
-    assert run_grid(jobs, tmp_path, executor="ray", max_steps=2) == 0
+    assert run_grid(jobs, tmp_path, executor="ray") == 0
     _, again = _job_runs(tmp_path)
     assert len(again) == len(runs)
     assert stamps == {j.job_hash: (job_dir(tmp_path, j.job_hash) / "checkpoint.pt").stat().st_mtime_ns for j in jobs}
 
 
 def test_concurrent_jobs_lose_no_metric_and_a_failing_job_does_not_stop_the_grid(ray_cluster, tmp_path):
-    teacher = run_job(resolve_job(task="classification", dataset="digits", student="resnet8",
-                                  recipe_overrides={"epochs": 1, "batch_size": 16}),
-                      tmp_path / "teacher", device="cpu", log=lambda m: None, max_steps=2)
-    grid = GridSpec(task="classification", dataset="digits", pairs=(("resnet8", "resnet8"),),
-                    methods=("kd", "dkd"), seeds=2, recipe={"epochs": 3, "batch_size": 16},
-                    sets={"kd": {"kd_weight": float("nan")}},
-                    teacher_checkpoints={"resnet8": teacher.student_path})
+    teacher = run_job(
+        resolve_job(
+            task="classification",
+            dataset="digits",
+            student="resnet8",
+            recipe_overrides={"epochs": 1, "batch_size": 16, "max_steps": 2},
+        ),
+        tmp_path / "teacher",
+        device="cpu",
+        log=lambda m: None,
+    )
+    grid = GridSpec(
+        task="classification",
+        dataset="digits",
+        pairs=(("resnet8", "resnet8"),),
+        methods=("kd", "dkd"),
+        seeds=2,
+        recipe={"epochs": 3, "batch_size": 16, "max_steps": 2},
+        sets={"kd": {"kd_weight": float("nan")}},
+        teacher_checkpoints={"resnet8": teacher.student_path},
+    )
     jobs = expand(grid)
     assert len(jobs) == 6 and not any(j.role == "teacher" for j in jobs)
-    failed = run_grid(jobs, tmp_path / "grid", executor="ray", cpus_per_job=0.5, max_failures=1, max_steps=2)
+    failed = run_grid(jobs, tmp_path / "grid", executor="ray", cpus_per_job=0.5, max_failures=1)
     assert failed == 2  # the two kd jobs: NaN loss, recorded without retries
 
     client, runs = _job_runs(tmp_path / "grid")
@@ -177,7 +210,7 @@ def test_an_epoch_the_driver_missed_is_filled_in_when_the_job_finishes(tmp_path,
 
     monkeypatch.setattr(GridRun, "on_epoch", lossy)
     jobs = [resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides=RECIPE)]
-    assert run_grid(jobs, tmp_path, executor="local", max_steps=1) == 0
+    assert run_grid(jobs, tmp_path, executor="local") == 0
     client, runs = _job_runs(tmp_path)
     assert len(runs) == 1
     for key in ("train/loss", "val/top1", "lr"):
@@ -188,10 +221,10 @@ def test_rerun_after_a_crash_resumes_into_the_same_run(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFBENCH_CRASH_ONCE_AT_EPOCH", "1")
     monkeypatch.delenv("DIFFBENCH_CRASH_METHOD", raising=False)
     jobs = [resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides=RECIPE)]
-    assert run_grid(jobs, tmp_path, executor="local", max_failures=0, max_steps=1) == 1  # crashed, no retries
+    assert run_grid(jobs, tmp_path, executor="local", max_failures=0) == 1  # crashed, no retries
     client, runs = _job_runs(tmp_path)
     assert runs[0].info.status == "FAILED" and "simulated crash" in runs[0].data.tags["failure_reason"]
-    assert run_grid(jobs, tmp_path, executor="local", max_failures=0, max_steps=1) == 0  # the same command again
+    assert run_grid(jobs, tmp_path, executor="local", max_failures=0) == 0  # the same command again
     client, runs = _job_runs(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert "failure_reason" not in runs[0].data.tags

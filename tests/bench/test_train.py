@@ -34,19 +34,27 @@ def test_poly_cosine_and_warmup():
     assert lr_factor(w, 10, 10) == pytest.approx(1.0)
 
 
-def _spec(tmp_path, method="vanilla", teacher_ckpt=None, epochs=2, lr=None, seed=0):
+def _spec(tmp_path, method="vanilla", teacher_ckpt=None, epochs=2, lr=None, seed=0, max_steps=2):
     return resolve_job(
-        task="classification", dataset="digits", student="resnet8", method=method,
+        task="classification",
+        dataset="digits",
+        student="resnet8",
+        method=method,
         teacher="resnet8" if method != "vanilla" else None,
-        teacher_ref=f"file:{teacher_ckpt}" if teacher_ckpt else None, seed=seed,
-        recipe_overrides={"epochs": epochs, "batch_size": 16, "lr": lr},
+        teacher_ref=f"file:{teacher_ckpt}" if teacher_ckpt else None,
+        seed=seed,
+        recipe_overrides={"epochs": epochs, "batch_size": 16, "lr": lr, "max_steps": max_steps},
     )
 
 
 def test_export_holds_student_only_and_eval_reproduces(tmp_path):
-    teacher = run_job(_spec(tmp_path, epochs=1), tmp_path, device="cpu", log=lambda m: None, max_steps=3)
-    res = run_job(_spec(tmp_path, "fitnet", teacher.student_path, epochs=1), tmp_path, device="cpu",
-                  log=lambda m: None, max_steps=3)
+    teacher = run_job(_spec(tmp_path, epochs=1, max_steps=3), tmp_path, device="cpu", log=lambda m: None)
+    res = run_job(
+        _spec(tmp_path, "fitnet", teacher.student_path, epochs=1, max_steps=3),
+        tmp_path,
+        device="cpu",
+        log=lambda m: None,
+    )
     exported = torch.load(res.student_path, weights_only=False)
     fresh = zoo.build("resnet8", 10)
     # Exactly the student's keys: FitNet's regressor is not part of the exported student.
@@ -59,12 +67,12 @@ def test_export_holds_student_only_and_eval_reproduces(tmp_path):
 
 
 def test_crash_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    straight = run_job(_spec(tmp_path / "a"), tmp_path / "a", device="cpu", log=lambda m: None, max_steps=2)
+    straight = run_job(_spec(tmp_path / "a"), tmp_path / "a", device="cpu", log=lambda m: None)
     monkeypatch.setenv("DIFFBENCH_CRASH_ONCE_AT_EPOCH", "1")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_job(_spec(tmp_path / "b"), tmp_path / "b", device="cpu", log=lambda m: None, max_steps=2)
+        run_job(_spec(tmp_path / "b"), tmp_path / "b", device="cpu", log=lambda m: None)
     lines = []
-    resumed = run_job(_spec(tmp_path / "b"), tmp_path / "b", device="cpu", log=lines.append, max_steps=2)
+    resumed = run_job(_spec(tmp_path / "b"), tmp_path / "b", device="cpu", log=lines.append)
     assert any("resumed from epoch 1" in line for line in lines)
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     a = torch.load(straight.student_path, weights_only=False)["student"]
@@ -76,7 +84,7 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
 
 def test_nan_loss_fails_the_job(tmp_path):
     with pytest.raises(JobFailed, match="loss is"):
-        run_job(_spec(tmp_path, epochs=1, lr=1e30), tmp_path, device="cpu", log=lambda m: None, max_steps=5)
+        run_job(_spec(tmp_path, epochs=1, lr=1e30, max_steps=5), tmp_path, device="cpu", log=lambda m: None)
 
 
 def test_job_hash_is_identity():
@@ -86,4 +94,20 @@ def test_job_hash_is_identity():
     d = resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides={"lr": 0.1})
     assert a.job_hash == b.job_hash
     assert len({a.job_hash, c.job_hash, d.job_hash}) == 3
+    # A smoke run (capped steps) is another job than the full one; 1 and 1.0 are the same setting.
+    e = resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides={"max_steps": 2})
+    assert e.job_hash != a.job_hash
+    f = resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides={"lr": 1})
+    g = resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides={"lr": 1.0})
+    assert f.job_hash == g.job_hash
+    kd4 = resolve_job(
+        task="classification",
+        dataset="digits",
+        student="resnet8",
+        teacher="resnet20",
+        method="kd",
+        hparam_overrides={"temperature": 4},
+    )
+    kd4f = resolve_job(task="classification", dataset="digits", student="resnet8", teacher="resnet20", method="kd")
+    assert kd4.job_hash == kd4f.job_hash
     assert not math.isnan(float(int(a.job_hash, 16)))
