@@ -46,6 +46,8 @@ class JobState:
     run_id: str | None = None
     reason: str = ""
     attempts: int = 0
+    #: epochs the job's MLflow run already holds (a retry on another node re-reports them: log each once).
+    logged: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -60,6 +62,7 @@ class GridRun:
     parent_id: str | None = None
     states: dict[str, JobState] = field(default_factory=dict)
     primary: dict[str, str] = field(default_factory=dict)
+    to_recover: list[JobState] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from tasks.base import get_task
@@ -71,8 +74,13 @@ class GridRun:
 
     # -- planning ----------------------------------------------------------------------------
     def plan(self) -> list[JobSpec]:
-        """Mark finished jobs as skipped (recovering results only on disk); return the jobs to run."""
+        """Mark finished jobs as skipped; return the jobs to run.
+
+        Jobs finished on disk whose MLflow run is missing or unfinished (the driver died before it
+        logged the end) are set aside in :attr:`to_recover`: :meth:`recover` logs them without training.
+        """
         todo = []
+        self.to_recover = []
         for h, st in self.states.items():
             run = self._existing.get(h)
             wd = job_dir(self.output, h)
@@ -80,32 +88,36 @@ class GridRun:
             if run is not None and run.info.status == "FINISHED" and (on_disk or st.spec.role != "teacher"):
                 st.status, st.run_id = "skipped", run.info.run_id
             elif on_disk:
-                # Finished before, but the run is missing or unfinished in MLflow: log it, don't retrain.
-                self._recover(st, run)
+                self.to_recover.append(st)
             else:
                 todo.append(st.spec)
         return todo
 
-    def _recover(self, st: JobState, run: Any) -> None:
-        wd = job_dir(self.output, st.spec.job_hash)
-        result = json.loads((wd / "result.json").read_text())
-        st.run_id = self.tracker.start_job(
-            st.spec,
-            self.parent_id,
-            self.device,
-            existing=run if run is not None and run.info.status != "FINISHED" else None,
-        )
-        for row in result["history"]:
-            self.tracker.log_epoch(st.run_id, int(row["epoch"]), _epoch_metrics(row))
-        self.tracker.finish_job(st.run_id, result["metrics"], wd)
-        st.status = "skipped"
+    def recover(self) -> None:
+        """Log the jobs :meth:`plan` found finished on disk only (epochs the run lacks, summary, artifacts)."""
+        for st in self.to_recover:
+            wd = job_dir(self.output, st.spec.job_hash)
+            result = json.loads((wd / "result.json").read_text())
+            run = self._existing.get(st.spec.job_hash)
+            st.run_id = self.tracker.start_job(
+                st.spec,
+                self.parent_id,
+                self.device,
+                existing=run if run is not None and run.info.status != "FINISHED" else None,
+            )
+            self._fill_missing_epochs(st)
+            self.tracker.finish_job(st.run_id, result["metrics"], wd)
+            st.status = "skipped"
 
     # -- events ------------------------------------------------------------------------------
     def on_start(self, spec: JobSpec) -> None:
         st = self.states[spec.job_hash]
         st.attempts += 1
         if st.run_id is None:
-            st.run_id = self.tracker.start_job(spec, self.parent_id, self.device, self._existing.get(spec.job_hash))
+            existing = self._existing.get(spec.job_hash)
+            st.run_id = self.tracker.start_job(spec, self.parent_id, self.device, existing)
+            if existing is not None and existing.info.run_id == st.run_id:
+                st.logged = self.tracker.logged_epochs(st.run_id)
         st.status = "running"
 
     def on_epoch(self, spec: JobSpec, epoch: int, metrics: dict[str, Any]) -> None:
@@ -116,7 +128,9 @@ class GridRun:
         key = f"val/{self.primary[spec.task]}"
         if key in metrics:
             st.metric = float(metrics[key])
-        self.tracker.log_epoch(st.run_id, epoch, _epoch_metrics(metrics))
+        if epoch not in st.logged:
+            self.tracker.log_epoch(st.run_id, epoch, _epoch_metrics(metrics))
+            st.logged.add(epoch)
 
     def on_finish(self, spec: JobSpec, summary: dict[str, float]) -> None:
         st = self.states[spec.job_hash]
@@ -135,10 +149,11 @@ class GridRun:
         path = job_dir(self.output, st.spec.job_hash) / "result.json"
         if not path.is_file():
             return
-        logged = self.tracker.logged_epochs(st.run_id)
+        st.logged = self.tracker.logged_epochs(st.run_id)
         for row in json.loads(path.read_text())["history"]:
-            if int(row["epoch"]) not in logged:
+            if int(row["epoch"]) not in st.logged:
                 self.tracker.log_epoch(st.run_id, int(row["epoch"]), _epoch_metrics(row))
+                st.logged.add(int(row["epoch"]))
 
     def on_fail(self, spec: JobSpec, reason: str) -> None:
         st = self.states[spec.job_hash]

@@ -55,13 +55,14 @@ def run_grid(
         f"{len(jobs)} jobs, {skipped} already finished, {len(todo)} to run "
         f"({executor}, {device_tag}); MLflow: {tracker.uri}"
     )
-    if not todo:
+    if not todo and not grid.to_recover:
         console.print("[green]nothing to do[/]: every job of this grid has finished")
         return 0
     grid.parent_id = tracker.start_grid(
         f"grid {time.strftime('%Y-%m-%d %H:%M:%S')}",
         {"command": shlex.join(["diffbench", *sys.argv[1:]])[:5000], "jobs": str(len(jobs)), "executor": executor},
     )
+    grid.recover()
     started = time.perf_counter()
     with Live(grid.view(), console=console, refresh_per_second=2, transient=False) as live:
         try:

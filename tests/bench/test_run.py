@@ -229,3 +229,16 @@ def test_rerun_after_a_crash_resumes_into_the_same_run(tmp_path, monkeypatch):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert "failure_reason" not in runs[0].data.tags
     assert _history_steps(client, runs[0], "train/loss") == [1, 2]
+
+
+def test_a_job_finished_on_disk_but_not_in_mlflow_is_logged_not_retrained(tmp_path):
+    jobs = [resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides=RECIPE)]
+    assert run_grid(jobs, tmp_path, executor="local") == 0
+    client, runs = _job_runs(tmp_path)
+    client.update_run(runs[0].info.run_id, status="RUNNING")  # the driver died before it logged the end
+    stamp = (job_dir(tmp_path, jobs[0].job_hash) / "checkpoint.pt").stat().st_mtime_ns
+    assert run_grid(jobs, tmp_path, executor="local") == 0
+    client, runs = _job_runs(tmp_path)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert _history_steps(client, runs[0], "train/loss") == [1, 2]  # not logged twice
+    assert (job_dir(tmp_path, jobs[0].job_hash) / "checkpoint.pt").stat().st_mtime_ns == stamp  # not retrained
