@@ -326,7 +326,7 @@ def run(
     gpus_per_job: Annotated[float, typer.Option("--gpus-per-job", help="Fractions share a GPU, e.g. 0.25.")] = 0.0,
     max_concurrent: Annotated[int | None, typer.Option("--max-concurrent")] = None,
     max_failures: Annotated[
-        int, typer.Option("--max-failures", help="Retries of a crashed job (from its checkpoint).")
+        int, typer.Option("--max-failures", min=0, help="Retries of a crashed job (from its checkpoint).")
     ] = 1,
     address: Annotated[str | None, typer.Option("--address", help="Join a Ray cluster: auto or HOST:PORT.")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on steps per epoch (smoke runs).")] = None,
@@ -398,20 +398,23 @@ def run(
         return
     from bench.run import run_grid
 
-    failed = run_grid(
-        jobs,
-        output=output,
-        executor=executor,
-        tracking_uri=tracking_uri,
-        experiment=experiment,
-        device=device,
-        cpus_per_job=cpus_per_job,
-        gpus_per_job=gpus_per_job,
-        max_concurrent=max_concurrent,
-        max_failures=max_failures,
-        address=address,
-        console=console,
-    )
+    try:
+        failed = run_grid(
+            jobs,
+            output=output,
+            executor=executor,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            device=device,
+            cpus_per_job=cpus_per_job,
+            gpus_per_job=gpus_per_job,
+            max_concurrent=max_concurrent,
+            max_failures=max_failures,
+            address=address,
+            console=console,
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     if failed:
         raise typer.Exit(min(failed, 99))
 

@@ -299,11 +299,32 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise UserError(f"cannot reach Ray at {address!r}: {err.strerror or err}") from None
 
 
+def check_resources(cpus_per_job: float | None, gpus_per_job: float) -> None:
+    """Refuse a per-job request no live Ray node can meet (Tune would wait for it forever, silently)."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    most_cpus = max((r.get("CPU", 0) for r in nodes), default=0)
+    most_gpus = max((r.get("GPU", 0) for r in nodes), default=0)
+    if gpus_per_job > most_gpus:
+        raise UserError(f"--gpus-per-job {gpus_per_job:g}: no Ray node has that many GPUs (the most: {most_gpus:g})")
+    if cpus_per_job is not None and cpus_per_job > most_cpus:
+        raise UserError(f"--cpus-per-job {cpus_per_job:g}: no Ray node has that many CPUs (the most: {most_cpus:g})")
+
+
+def _node_cpus() -> int:
+    import ray
+
+    return int(max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1))
+
+
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Start a local Ray instance or join ``address`` (``auto`` or ``HOST:PORT``); clear error if unreachable."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables over our live view
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ctrl-C must reach the driver (Tune's own handler would end the stage "normally" and start the next).
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # with verbose=0: no Tune tables over our live view
     import logging
 
     import ray
@@ -352,6 +373,7 @@ def run_ray(
 
     device = "cuda" if gpus_per_job > 0 else "cpu"
     cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
+    node_cpus = _node_cpus()
     for i, stage in enumerate(_stages(jobs)):
         runnable = []
         for spec in stage:
@@ -363,9 +385,10 @@ def run_ray(
         refresh()
         if not runnable:
             continue
-        # Unless the user fixed it, a stage's jobs share the cluster's CPUs: a lone teacher job gets them all
-        # (torch threads follow), a wide student stage one each.
-        cpus = cpus_per_job or max(1, cluster_cpus // len(runnable))
+        # Unless the user fixed it, the jobs running at once share the cluster's CPUs: a lone teacher job gets
+        # a whole node (torch threads follow), a wide student stage one CPU each.
+        at_once = min(len(runnable), max_concurrent or len(runnable))
+        cpus = cpus_per_job or max(1, min(node_cpus, cluster_cpus // at_once))
         trainable = tune.with_resources(_ray_trainable, {"cpu": cpus, "gpu": gpus_per_job})
         tuner = tune.Tuner(
             trainable,

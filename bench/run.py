@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
-from bench.executors import GridRun, init_ray, run_local, run_ray
+from bench.executors import GridRun, check_resources, init_ray, run_local, run_ray
 from bench.spec import JobSpec
 from bench.tracking import Tracker
 from methods.base import UserError
@@ -46,7 +46,8 @@ def run_grid(
 
         device_tag = str(pick_device(device))
     if executor == "ray":
-        init_ray(address)  # an unreachable cluster fails here, before anything is recorded
+        init_ray(address)  # an unreachable cluster or an impossible request fails here, before anything is recorded
+        check_resources(cpus_per_job, gpus_per_job)
     tracker = Tracker(output, tracking_uri, experiment)
     grid = GridRun(jobs, output, tracker, device_tag, console)
     todo = grid.plan()
@@ -79,6 +80,14 @@ def run_grid(
                     address=address,
                     live=live,
                 )
+        except KeyboardInterrupt:
+            # Finished jobs stay finished; running ones keep their last checkpoint and resume on a re-run.
+            for st in grid.states.values():
+                if st.status == "running" and st.run_id:
+                    tracker.kill(st.run_id)
+            tracker.kill(grid.parent_id)
+            console.print("[yellow]interrupted[/]: finished jobs are kept; run the same command again to resume")
+            raise
         finally:
             live.update(grid.view())
     if not console.is_terminal:

@@ -212,6 +212,10 @@ class Tracker:
                 self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, "FINISHED")
 
+    def kill(self, run_id: str) -> None:
+        """Mark a run interrupted by the user (``KILLED``); a re-run resumes the job into it."""
+        self.client.set_terminated(run_id, "KILLED")
+
     def fail_job(self, run_id: str, reason: str, workdir: Path | None = None) -> None:
         self.client.set_tag(run_id, "failure_reason", reason[:4000])
         if workdir is not None and (Path(workdir) / "train.log").is_file():

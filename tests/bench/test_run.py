@@ -242,3 +242,9 @@ def test_a_job_finished_on_disk_but_not_in_mlflow_is_logged_not_retrained(tmp_pa
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert _history_steps(client, runs[0], "train/loss") == [1, 2]  # not logged twice
     assert (job_dir(tmp_path, jobs[0].job_hash) / "checkpoint.pt").stat().st_mtime_ns == stamp  # not retrained
+
+
+def test_a_request_no_node_can_meet_is_refused(ray_cluster, tmp_path):
+    result = runner.invoke(app, ["run", "--preset", "smoke", "--gpus-per-job", "1", "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "no Ray node has that many GPUs" in result.output
+    assert not (tmp_path / "o").exists()
