@@ -65,6 +65,8 @@ def pick_device(device: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    if device.startswith("cuda:") and device[5:].isdigit() and int(device[5:]) >= torch.cuda.device_count():
+        raise UserError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     try:
         return torch.device(device)
     except RuntimeError:
@@ -286,7 +288,7 @@ def run_job(
         if built.method is not None and state.get("method") is not None:
             built.method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
+        _set_rng_states(state["rng"])
         generator.set_state(state["loader_rng"])
         start_epoch, history, best, extra = state["epoch"] + 1, state["history"], state["best"], state["extra"]
         log(f"[{spec.label}] resumed from epoch {state['epoch']}")
@@ -352,7 +354,7 @@ def run_job(
                 "history": history,
                 "best": best,
                 "extra": extra,
-                "rng": torch.get_rng_state(),
+                "rng": _rng_states(),
                 "loader_rng": generator.get_state(),
                 "spec": spec.to_dict(),
             },
@@ -380,6 +382,30 @@ def run_job(
     result = JobResult(spec.job_hash, "FINISHED", summary, history, str(student_path))
     (workdir / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
+
+
+def _rng_states() -> dict[str, Any]:
+    """Every random stream a step draws from (DiffKD's noise is drawn on the GPU when training there)."""
+    import numpy as np
+
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def _tee(log: Callable[[str], None], path: Path) -> Callable[[str], None]:
