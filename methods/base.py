@@ -83,6 +83,34 @@ def select_taps(specs: Mapping[str, TapSpec], role: str) -> dict[str, TapSpec]:
     return {name: spec for name, spec in specs.items() if role in spec.roles}
 
 
+def paired_taps(
+    method: str, student_taps: Mapping[str, TapSpec], teacher_taps: Mapping[str, TapSpec], role: str
+) -> list[str]:
+    """Names of the student's ``role`` taps, each of which the teacher must have too (declaration order).
+
+    :class:`Method` already refuses a pair with no tap of a consumed role at all; a student tap the
+    teacher lacks would silently drop a loss term, so it is an error as well.
+    """
+    s_taps, t_taps = select_taps(student_taps, role), select_taps(teacher_taps, role)
+    missing = [n for n in s_taps if n not in t_taps]
+    if missing:
+        raise UserError(
+            f"method {method!r}: teacher has no {role} tap {missing[0]!r} "
+            f"(teacher {role} taps: {', '.join(t_taps) or 'none'})"
+        )
+    return list(s_taps)
+
+
+def fetch(method: str, tensors: Mapping[str, torch.Tensor], name: str, who: str) -> torch.Tensor:
+    """``tensors[name]`` or a :class:`UserError` saying which model's forward did not capture the tap."""
+    try:
+        return tensors[name]
+    except KeyError:
+        raise UserError(
+            f"method {method!r}: the {who} forward captured no tap {name!r} (captured: {', '.join(tensors) or 'none'})"
+        ) from None
+
+
 class Method(nn.Module):
     """Base class of every distillation method.
 
@@ -175,8 +203,11 @@ def default_hparams(name: str) -> dict[str, Any]:
     import inspect
 
     params = inspect.signature(METHODS.get(name).__init__).parameters
-    return {k: p.default for k, p in params.items()
-            if k not in ("self", "student_taps", "teacher_taps") and p.default is not inspect.Parameter.empty}
+    return {
+        k: p.default
+        for k, p in params.items()
+        if k not in ("self", "student_taps", "teacher_taps") and p.default is not inspect.Parameter.empty
+    }
 
 
 def check_hparams(name: str, hparams: Mapping[str, Any]) -> None:

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from methods.base import Method, Progress, TapSpec, UserError, register, select_taps
+from methods.base import Method, Progress, TapSpec, UserError, fetch, paired_taps, register
 
 #: mdistiller's ``CFG.DKD.BETA``: the NCKD weight of every pair its configs do not override.
 DEFAULT_BETA = 8.0
@@ -168,11 +168,7 @@ class DKD(Method):
         self.temperature = float(temperature)
         self.task_weight = float(ce_weight)
         self.warmup = warmup
-        names = list(select_taps(student_taps, "logits"))
-        missing = [n for n in names if n not in select_taps(teacher_taps, "logits")]
-        if missing:
-            raise UserError(f"method 'dkd': teacher has no logits tap {missing[0]!r}")
-        self.logits_taps = names
+        self.logits_taps = paired_taps(self.name, student_taps, teacher_taps, "logits")
 
     def forward(
         self,
@@ -185,10 +181,8 @@ class DKD(Method):
             raise UserError("method 'dkd' needs the integer target of each logits row; this task gave none")
         total = None
         for name in self.logits_taps:
-            if name not in student or name not in teacher:
-                who = "student" if name not in student else "teacher"
-                raise UserError(f"method 'dkd': the {who} forward captured no logits tap {name!r}")
-            z_s, z_t = student[name], teacher[name].detach()
+            z_s = fetch(self.name, student, name, "student")
+            z_t = fetch(self.name, teacher, name, "teacher").detach()
             if z_s.shape[0] != target.numel():
                 raise ValueError(f"dkd: tap {name!r} has {z_s.shape[0]} rows but target has {target.numel()}")
             term = dkd_loss(z_s, z_t, target, self.alpha, self.beta, self.temperature)

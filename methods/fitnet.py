@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Method, Progress, TapSpec, UserError, register, select_taps
+from methods.base import Method, Progress, TapSpec, UserError, fetch, paired_taps, register, select_taps
 
 
 class ConvReg(nn.Module):
@@ -154,12 +154,7 @@ class FitNet(Method):
         self.shared = bool(shared)
         size = _parse_input_size(input_size)
         s_hints, t_hints = select_taps(student_taps, "hint"), select_taps(teacher_taps, "hint")
-        for tap in s_hints:
-            if tap not in t_hints:
-                raise UserError(
-                    f"method 'fitnet': teacher has no hint tap {tap!r} (teacher hint taps: {', '.join(t_hints)})"
-                )
-        self.hint_taps = list(s_hints)
+        self.hint_taps = paired_taps(self.name, student_taps, teacher_taps, "hint")
         self.regressors = nn.ModuleDict()
         self._keys: dict[str, str] = {}
         if self.shared:
@@ -204,8 +199,8 @@ class FitNet(Method):
                         f"method 'fitnet': the {who} forward captured no hint tap {tap!r} "
                         f"(captured: {', '.join(tensors) or 'none'})"
                     )
-            f_s = self.regressors[self._keys[tap]](student[tap])
-            f_t = teacher[tap].detach()
+            f_s = self.regressors[self._keys[tap]](fetch(self.name, student, tap, "student"))
+            f_t = fetch(self.name, teacher, tap, "teacher").detach()
             if f_s.shape != f_t.shape:
                 raise UserError(
                     f"method 'fitnet': hint tap {tap!r}: regressed student map {tuple(f_s.shape)} does not match "

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from methods.base import Method, Progress, TapSpec, UserError, register, select_taps
+from methods.base import Method, Progress, TapSpec, UserError, fetch, paired_taps, register
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -34,32 +34,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     # kl_div(input=log q, target=p) = sum p * (log p - log q), with 0 * log 0 = 0 for the teacher.
     per_row = F.kl_div(log_p_s, p_t, reduction="none").sum(dim=1)
     return per_row.mean() * temperature**2
-
-
-def logits_tap_names(
-    method: str, student_taps: Mapping[str, TapSpec], teacher_taps: Mapping[str, TapSpec]
-) -> list[str]:
-    """Names of the ``logits`` taps both models have, in the student's declaration order.
-
-    The base class already refused a pair with no ``logits`` tap at all; a student logits tap that the
-    teacher lacks would silently drop a loss term, so it is an error too.
-    """
-    names = list(select_taps(student_taps, "logits"))
-    missing = [n for n in names if n not in select_taps(teacher_taps, "logits")]
-    if missing:
-        have = ", ".join(select_taps(teacher_taps, "logits")) or "none"
-        raise UserError(f"method {method!r}: teacher has no logits tap {missing[0]!r} (teacher logits taps: {have})")
-    return names
-
-
-def fetch(method: str, tensors: Mapping[str, torch.Tensor], name: str, who: str) -> torch.Tensor:
-    """``tensors[name]`` or a :class:`UserError` saying which model did not provide the tap."""
-    try:
-        return tensors[name]
-    except KeyError:
-        raise UserError(
-            f"method {method!r}: the {who} forward captured no tap {name!r} (captured: {', '.join(tensors) or 'none'})"
-        ) from None
 
 
 @register
@@ -91,7 +65,7 @@ class KD(Method):
         self.temperature = float(temperature)
         self.task_weight = float(ce_weight)
         self.kd_weight = float(kd_weight)
-        self.logits_taps = logits_tap_names(self.name, student_taps, teacher_taps)
+        self.logits_taps = paired_taps(self.name, student_taps, teacher_taps, "logits")
 
     def forward(
         self,
