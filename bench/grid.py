@@ -157,21 +157,18 @@ def load_config(path: Path) -> dict[str, Any]:
 
 def expand(grid: GridSpec) -> list[JobSpec]:
     """Teacher jobs first, then vanilla students, then every (pair, method, seed)."""
-    from dataclasses import fields as dc_fields
-
     from tasks.base import Recipe
 
     task = get_task(grid.task)
     dataset = grid.dataset or task.default_dataset
-    if dataset not in task.datasets:
-        raise UserError(f"unknown dataset {dataset!r} for task {grid.task!r}; valid: {', '.join(task.datasets)}")
+    task.check_names(dataset)
     pairs = list(grid.pairs) or list(task.default_pairs(dataset))
     if not pairs:
         raise UserError(f"task {grid.task!r} has no default pairs for {dataset!r}; give --pairs teacher:student")
     if grid.seeds < 1:
         raise UserError(f"--seeds must be at least 1 (got {grid.seeds})")
     methods = [m for m in dict.fromkeys(grid.methods) if m != VANILLA]
-    valid_recipe = {f.name for f in dc_fields(Recipe)}
+    valid_recipe = {f.name for f in fields(Recipe)}
     bad = sorted((set(grid.recipe) | set(grid.teacher_recipe)) - valid_recipe)
     if bad:
         raise UserError(f"unknown recipe setting(s) {', '.join(bad)}; valid: {', '.join(sorted(valid_recipe))}")

@@ -132,11 +132,7 @@ def resolve_job(
 
     t = get_task(task)
     dataset = dataset or t.default_dataset
-    if dataset not in t.datasets:
-        raise UserError(f"unknown dataset {dataset!r} for task {task!r}; valid: {', '.join(t.datasets)}")
-    for arch in (student, teacher):
-        if arch is not None and arch not in t.archs():
-            raise UserError(f"unknown architecture {arch!r} for task {task!r}; valid: {', '.join(t.archs())}")
+    t.check_names(dataset, student, teacher)
     hparams: dict[str, Any] = {}
     if method != VANILLA:
         if teacher is None:

@@ -447,10 +447,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Evaluate a checkpoint (ours, mdistiller's or torchvision's) on the dataset's test split."""
     task = get_task(task_name)
-    if dataset not in task.datasets:
-        raise UserError(f"unknown dataset {dataset!r} for task {task_name!r}; valid: {', '.join(task.datasets)}")
-    if arch not in task.archs():
-        raise UserError(f"unknown architecture {arch!r} for task {task_name!r}; valid: {', '.join(task.archs())}")
+    task.check_names(dataset, arch)
     dev = pick_device(device)
     recipe = task.recipe(dataset, arch).updated(batch_size=batch_size)
     bundle = task.build_data(dataset, data_dir, recipe)

@@ -173,6 +173,16 @@ class Task(ABC):
     #: recipe preset names :meth:`recipe` accepts (``diffbench list presets``).
     presets: ClassVar[tuple[str, ...]] = ()
 
+    def check_names(self, dataset: str, *archs: str | None) -> None:
+        """``UserError`` naming the valid choices for an unknown dataset or architecture (``None`` is skipped)."""
+        if dataset not in self.datasets:
+            raise UserError(f"unknown dataset {dataset!r} for task {self.name!r}; valid: {', '.join(self.datasets)}")
+        for arch in archs:
+            if arch is not None and arch not in self.archs():
+                raise UserError(
+                    f"unknown architecture {arch!r} for task {self.name!r}; valid: {', '.join(self.archs())}"
+                )
+
     # -- models ------------------------------------------------------------------------------
     @abstractmethod
     def archs(self) -> list[str]:
