@@ -208,8 +208,8 @@ def make_optimizer(recipe: Recipe, student: nn.Module, method: Method | None) ->
 
 def train_step(
     built: Built, batch: Any, device: torch.device, progress: Progress, optimizer: torch.optim.Optimizer
-) -> dict[str, torch.Tensor]:
-    """One full training step; returns the (detached) named loss terms and ``loss``."""
+) -> tuple[dict[str, torch.Tensor], int]:
+    """One full training step; returns the (detached) named loss terms and ``loss``, and the batch's images."""
     out = built.task.paired_forward(built.student, built.teacher, batch, device)
     weight = built.method.task_weight if built.method is not None else 1.0
     terms = {k: weight * v for k, v in out.losses.items()}
@@ -221,7 +221,7 @@ def train_step(
     optimizer.step()
     terms = {k: v.detach() for k, v in terms.items()}
     terms["loss"] = loss.detach()
-    return terms
+    return terms, out.batch_size
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -317,7 +317,7 @@ def run_job(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             progress = Progress(epoch=epoch, epochs=recipe.epochs, step=it, steps_per_epoch=iters)
-            terms = train_step(built, batch, dev, progress, optimizer)
+            terms, images = train_step(built, batch, dev, progress, optimizer)
             values = dict(zip(terms, torch.stack(list(terms.values())).tolist(), strict=True))  # one device sync
             loss = values["loss"]
             if not math.isfinite(loss):
@@ -327,7 +327,7 @@ def run_job(
                 sums[k] = sums.get(k, 0.0) + v
             if on_step is not None:
                 on_step(epoch, step + 1, iters, loss)
-            seen += _batch_images(batch)
+            seen += images
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         elapsed = time.perf_counter() - t0
@@ -429,11 +429,6 @@ def _export(spec: JobSpec, built: Built) -> dict[str, Any]:
         "num_classes": built.num_classes,
         "job": spec.to_dict(),
     }
-
-
-def _batch_images(batch: Any) -> int:
-    first = batch[0] if isinstance(batch, list | tuple) else batch
-    return len(first)
 
 
 def evaluate_checkpoint(
