@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -414,7 +413,3 @@ def run_ray(
             if grid.states[spec.job_hash].status in ("queued", "running"):
                 grid.on_fail(spec, "ended without reporting a result")
         refresh()
-
-
-def describe_failure(err: BaseException) -> str:  # pragma: no cover - diagnostics only
-    return "".join(traceback.format_exception_only(type(err), err)).strip()

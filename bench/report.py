@@ -565,21 +565,30 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}"
 
 
-def _text_cell(r: Any, pm: str = "±") -> str:
-    parts: list[str] = []
+def _cell_parts(r: Any) -> list[tuple[str, str]]:
+    """What a leaderboard cell shows, as ``(kind, text)`` pieces each renderer styles its own way.
+
+    Kinds: ``mean``, ``std`` (the number only), ``n``, ``gain``, ``none`` (no finished run), ``published``.
+    """
+    parts: list[tuple[str, str]] = []
     if r.n > 0 and not math.isnan(r.mean):
-        parts.append(_fmt(r.mean))
+        parts.append(("mean", _fmt(r.mean)))
         if r.n > 1 and not math.isnan(r.std):
-            parts.append(f"{pm} {_fmt(r.std)}")
+            parts.append(("std", _fmt(r.std)))
         if r.method != _TEACHER or r.n > 1:
-            parts.append(f"(n={r.n})")
+            parts.append(("n", f"(n={r.n})"))
         if not math.isnan(r.gain):
-            parts.append(f"{r.gain:+.2f}")
+            parts.append(("gain", f"{r.gain:+.2f}"))
     else:
-        parts.append("—")
+        parts.append(("none", "—"))
     if not math.isnan(r.published):
-        parts.append(f"[{_fmt(r.published)}]")
-    return " ".join(parts)
+        parts.append(("published", _fmt(r.published)))
+    return parts
+
+
+def _text_cell(r: Any, pm: str = "±") -> str:
+    shown = {"std": f"{pm} {{}}", "published": "[{}]"}
+    return " ".join(shown.get(kind, "{}").format(text) for kind, text in _cell_parts(r))
 
 
 _LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
@@ -652,18 +661,17 @@ def _rich_cell(r: Any) -> Any:
     from rich.text import Text
 
     t = Text()
-    if r.n > 0 and not math.isnan(r.mean):
-        t.append(_fmt(r.mean), style="bold")
-        if r.n > 1 and not math.isnan(r.std):
-            t.append(f" ± {_fmt(r.std)}")
-        if r.method != _TEACHER or r.n > 1:
-            t.append(f" (n={r.n})", style="dim")
-        if not math.isnan(r.gain):
-            t.append(f"\n{r.gain:+.2f}", style="green" if r.gain >= 0 else "red")
-    else:
-        t.append("—")
-    if not math.isnan(r.published):
-        t.append(f"\npaper {_fmt(r.published)}", style="dim italic")
+    for kind, text in _cell_parts(r):
+        if kind == "mean" or kind == "none":
+            t.append(text, style="bold" if kind == "mean" else "")
+        elif kind == "std":
+            t.append(f" ± {text}")
+        elif kind == "n":
+            t.append(f" {text}", style="dim")
+        elif kind == "gain":
+            t.append(f"\n{text}", style="green" if r.gain >= 0 else "red")
+        else:
+            t.append(f"\npaper {text}", style="dim italic")
     return t
 
 
