@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -110,4 +108,4 @@ def test_job_hash_is_identity():
     )
     kd4f = resolve_job(task="classification", dataset="digits", student="resnet8", teacher="resnet20", method="kd")
     assert kd4.job_hash == kd4f.job_hash
-    assert not math.isnan(float(int(a.job_hash, 16)))
+    assert len(a.job_hash) == 12 and int(a.job_hash, 16) >= 0  # 12 hex digits, as job folders are named
