@@ -36,7 +36,9 @@ DEFAULT_BETA = 8.0
 
 #: Per-pair ``beta`` as mdistiller's configs ship them, keyed by ``(dataset, teacher, student)`` in our
 #: architecture names. Sources: ``configs/cifar100/dkd/*.yaml`` (a file without ``DKD.BETA`` uses
-#: :data:`DEFAULT_BETA`) and ``configs/imagenet/{r34_r18,r50_mv1,r50_mv2}/dkd.yaml``.
+#: :data:`DEFAULT_BETA`) and ``configs/imagenet/{r34_r18,r50_mv1}/dkd.yaml`` (mdistiller a08d46f). Its first
+#: commit named the MobileNetV1 folder ``r50_mv2`` by mistake; commit fae6658 ("fix typo") renamed it, so
+#: there is no ImageNet MobileNetV2 DKD config.
 DKD_BETAS: dict[tuple[str, str, str], float] = {
     ("cifar100", "resnet56", "resnet20"): 2.0,  # res56_res20.yaml
     ("cifar100", "resnet110", "resnet32"): 2.0,  # res110_res32.yaml
@@ -52,10 +54,9 @@ DKD_BETAS: dict[tuple[str, str, str], float] = {
     ("cifar100", "wrn_40_2", "ShuffleV1"): 8.0,
     ("imagenet", "resnet34", "resnet18"): 0.5,  # r34_r18/dkd.yaml
     ("imagenet", "resnet50", "MobileNetV1"): 2.0,  # r50_mv1/dkd.yaml
-    ("imagenet", "resnet50", "mobilenet_v2"): 2.0,  # r50_mv2/dkd.yaml
 }
 
-#: Dataset-wide defaults that differ from CIFAR's. ImageNet: ``T=1``, ``WARMUP=1`` in all three
+#: Dataset-wide defaults that differ from CIFAR's. ImageNet: ``T=1``, ``WARMUP=1`` in both
 #: mdistiller ImageNet configs. COCO: mdistiller's ``detection/model/config.py`` (``KD.DKD``: alpha 1,
 #: beta 0.25, T 1, applied to box-head logits without any warm-up).
 DATASET_DEFAULTS: dict[str, dict[str, float]] = {
