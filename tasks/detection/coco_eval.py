@@ -1,8 +1,9 @@
 """COCO box AP with pycocotools: detections back to category ids and original pixels, then COCOeval.
 
 The detector already returns boxes in the coordinates of the image it was given (torchvision's
-transform undoes its own resize), and the loader gives original images, so only the label map and the
-``xyxy -> xywh`` conversion remain.
+transform undoes its own resize, detectron2's ``detector_postprocess`` too), and the loader gives original
+images, so only the label map and the ``xyxy -> xywh`` conversion remain. Both detection backends go
+through :func:`evaluate_detector`, so they report the same metric names.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -61,18 +62,38 @@ def coco_box_ap(coco_gt: Any, results: list[dict[str, Any]], image_ids: list[int
     return {k: (float(v) * 100.0 if v >= 0 else math.nan) for k, v in zip(METRICS, ev.stats[:6], strict=True)}
 
 
+#: ``predict(model, images) -> detections``: images are the loader's ``[3,H,W]`` tensors in ``[0,1]`` (already on
+#: the device); each detection dict has torchvision's keys (``boxes`` xyxy in the image's pixels, ``labels`` with
+#: the background at 0, ``scores``).
+Predictor = Callable[[nn.Module, list[torch.Tensor]], list[Mapping[str, torch.Tensor]]]
+
+
+def torchvision_predict(model: nn.Module, images: list[torch.Tensor]) -> list[Mapping[str, torch.Tensor]]:
+    """A torchvision detector already answers in the format :data:`Predictor` asks for."""
+    return model(images)
+
+
 @torch.no_grad()
 def evaluate_detector(
-    model: nn.Module, loader: Iterable, device: torch.device, coco_gt: Any, label_to_cat: Mapping[int, int]
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device,
+    coco_gt: Any,
+    label_to_cat: Mapping[int, int],
+    predict: Predictor = torchvision_predict,
 ) -> dict[str, float]:
-    """Batched inference over ``loader`` (``(images, targets)`` batches), then :func:`coco_box_ap`."""
+    """Batched inference over ``loader`` (``(images, targets)`` batches), then :func:`coco_box_ap`.
+
+    ``predict`` adapts a backend's detector to torchvision's output format (the detectron2 backend maps
+    its ``Instances`` and its class indices), so both backends share this loop and the metric names.
+    """
     was_training = model.training
     model.eval()
     results: list[dict[str, Any]] = []
     seen: list[int] = []
     try:
         for images, targets in loader:
-            outputs = model([img.to(device, non_blocking=True) for img in images])
+            outputs = predict(model, [img.to(device, non_blocking=True) for img in images])
             ids = [int(t["image_id"]) for t in targets]
             results += to_coco_results(outputs, ids, label_to_cat)
             seen += ids

@@ -1,41 +1,49 @@
-"""The detection task: torchvision Faster R-CNN / RetinaNet with FPN, COCO-format data, COCO box AP.
+"""The detection task: Faster R-CNN / RetinaNet with FPN from two backends, COCO-format data, COCO box AP.
 
-The paired forward reimplements ``GeneralizedRCNN.forward``'s training path step by step (transform ->
-backbone -> RPN -> ``select_training_samples`` -> box head -> ``fastrcnn_loss``) so it can hand out
-what a method needs without touching torchvision's models:
+One :class:`~tasks.base.Task` contract, two backends, one file each:
 
-* ``fpn.pN`` taps: the backbone's FPN maps (roles ``hint`` and ``feature``), read from the
-  ``OrderedDict`` the backbone returns (a forward hook would only see that dict);
+* :mod:`tasks.detection.backend_torchvision` (models in :mod:`tasks.detection.models`): ``fasterrcnn_*``
+  and ``retinanet_*``, always available;
+* :mod:`tasks.detection.d2.backend`: ``d2_*`` archs built from detectron2 configs (model-zoo teachers,
+  mdistiller's DKD setting), when detectron2 is installed. The arch name picks the backend: its
+  ``d2_`` prefix. Without detectron2 the ``d2_*`` names are still listed and validated; using one is a
+  ``UserError`` that says how to install detectron2 (checked when a grid is expanded, before anything runs).
+
+What a backend provides, under the same function names: ``build_model``, ``levels`` (FPN levels and
+strides), ``check_pair``, ``load_weights``, ``paired_forward`` and ``predict`` (detections in
+torchvision's format, for one shared COCO evaluation). Both backends hand out the same taps:
+
+* ``fpn.p2..p6`` (Faster R-CNN) / ``fpn.p3..p7`` (RetinaNet): the FPN maps, 256 channels, roles ``hint``
+  and ``feature`` — so FitNet and DiffKD see the same tap names and strides on either backend;
 * ``logits`` (Faster R-CNN only): the student's box-classifier logits on its *sampled* proposals, the
-  teacher's box head scoring the very same boxes on the teacher's FPN maps, and as target the labels the
-  student's sampler assigned (0 = background), like mdistiller's ``RCNNKD`` does for DKD.
+  teacher's box head scoring the very same boxes, and as target the class the student's sampler assigned
+  (mdistiller's ``RCNNKD``). Column order is the backend's: torchvision puts the background first (0),
+  detectron2 last (``K``); each backend's target follows its own logits.
 
-Both detectors see the student's transformed batch: ``check_pair`` guarantees identical transforms,
-and reusing one ``ImageList`` also keeps multi-scale training (a random ``min_size`` per batch) aligned.
+Data (``build_data``) and evaluation are shared: the backend only maps batches into its model's input.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Subset
-from torchvision.models.detection.roi_heads import fastrcnn_loss
 
 from methods.base import TapSpec, UserError
-from tasks.base import DataBundle, PairedOutput, Recipe, TapRecorder, Task, load_state_dict_file, register_task
+from tasks.base import DataBundle, PairedOutput, Recipe, TapRecorder, Task, register_task
+from tasks.detection import backend_torchvision as tv
+from tasks.detection import d2
 from tasks.detection import models as zoo
+from tasks.detection.backend_torchvision import COCO_CATEGORY_IDS, teacher_box_logits
 from tasks.detection.coco_eval import METRICS, evaluate_detector
 from tasks.detection.data import CocoDetection, collate, ensure_shapes, find_split
 
-#: COCO's 80 category ids (sorted): torchvision's COCO weights use them directly as labels (91 rows).
-COCO_CATEGORY_IDS = (
-    *range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
-    *range(72, 83), *range(84, 91),
-)  # fmt: skip
+__all__ = ["COCO_CATEGORY_IDS", "DetectionTask", "backend_for", "teacher_box_logits"]
 
 #: train2017 images with at least one non-crowd box (torchvision's reference filter): 117,266.
 COCO_TRAIN_IMAGES = 117_266
@@ -52,25 +60,54 @@ CPU_MILESTONES = (3,)
 LOGIT_METHODS = ("kd", "dkd")
 
 
+def backend_for(arch: str) -> ModuleType:
+    """The backend module of ``arch``: detectron2's for ``d2_*`` (``UserError`` if it is not installed)."""
+    if d2.is_d2(arch):
+        d2.entry(arch)
+        d2.require(f"detection arch {arch!r}")
+        from tasks.detection.d2 import backend
+
+        return backend
+    return tv
+
+
+def _backend_of(model: nn.Module) -> ModuleType:
+    """The backend that built ``model`` (a bare torchvision detector counts as torchvision's)."""
+    if getattr(model, "det_backend", tv.NAME) == tv.NAME:
+        return tv
+    from tasks.detection.d2 import backend
+
+    return backend
+
+
 def _coco_recipe(student: str, epochs: int, milestones: tuple[int, ...]) -> Recipe:
-    """mmdetection/detectron2 1x-style schedule: batch 16, SGD 0.02 (RetinaNet 0.01), 500 warm-up iterations."""
-    batch = 16
+    """1x-style schedules: milestones at 2/3 and 11/12, weight decay 1e-4, SGD momentum 0.9.
+
+    torchvision archs: the mmdetection/detectron2 default, batch 16, lr 0.02 (RetinaNet 0.01), 500 warm-up
+    iterations. ``d2_*`` archs: mdistiller's DKD detection solver (``detection/configs/DKD/*.yaml``), batch 8,
+    lr 0.01, 180k iterations with decays at 120k and 160k (12.3, 8.2 and 10.9 epochs of train2017), and
+    detectron2's 1000 warm-up iterations (``SOLVER.WARMUP_ITERS``, factor 0.001).
+    """
+    if d2.is_d2(student):
+        batch, lr, warmup_iters = 8, 0.01, 1000
+    else:
+        batch, warmup_iters = 16, 500
+        lr = 0.01 if zoo.family(student) == "retinanet" else 0.02
     iters_per_epoch = -(-COCO_TRAIN_IMAGES // batch)
-    lr = 0.01 if zoo.family(student) == "retinanet" else 0.02
     return Recipe(
         epochs=epochs,
         batch_size=batch,
         lr=lr,
         weight_decay=1e-4,
         milestones=milestones,
-        warmup_epochs=500 / iters_per_epoch,
+        warmup_epochs=warmup_iters / iters_per_epoch,
         warmup_factor=0.001,
         num_workers=4,
     )
 
 
 class DetectionTask(Task):
-    """Object detection (see the module docstring for the taps and the paired forward)."""
+    """Object detection (see the module docstring for the backends, taps and the paired forward)."""
 
     name = "detection"
     datasets = ("shapes", "coco")
@@ -81,17 +118,35 @@ class DetectionTask(Task):
 
     # -- models ------------------------------------------------------------------------------
     def archs(self) -> list[str]:
-        return list(zoo.ARCHS)
+        """torchvision's archs, then detectron2's ``d2_*`` (listed even when detectron2 is not installed)."""
+        return [*tv.archs(), *d2.ARCHS]
+
+    def check_names(self, dataset: str, *archs: str | None) -> None:
+        """Also refuse ``d2_*`` archs up front when detectron2 is missing, with the install hint."""
+        super().check_names(dataset, *archs)
+        for arch in archs:
+            if arch is not None and d2.is_d2(arch):
+                d2.require(f"detection arch {arch!r}")
+
+    def family(self, arch: str) -> str:
+        """``"fasterrcnn"`` or ``"retinanet"`` (without importing detectron2)."""
+        if d2.is_d2(arch):
+            d2.entry(arch)
+            return "fasterrcnn"
+        return zoo.family(arch)
 
     def build_model(self, arch: str, num_classes: int, dataset: str) -> nn.Module:
-        return zoo.build_detector(arch, num_classes, dataset)
+        return backend_for(arch).build_model(arch, num_classes, dataset)
 
     def tap_specs(self, arch: str, num_classes: int, dataset: str) -> dict[str, TapSpec]:
+        """FPN maps (256 channels) and, for Faster R-CNN, the box-classifier ``logits``; no forward pass."""
+        family = self.family(arch)  # validates the name
+        levels = d2.LEVELS if d2.is_d2(arch) else zoo.levels(arch)
         specs = {
             f"fpn.{level}": TapSpec(f"fpn.{level}", zoo.FPN_CHANNELS, stride, ("hint", "feature"), "backbone")
-            for _key, level, stride in zoo.levels(arch)
+            for _key, level, stride in levels
         }
-        if zoo.family(arch) == "fasterrcnn":
+        if family == "fasterrcnn":
             specs["logits"] = TapSpec("logits", num_classes, 0, ("logits",), "roi_heads.box_predictor.cls_score")
         return specs
 
@@ -109,8 +164,15 @@ class DetectionTask(Task):
         return rec
 
     def check_arch_pair(self, teacher: str, student: str) -> None:
-        """Faster R-CNN and RetinaNet have different FPN levels and heads: refuse mixed pairs up front."""
-        t_family, s_family = zoo.family(teacher), zoo.family(student)
+        """Refuse, from the names, pairs across backends or detector families (their heads cannot align)."""
+        t_d2, s_d2 = d2.is_d2(teacher), d2.is_d2(student)
+        if t_d2 != s_d2:
+            names = {True: "detectron2", False: "torchvision"}
+            raise UserError(
+                f"pair {teacher}:{student} mixes detection backends ({names[t_d2]} teacher, {names[s_d2]} "
+                "student); pair d2_* with d2_* or torchvision archs with torchvision archs"
+            )
+        t_family, s_family = self.family(teacher), self.family(student)
         if t_family != s_family:
             raise UserError(
                 f"pair {teacher}:{student} mixes detector families ({t_family} teacher, {s_family} student); pair "
@@ -119,51 +181,27 @@ class DetectionTask(Task):
 
     def check_pair(self, student: nn.Module, teacher: nn.Module) -> None:
         """Refuse pairs whose FPN maps or box heads cannot be compared position by position."""
-        st, tt = student.transform, teacher.transform
-        for attr in ("min_size", "max_size", "image_mean", "image_std", "size_divisible", "fixed_size"):
-            a, b = getattr(st, attr, None), getattr(tt, attr, None)
-            if (tuple(a) if isinstance(a, list | tuple) else a) != (tuple(b) if isinstance(b, list | tuple) else b):
-                raise UserError(
-                    f"teacher and student detectors use different input transforms ({attr}: student {a} vs "
-                    f"teacher {b}); build both for the same dataset so their FPN maps refer to the same pixels"
-                )
-        s_lv, t_lv = zoo.fpn_level_names(student), zoo.fpn_level_names(teacher)
-        s_ch, t_ch = student.backbone.out_channels, teacher.backbone.out_channels
-        if s_lv != t_lv or s_ch != t_ch:
-            raise UserError(
-                f"teacher and student FPNs differ (student levels {s_lv} x {s_ch} channels, teacher {t_lv} x "
-                f"{t_ch}); pair detectors of the same family (fasterrcnn_* with fasterrcnn_*, retinanet_* with "
-                "retinanet_*)"
-            )
-        s_head, t_head = _box_predictor(student), _box_predictor(teacher)
-        if (s_head is None) != (t_head is None):
-            raise UserError("teacher and student must both be Faster R-CNN or both RetinaNet")
-        if s_head is not None and s_head.cls_score.out_features != t_head.cls_score.out_features:
-            raise UserError(
-                f"teacher and student box heads have different class counts ({t_head.cls_score.out_features} vs "
-                f"{s_head.cls_score.out_features})"
-            )
+        s_be, t_be = _backend_of(student), _backend_of(teacher)
+        if s_be is not t_be:
+            raise UserError(f"teacher and student come from different detection backends ({t_be.NAME} vs {s_be.NAME})")
+        s_be.check_pair(student, teacher)
 
     def load_weights(self, model: nn.Module, path: Path) -> None:
-        """Strict load; a torchvision COCO file (91 label rows) is also accepted by an 81-class COCO model.
+        """Strict load by the model's backend.
 
-        torchvision labels COCO boxes with their raw category ids (1..90, 91 rows with gaps); we use
-        contiguous labels 1..80. When that is the only mismatch, the rows of the 80 real categories are
-        picked out (classifier rows, and the 4 box-regression rows per class) and the load stays strict.
+        torchvision: our checkpoints and torchvision's COCO files (91 raw-id rows cut to 81 labels).
+        detectron2: model-zoo ``.pkl``/``.pth`` through detectron2's ``DetectionCheckpointer``, and ours.
         """
-        try:
-            load_state_dict_file(model, path)
-        except UserError:
-            state = _remap_coco91(model, path)
-            if state is None:
-                raise
-            model.load_state_dict(state, strict=True)
+        _backend_of(model).load_weights(model, path)
 
     # -- data --------------------------------------------------------------------------------
     def build_data(self, dataset: str, data_dir: Path | None, recipe: Recipe) -> DataBundle:
         """``shapes`` is generated on first use (under ``data_dir`` or the user cache); ``coco`` and any
         COCO-format set need ``data_dir`` (see :func:`~tasks.detection.data.find_split`); ``recipe.extra``
-        may name ``train_ann``/``train_images``/``val_ann``/``val_images`` explicitly instead."""
+        may name ``train_ann``/``train_images``/``val_ann``/``val_images`` explicitly instead.
+
+        Both backends read these batches (RGB images in ``[0, 1]``, ``xyxy`` boxes, labels ``1..K``).
+        """
         extra = dict(recipe.extra)
         if dataset == "shapes":
             root = ensure_shapes(data_dir)
@@ -206,13 +244,14 @@ class DetectionTask(Task):
         return {"shapes": 4, "coco": 81}.get(dataset, 81)
 
     def default_pairs(self, dataset: str) -> list[tuple[str, str]]:
+        """torchvision pairs (always available); detectron2's are named with ``--pairs`` (``d2.PAIRS``)."""
         if dataset == "shapes":
             return [zoo.PAIRS["cpu"]]
         return [zoo.PAIRS[k] for k in ("r101_r18", "r101_r50", "r50_mbv2")]
 
     # -- recipes and method defaults ---------------------------------------------------------
     def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
-        """``1x``/``2x`` (COCO) and ``cpu`` (``shapes``, measured to fit a CPU grid in minutes)."""
+        """``1x``/``2x`` (COCO; mdistiller's solver for ``d2_*``) and ``cpu`` (``shapes``, a CPU grid in minutes)."""
         preset = preset or ("cpu" if dataset == "shapes" else "1x")
         if preset == "1x":
             return _coco_recipe(student, 12, (8, 11))
@@ -232,7 +271,7 @@ class DetectionTask(Task):
         raise UserError(f"unknown detection recipe preset {preset!r}; valid: {', '.join(self.presets)}")
 
     def method_defaults(self, method: str, dataset: str, teacher: str, student: str) -> dict[str, Any]:
-        """Detection settings; KD/DKD on RetinaNet are refused here with the reason.
+        """Detection settings, the same on both backends; KD/DKD on RetinaNet are refused here with the reason.
 
         * ``kd``: T=1, all weights 1 (mdistiller has no detection KD; T=1 and weight 1 are its detection
           DKD settings, and DKD with alpha=beta=1 is KD).
@@ -247,7 +286,7 @@ class DetectionTask(Task):
           shared across levels, so one denoiser fits them all with a fifth of the parameters).
         """
         for arch in (teacher, student):
-            if zoo.family(arch) == "retinanet" and method in LOGIT_METHODS:
+            if self.family(arch) == "retinanet" and method in LOGIT_METHODS:
                 raise UserError(
                     f"method {method!r} distils softmax class logits, but RetinaNet's classifier is sigmoid-based "
                     f"({arch!r} scores every class independently, with no background class); use fitnet or "
@@ -281,9 +320,7 @@ class DetectionTask(Task):
         targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
         if teacher is not None:
             teacher.eval()
-        if _box_predictor(student) is not None:
-            return _rcnn_paired(student, teacher, images, targets)
-        return _retina_paired(student, teacher, images, targets)
+        return _backend_of(student).paired_forward(student, teacher, images, targets)
 
     def evaluate(self, model: nn.Module, loader: Iterable, device: torch.device) -> dict[str, float]:
         ds = getattr(loader, "dataset", None)
@@ -291,7 +328,7 @@ class DetectionTask(Task):
             ds = ds.dataset
         if not isinstance(ds, CocoDetection):
             raise UserError("detection evaluation needs a loader over a COCO-format detection dataset")
-        return evaluate_detector(model, loader, device, ds.coco, ds.label_to_cat)
+        return evaluate_detector(model, loader, device, ds.coco, ds.label_to_cat, predict=_backend_of(model).predict)
 
     def synthetic_batch(
         self, batch_size: int, num_classes: int, device: torch.device, dataset: str | None = None, **_: Any
@@ -309,109 +346,6 @@ class DetectionTask(Task):
             images.append(torch.rand(3, h, w, generator=g).to(device))
             targets.append({"boxes": boxes.to(device), "labels": labels.to(device)})
         return images, targets
-
-
-def _box_predictor(model: nn.Module) -> nn.Module | None:
-    heads = getattr(model, "roi_heads", None)
-    return getattr(heads, "box_predictor", None)
-
-
-def _fpn_taps(arch_levels: Iterable[tuple[str, str, int]], features: dict[str, torch.Tensor]) -> dict[str, Any]:
-    return {f"fpn.{level}": features[key] for key, level, _stride in arch_levels if key in features}
-
-
-def _level_keys(model: nn.Module) -> list[tuple[str, str, int]]:
-    arch = getattr(model, "det_arch", None)
-    if arch is not None:
-        return list(zoo.levels(arch))
-    fam = zoo.RCNN_LEVELS if _box_predictor(model) is not None else zoo.RETINA_LEVELS
-    return list(fam)
-
-
-def _rcnn_paired(
-    student: nn.Module, teacher: nn.Module | None, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
-) -> PairedOutput:
-    """``GeneralizedRCNN.forward`` (train path) + the teacher's box head on the student's sampled boxes."""
-    image_list, targets = student.transform(images, targets)
-    features = student.backbone(image_list.tensors)
-    proposals, rpn_losses = student.rpn(image_list, features, targets)
-    heads = student.roi_heads
-    proposals, _matched, labels, regression_targets = heads.select_training_samples(proposals, targets)
-    box_feats = heads.box_head(heads.box_roi_pool(features, proposals, image_list.image_sizes))
-    class_logits, box_regression = heads.box_predictor(box_feats)
-    loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
-    losses = {**rpn_losses, "loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
-    s_taps = {**_fpn_taps(_level_keys(student), features), "logits": class_logits}
-    t_taps: dict[str, torch.Tensor] = {}
-    if teacher is not None:
-        with torch.no_grad():
-            t_features = teacher.backbone(image_list.tensors)
-            t_taps = {
-                **_fpn_taps(_level_keys(teacher), t_features),
-                "logits": teacher_box_logits(teacher, t_features, proposals, image_list.image_sizes),
-            }
-    return PairedOutput(losses, s_taps, t_taps, torch.cat(labels), len(images))
-
-
-def teacher_box_logits(
-    teacher: nn.Module, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_sizes: list[tuple[int, int]]
-) -> torch.Tensor:
-    """The teacher's box-classifier logits for given boxes (one row per box, images concatenated)."""
-    heads = teacher.roi_heads
-    feats = heads.box_head(heads.box_roi_pool(features, [b.detach() for b in boxes], image_sizes))
-    return heads.box_predictor(feats)[0]
-
-
-def _retina_paired(
-    student: nn.Module, teacher: nn.Module | None, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
-) -> PairedOutput:
-    """``RetinaNet.forward`` (train path); RetinaNet has no softmax logits, so only FPN taps."""
-    image_list, targets = student.transform(images, targets)
-    features = student.backbone(image_list.tensors)
-    feats = list(features.values())
-    head_outputs = student.head(feats)
-    anchors = student.anchor_generator(image_list, feats)
-    losses = student.compute_loss(targets, head_outputs, anchors)
-    s_taps = _fpn_taps(_level_keys(student), features)
-    t_taps: dict[str, torch.Tensor] = {}
-    if teacher is not None:
-        with torch.no_grad():
-            t_taps = _fpn_taps(_level_keys(teacher), teacher.backbone(image_list.tensors))
-    return PairedOutput(dict(losses), s_taps, t_taps, None, len(images))
-
-
-def _remap_coco91(model: nn.Module, path: Path) -> dict[str, torch.Tensor] | None:
-    """The checkpoint at ``path`` with its 91 COCO label rows cut to 81, or ``None`` if that does not apply."""
-    from tasks.base import extract_state_dict
-
-    try:
-        state = extract_state_dict(torch.load(path, map_location="cpu", weights_only=False))
-    except Exception:  # noqa: BLE001 - the strict loader already reported unreadable files
-        return None
-    if state is None:
-        return None
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    if set(state) != set(own):
-        return None
-    rows = torch.tensor([0, *COCO_CATEGORY_IDS])
-    out = dict(state)
-    for key, value in state.items():
-        want = own[key].shape
-        if value.shape == want:
-            continue
-        if key.startswith("roi_heads.box_predictor.cls_score.") and value.shape[0] == 91 and want[0] == 81:
-            out[key] = value[rows]
-        elif key.startswith("roi_heads.box_predictor.bbox_pred.") and value.shape[0] == 364 and want[0] == 324:
-            out[key] = value.reshape(91, 4, *value.shape[1:])[rows].reshape(324, *value.shape[1:])
-        elif key.startswith("head.classification_head.cls_logits.") and value.shape[0] % 91 == 0:
-            anchors = value.shape[0] // 91
-            if want[0] != anchors * 81:
-                return None
-            out[key] = value.reshape(anchors, 91, *value.shape[1:])[:, rows].reshape(anchors * 81, *value.shape[1:])
-        else:
-            return None
-    return out
 
 
 register_task(DetectionTask())
