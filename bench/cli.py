@@ -31,6 +31,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 EXIT_USER_ERROR = 2
+#: ``diffbench run``: some jobs failed (each is listed with its reason; the rest of the grid finished).
+EXIT_JOBS_FAILED = 1
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -345,12 +347,11 @@ def run(
 
     With no arguments: the embedded default (classification on digits, methods vanilla, kd, dkd,
     fitnet, diffkd). Re-running the same command skips finished jobs and resumes interrupted ones.
-    Exit code: 0 when every job finished, else the number of failed jobs (at most 99).
+    Exit code: 0 when every job finished, 1 when some failed, 2 for bad input (nothing started),
+    3 when the output folder or MLflow store stopped taking writes, 130 after Ctrl-C, 143 after SIGTERM.
     """
     from bench.grid import GridSpec, expand, grid_from_preset, load_config, parse_pair
 
-    if executor not in ("ray", "local"):
-        raise UserError(f"unknown executor {executor!r}; valid: ray, local")
     grid = grid_from_preset(preset) if preset else GridSpec()
     if config is not None:
         grid = grid.merged(**load_config(config))
@@ -396,7 +397,7 @@ def run(
             )
         console.print(table)
         return
-    from bench.run import run_grid
+    from bench.run import EXIT_STORAGE, StorageFull, run_grid
 
     try:
         failed = run_grid(
@@ -413,10 +414,13 @@ def run(
             address=address,
             console=console,
         )
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as err:
+        raise typer.Exit(getattr(err, "exit_code", 130)) from None
+    except StorageFull as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_STORAGE) from None
     if failed:
-        raise typer.Exit(min(failed, 99))
+        raise typer.Exit(EXIT_JOBS_FAILED)
 
 
 @app.command()

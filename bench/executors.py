@@ -17,189 +17,21 @@ driver, and a Tune callback in the driver logs them. One writer, however many jo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
 
-from bench.spec import JobSpec, job_dir
-from bench.tracking import Tracker
+from bench.gridrun import GridRun
+from bench.spec import JobSpec
 from methods.base import UserError
-
-_EPOCH_PREFIXES = ("train/", "val/")
-_EPOCH_KEYS = {"lr", "epoch_time_s"}
-
-
-@dataclass
-class JobState:
-    spec: JobSpec
-    status: str = "queued"  # queued | running | finished | failed | skipped
-    epoch: int = 0
-    metric: float | None = None
-    run_id: str | None = None
-    reason: str = ""
-    attempts: int = 0
-    #: epochs the job's MLflow run already holds (a retry on another node re-reports them: log each once).
-    logged: set[int] = field(default_factory=set)
-
-
-@dataclass
-class GridRun:
-    """Driver-side state of one ``diffbench run``: tracking, skipping, progress."""
-
-    jobs: list[JobSpec]
-    output: Path
-    tracker: Tracker
-    device: str
-    console: Console = field(default_factory=Console)
-    parent_id: str | None = None
-    states: dict[str, JobState] = field(default_factory=dict)
-    primary: dict[str, str] = field(default_factory=dict)
-    to_recover: list[JobState] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        from tasks.base import get_task
-
-        self.output = Path(self.output).resolve()
-        self.states = {j.job_hash: JobState(j) for j in self.jobs}
-        self.primary = {j.task: get_task(j.task).primary_metric for j in self.jobs}
-        self._existing = self.tracker.job_runs([j.job_hash for j in self.jobs])
-
-    # -- planning ----------------------------------------------------------------------------
-    def plan(self) -> list[JobSpec]:
-        """Mark finished jobs as skipped; return the jobs to run.
-
-        Jobs finished on disk whose MLflow run is missing or unfinished (the driver died before it
-        logged the end) are set aside in :attr:`to_recover`: :meth:`recover` logs them without training.
-        """
-        todo = []
-        self.to_recover = []
-        for h, st in self.states.items():
-            run = self._existing.get(h)
-            wd = job_dir(self.output, h)
-            on_disk = (wd / "result.json").is_file() and (wd / "student.pt").is_file()
-            if run is not None and run.info.status == "FINISHED" and (on_disk or st.spec.role != "teacher"):
-                st.status, st.run_id = "skipped", run.info.run_id
-            elif on_disk:
-                self.to_recover.append(st)
-            else:
-                todo.append(st.spec)
-        return todo
-
-    def recover(self) -> None:
-        """Log the jobs :meth:`plan` found finished on disk only (epochs the run lacks, summary, artifacts)."""
-        for st in self.to_recover:
-            wd = job_dir(self.output, st.spec.job_hash)
-            result = json.loads((wd / "result.json").read_text())
-            run = self._existing.get(st.spec.job_hash)
-            st.run_id = self.tracker.start_job(
-                st.spec,
-                self.parent_id,
-                self.device,
-                existing=run if run is not None and run.info.status != "FINISHED" else None,
-            )
-            self._fill_missing_epochs(st)
-            self.tracker.finish_job(st.run_id, result["metrics"], wd)
-            st.status = "skipped"
-
-    # -- events ------------------------------------------------------------------------------
-    def on_start(self, spec: JobSpec) -> None:
-        st = self.states[spec.job_hash]
-        st.attempts += 1
-        if st.run_id is None:
-            existing = self._existing.get(spec.job_hash)
-            st.run_id = self.tracker.start_job(spec, self.parent_id, self.device, existing)
-            if existing is not None and existing.info.run_id == st.run_id:
-                st.logged = self.tracker.logged_epochs(st.run_id)
-        st.status = "running"
-
-    def on_epoch(self, spec: JobSpec, epoch: int, metrics: dict[str, Any]) -> None:
-        st = self.states[spec.job_hash]
-        if st.run_id is None:
-            self.on_start(spec)
-        st.epoch = epoch
-        key = f"val/{self.primary[spec.task]}"
-        if key in metrics:
-            st.metric = float(metrics[key])
-        if epoch not in st.logged:
-            self.tracker.log_epoch(st.run_id, epoch, _epoch_metrics(metrics))
-            st.logged.add(epoch)
-
-    def on_finish(self, spec: JobSpec, summary: dict[str, float]) -> None:
-        st = self.states[spec.job_hash]
-        if st.run_id is None:
-            self.on_start(spec)
-        self._fill_missing_epochs(st)
-        self.tracker.finish_job(st.run_id, summary, job_dir(self.output, spec.job_hash))
-        st.status = "finished"
-
-    def _fill_missing_epochs(self, st: JobState) -> None:
-        """Log epochs the run lacks from the job's own history (``result.json``).
-
-        An epoch is checkpointed before it is reported, so if the driver died between the two, the
-        resumed job starts after it and the run would never get it: the finished job's history fills the gap.
-        """
-        path = job_dir(self.output, st.spec.job_hash) / "result.json"
-        if not path.is_file():
-            return
-        st.logged = self.tracker.logged_epochs(st.run_id)
-        for row in json.loads(path.read_text())["history"]:
-            if int(row["epoch"]) not in st.logged:
-                self.tracker.log_epoch(st.run_id, int(row["epoch"]), _epoch_metrics(row))
-                st.logged.add(int(row["epoch"]))
-
-    def on_fail(self, spec: JobSpec, reason: str) -> None:
-        st = self.states[spec.job_hash]
-        if st.run_id is None:
-            self.on_start(spec)
-        st.status, st.reason = "failed", reason
-        self.tracker.fail_job(st.run_id, reason, job_dir(self.output, spec.job_hash))
-
-    def teacher_failed(self, spec: JobSpec) -> str | None:
-        """The reason a student cannot run because its teacher job failed, else None."""
-        if spec.teacher_ref and spec.teacher_ref.startswith("job:"):
-            t = self.states.get(spec.teacher_ref[4:])
-            if t is not None and t.status == "failed":
-                return f"teacher job {t.spec.label} ({t.spec.job_hash}) failed: {t.reason}"
-        return None
-
-    # -- view --------------------------------------------------------------------------------
-    def counts(self) -> dict[str, int]:
-        out = {k: 0 for k in ("finished", "skipped", "running", "failed", "queued")}
-        for st in self.states.values():
-            out[st.status] += 1
-        return out
-
-    def view(self) -> Group:
-        c = self.counts()
-        head = (
-            f"[bold]{len(self.states)} jobs[/]: [green]{c['finished']} done[/], {c['skipped']} already done, "
-            f"[cyan]{c['running']} running[/], [red]{c['failed']} failed[/], {c['queued']} queued"
-        )
-        table = Table(box=None, pad_edge=False, show_header=True)
-        for col in ("job", "hash", "status", "epoch", "metric"):
-            table.add_column(col)
-        shown = [s for s in self.states.values() if s.status in ("running", "failed")]
-        for st in shown[:20]:
-            total = st.spec.recipe.get("epochs", "?")
-            metric = f"{self.primary[st.spec.task]} {st.metric:.2f}" if st.metric is not None else ""
-            status = "[red]failed[/]" if st.status == "failed" else "[cyan]running[/]"
-            table.add_row(st.spec.label, st.spec.job_hash, status, f"{st.epoch}/{total}", metric or st.reason[:60])
-        return Group(head, table) if shown else Group(head)
-
-
-def _epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {
-        k: float(v)
-        for k, v in metrics.items()
-        if (k.startswith(_EPOCH_PREFIXES) or k in _EPOCH_KEYS) and isinstance(v, int | float)
-    }
 
 
 def _stages(jobs: list[JobSpec]) -> list[list[JobSpec]]:
@@ -230,6 +62,8 @@ def run_local(grid: GridRun, jobs: list[JobSpec], max_failures: int = 1, live: L
                         device=grid.device,
                         log=lambda _m: None,
                         reporter=lambda e, m, _p, s=spec: grid.on_epoch(s, e, m),
+                        on_begin=lambda done, s=spec: grid.on_begin(s, done),
+                        claim_token=grid.lock.token if grid.lock is not None else None,
                     )
                     grid.on_finish(spec, result.metrics)
                     break
@@ -270,6 +104,9 @@ def _ray_trainable(config: dict[str, Any]) -> None:
             (Path(d) / "pointer.json").write_text(json.dumps({"job_hash": spec.job_hash, "epoch": epoch}))
             tune.report({**metrics, "epoch": epoch, "event": "epoch"}, checkpoint=tune.Checkpoint.from_directory(d))
 
+    def on_begin(done: int) -> None:
+        tune.report({"event": "begin", "resumed_after": done})  # "done" is a reserved Tune key
+
     try:
         result = run_job(
             spec,
@@ -277,6 +114,8 @@ def _ray_trainable(config: dict[str, Any]) -> None:
             device=config["device"],
             reporter=reporter,
             log=print,
+            on_begin=on_begin,
+            claim_token=config.get("claim_token"),
         )
     except (JobFailed, UserError) as err:
         tune.report({"event": "failed", "failure_reason": f"{type(err).__name__}: {err}"})
@@ -284,7 +123,7 @@ def _ray_trainable(config: dict[str, Any]) -> None:
     tune.report({"event": "finished", "summary": json.dumps(result.metrics)})
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
+def check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail in seconds on a dead ``HOST:PORT`` (``ray.init`` waits minutes for the GCS to answer)."""
     import socket
 
@@ -296,6 +135,22 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
             pass
     except OSError as err:
         raise UserError(f"cannot reach Ray at {address!r}: {err.strerror or err}") from None
+
+
+def validate_request(cpus_per_job: float | None, gpus_per_job: float, max_concurrent: int | None) -> None:
+    """Refuse per-job requests no scheduler can meet, before Ray starts (one line each)."""
+    import math
+
+    if cpus_per_job is not None and (not math.isfinite(cpus_per_job) or cpus_per_job <= 0):
+        raise UserError(f"--cpus-per-job must be > 0, got {cpus_per_job:g}")
+    if not math.isfinite(gpus_per_job) or gpus_per_job < 0:
+        raise UserError(f"--gpus-per-job must be >= 0, got {gpus_per_job:g}")
+    if gpus_per_job > 1 and not float(gpus_per_job).is_integer():
+        raise UserError(
+            f"--gpus-per-job {gpus_per_job:g}: a fraction must be below 1 (jobs share a GPU), else whole GPUs"
+        )
+    if max_concurrent is not None and max_concurrent < 1:
+        raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
 
 
 def check_resources(cpus_per_job: float | None, gpus_per_job: float) -> None:
@@ -317,8 +172,38 @@ def _node_cpus() -> int:
     return int(max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1))
 
 
-def init_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Start a local Ray instance or join ``address`` (``auto`` or ``HOST:PORT``); clear error if unreachable."""
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[list[str]]:
+    """Capture file descriptor 2 (Ray's C++ core writes there, past ``sys.stderr``); text lands in the list."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    out: list[str] = []
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode(errors="replace"))
+
+
+_TOKEN_HELP = (
+    "the Ray cluster at {address!r} requires token authentication (Ray >= 2.59 turns it on for clusters started "
+    "with `ray start`): on the head node run `ray get-auth-token` and put the token in ~/.ray/auth_token on this "
+    "machine, or export RAY_AUTH_TOKEN=<token> (and RAY_AUTH_MODE=token)"
+)
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> str:
+    """Start a local Ray instance or join ``address`` (``auto`` or ``HOST:PORT``); clear error if unreachable.
+
+    Returns one line saying which cluster this is and what it has (printed by ``diffbench run``, so joining
+    someone else's instance with ``--address auto`` is never silent). A cluster that refuses us for lack
+    of an authentication token is reported as that, with what to set, instead of Ray's 20 retry lines.
+    """
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -329,17 +214,77 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     import ray
 
     if address and address != "auto":
-        _check_reachable(address)
+        check_reachable(address)
     if ray.is_initialized():
-        return
+        return describe_cluster(address)
+    captured: list[str] = []
     try:
-        if address:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        with _stderr_captured() as captured:
+            if address:
+                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as err:
+        text = "".join(captured) + str(err)
+        if "InvalidAuthToken" in text or "Unauthenticated" in text or "auth_token" in text.lower():
+            raise UserError(_TOKEN_HELP.format(address=address)) from None
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"cannot reach Ray at {address or 'a new local instance'!r}: {first[:300]}") from None
+    return describe_cluster(address)
+
+
+def describe_cluster(address: str | None) -> str:
+    """``joined Ray cluster 10.0.0.1:6379: 3 nodes, 48 CPUs, 8 GPUs`` (or the local instance started)."""
+    import ray
+
+    res = ray.cluster_resources()
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    what = f"{nodes} node{'s' if nodes != 1 else ''}, {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
+    if not address:
+        return f"Ray: started a local instance ({what})"
+    try:
+        where = ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001 - informative only
+        where = address
+    return f"Ray: joined the cluster at {where} ({what})"
+
+
+class PendingWatch:
+    """Notices a stage whose jobs wait for resources while none runs (a request the free nodes cannot meet).
+
+    ``check`` returns the line to show (empty when all is well); it says what each job asks and what the
+    cluster has free, so a user who joined a busy cluster with ``--address auto`` knows why nothing starts.
+    """
+
+    def __init__(self, request: dict[str, float], after_s: float | None = None) -> None:
+        self.request = request
+        self.after_s = float(os.environ.get("DIFFBENCH_PENDING_WARN_S", 60)) if after_s is None else after_s
+        self.since: float | None = None
+
+    def check(self, trials: list[Any]) -> str:
+        import ray
+
+        statuses = [getattr(t, "status", "") for t in trials]
+        pending = statuses.count("PENDING")
+        if not pending or "RUNNING" in statuses:
+            self.since = None
+            return ""
+        now = time.monotonic()
+        self.since = self.since if self.since is not None else now
+        waited = now - self.since
+        if waited < self.after_s:
+            return ""
+        free, total = ray.available_resources(), ray.cluster_resources()
+        parts = [
+            f"{key} {free.get(key, 0):g} of {total.get(key, 0):g} free"
+            for key in ("CPU", "GPU")
+            if self.request.get(key.lower(), 0) > 0 or key == "CPU"
+        ]
+        asks = ", ".join(f"{v:g} {k.upper()}" for k, v in self.request.items() if v)
+        return (
+            f"{pending} job(s) waiting {waited:.0f}s for resources: each asks {asks}; the cluster has "
+            f"{', '.join(parts)} (other work may hold them; see `ray status`)"
+        )
 
 
 def run_ray(
@@ -349,11 +294,9 @@ def run_ray(
     gpus_per_job: float = 0,
     max_concurrent: int | None = None,
     max_failures: int = 1,
-    address: str | None = None,
     live: Live | None = None,
 ) -> None:
     """Run ``jobs`` as Ray Tune trials, teachers first; see the module docstring."""
-    init_ray(address)
     import logging
 
     from ray import tune
@@ -396,6 +339,7 @@ def run_ray(
                 "output": str(grid.output),
                 "device": device,
                 "cpus": cpus,
+                "claim_token": grid.lock.token if grid.lock is not None else None,
             },
             tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0, reuse_actors=True),
             run_config=tune.RunConfig(
@@ -403,7 +347,7 @@ def run_ray(
                 storage_path=str(grid.output / "ray_results"),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[DriverCallback(grid, refresh)],
+                callbacks=[DriverCallback(grid, refresh, PendingWatch({"cpu": cpus, "gpu": gpus_per_job}))],
                 verbose=0,
             ),
         )

@@ -98,7 +98,11 @@ def load_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"config {str(path)!r} is not a text file (not UTF-8); expected YAML") from None
+    except OSError as err:
+        raise UserError(f"config {str(path)!r} cannot be read: {err.strerror or err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

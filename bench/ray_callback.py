@@ -14,19 +14,25 @@ from typing import Any
 
 from ray import tune
 
-from bench.executors import GridRun
+from bench.executors import PendingWatch
+from bench.gridrun import GridRun
 from bench.spec import JobSpec
 
 #: Driver-side objects of the Tune callbacks of this process, by key (see DriverCallback).
-_DRIVER_STATE: dict[int, tuple[GridRun, Callable[[], None]]] = {}
+_DRIVER_STATE: dict[int, tuple[GridRun, Callable[[], None], PendingWatch | None]] = {}
 
 
 class DriverCallback(tune.Callback):
-    """Forwards trial events to :class:`GridRun` (the single MLflow writer) in the driver."""
+    """Forwards trial events to :class:`GridRun` (the single MLflow writer) in the driver.
 
-    def __init__(self, grid: GridRun, on_change: Callable[[], None]) -> None:
+    An exception raised here (an MLflow store that cannot be written, say) propagates out of
+    ``Tuner.fit`` and ends the grid; ``diffbench run`` turns it into one line.
+    """
+
+    def __init__(self, grid: GridRun, on_change: Callable[[], None], watch: PendingWatch | None = None) -> None:
         self.key = id(grid)
-        _DRIVER_STATE[self.key] = (grid, on_change)
+        _DRIVER_STATE[self.key] = (grid, on_change, watch)
+        self._last_notice = ""
 
     # Tune pickles its run config (callbacks included) to its experiment folder; the driver-side
     # state (MLflow client, console) is not picklable and stays in this process, found by key.
@@ -35,6 +41,7 @@ class DriverCallback(tune.Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.key = state["key"]
+        self._last_notice = ""
 
     @property
     def grid(self) -> GridRun:
@@ -46,6 +53,18 @@ class DriverCallback(tune.Callback):
     def _spec(self, trial: Any) -> JobSpec:
         return JobSpec.from_dict(trial.config["job"])
 
+    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+        watch = _DRIVER_STATE[self.key][2]
+        if watch is None:
+            return
+        notice = watch.check(trials)
+        if notice != self.grid.notice:
+            self.grid.notice = notice
+            if notice and not self._last_notice:  # once per episode of waiting, also in logs (non-TTY)
+                self.grid.warn(notice)
+            self._last_notice = notice
+            self.on_change()
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.grid.on_start(self._spec(trial))
         self.on_change()
@@ -53,7 +72,9 @@ class DriverCallback(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         spec = self._spec(trial)
         event = result.get("event")
-        if event == "epoch":
+        if event == "begin":
+            self.grid.on_begin(spec, int(result["resumed_after"]))
+        elif event == "epoch":
             self.grid.on_epoch(spec, int(result["epoch"]), result)
         elif event == "finished":
             self.grid.on_finish(spec, json.loads(result["summary"]))

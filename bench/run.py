@@ -1,19 +1,71 @@
-"""``diffbench run`` after expansion: open tracking, plan (skip finished jobs), execute, summarise."""
+"""``diffbench run`` after expansion: check everything, lock the output, plan, execute, summarise.
+
+The order is what makes a grid safe to start, stop and start again:
+
+1. **Refuse bad input up front** (:mod:`bench.preflight`): resources, device, data folders, batch vs
+   data size, teacher checkpoints; nothing is written and Ray never starts.
+2. **Own the output folder**: prove it writable, take its lock (:mod:`bench.lock`) — one driver per
+   folder — and close what a dead driver left ``RUNNING`` in its MLflow store.
+3. **Plan without Ray**: finished jobs are skipped; a finished grid says "nothing to do" in a second.
+4. **Run** on Ray (or in-process), with Ctrl-C and SIGTERM alike: running jobs are marked ``KILLED``
+   and resume from their checkpoints when the same command runs again (exit 130 / 143). A store or
+   disk that cannot be written stops the grid with one line (exit 3); a re-run after freeing space resumes.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 
-from bench.executors import GridRun, check_resources, init_ray, run_local, run_ray
+from bench.gridrun import GridRun
+from bench.lock import OutputLock, check_writable, describe_os_error, is_write_error
 from bench.spec import JobSpec
-from bench.tracking import Tracker
+from bench.tracking import Tracker, check_tracking_uri
 from methods.base import UserError
+
+#: ``diffbench run``'s exit code when the output folder or MLflow store stopped taking writes mid-grid.
+EXIT_STORAGE = 3
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, Slurm, Kubernetes), handled exactly like Ctrl-C; exit code 143."""
+
+    exit_code = 143
+
+
+class StorageFull(RuntimeError):
+    """The output folder or the MLflow store stopped taking writes during a grid (one line, exit 3)."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` in the main thread for the duration of the block.
+
+    Ray's ``ray.init`` installs a SIGTERM handler that calls ``sys.exit`` from whatever the driver is
+    doing (and the process then dies in Ray's C++ teardown, rc 134, runs left ``RUNNING``); this one is
+    installed after it and restores the previous handler on exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def run_grid(
@@ -30,66 +82,109 @@ def run_grid(
     address: str | None = None,
     console: Console | None = None,
 ) -> int:
-    """Run ``jobs`` and return how many failed. Finished jobs (by hash) are skipped, never re-trained."""
-    import torch
+    """Run ``jobs`` and return how many failed. Finished jobs (by hash) are skipped, never re-trained.
+
+    Raises:
+        UserError: bad input, found before anything is written or started.
+        KeyboardInterrupt: Ctrl-C (:class:`Terminated` for SIGTERM), after marking running jobs KILLED.
+        StorageFull: the disk or store stopped taking writes; what could be marked is marked.
+    """
+    from bench.executors import validate_request
+    from bench.preflight import check_device, preflight
 
     console = console or Console()
-    output = Path(output).resolve()
-    if executor == "ray":
-        if device in ("auto", "cuda") and gpus_per_job == 0 and torch.cuda.is_available():
-            gpus_per_job = 1.0
-        if device.startswith("cuda") and gpus_per_job == 0:
-            raise UserError("--device cuda with the Ray executor needs --gpus-per-job > 0 (e.g. 1 or 0.25)")
-        device_tag = "cuda" if gpus_per_job > 0 else "cpu"
-    else:
-        from bench.train import pick_device
+    if executor not in ("ray", "local"):
+        raise UserError(f"unknown executor {executor!r}; valid: ray, local")
+    if max_failures < 0:
+        raise UserError(f"--max-failures must be >= 0, got {max_failures}")
+    validate_request(cpus_per_job, gpus_per_job, max_concurrent)
+    device_tag = check_device(device, executor, gpus_per_job, address)
+    if executor == "ray" and device_tag == "cuda" and gpus_per_job == 0:
+        gpus_per_job = 1.0
+    if executor == "ray" and address and address != "auto":
+        from bench.executors import check_reachable
 
-        device_tag = str(pick_device(device))
-    if executor == "ray":
-        init_ray(address)  # an unreachable cluster or an impossible request fails here, before anything is recorded
-        check_resources(cpus_per_job, gpus_per_job)
-    tracker = Tracker(output, tracking_uri, experiment)
-    grid = GridRun(jobs, output, tracker, device_tag, console)
-    todo = grid.plan()
-    skipped = len(jobs) - len(todo)
-    console.print(
-        f"{len(jobs)} jobs, {skipped} already finished, {len(todo)} to run "
-        f"({executor}, {device_tag}); MLflow: {tracker.uri}"
-    )
-    if not todo and not grid.to_recover:
-        console.print("[green]nothing to do[/]: every job of this grid has finished")
-        return 0
-    grid.parent_id = tracker.start_grid(
-        f"grid {time.strftime('%Y-%m-%d %H:%M:%S')}",
-        {"command": shlex.join(["diffbench", *sys.argv[1:]])[:5000], "jobs": str(len(jobs)), "executor": executor},
-    )
-    grid.recover()
+        check_reachable(address)
+    check_tracking_uri(tracking_uri)
+    preflight(jobs, Path(output), console)
+    output = check_writable(output)
+    with OutputLock(output) as lock, sigterm_as_interrupt():
+        tracker = Tracker(output, tracking_uri, experiment)
+        grid = GridRun(jobs, output, tracker, device_tag, console, lock=lock)
+        hashes = [j.job_hash for j in jobs]
+        adopt = tracker.close_stale(hashes)
+        todo = grid.plan()
+        skipped = len(jobs) - len(todo)
+        console.print(
+            f"{len(jobs)} jobs, {skipped} already finished, {len(todo)} to run "
+            f"({executor}, {device_tag}); MLflow: {tracker.uri}",
+            highlight=False,
+        )
+        if not todo and not grid.to_recover:
+            if adopt is not None:  # the dead driver's grid had in fact finished every job
+                tracker.end_grid(adopt, 0, 0)
+            console.print("[green]nothing to do[/]: every job of this grid has finished")
+            return 0
+        if executor == "ray":
+            from bench.executors import check_resources, init_ray
+
+            console.print(init_ray(address), highlight=False)
+            check_resources(cpus_per_job, gpus_per_job)
+        with sigterm_as_interrupt():  # again: ray.init replaced the handler
+            return _execute(grid, todo, adopt, executor, cpus_per_job, gpus_per_job, max_concurrent, max_failures)
+
+
+def _execute(
+    grid: GridRun,
+    todo: list[JobSpec],
+    adopt: str | None,
+    executor: str,
+    cpus_per_job: float | None,
+    gpus_per_job: float,
+    max_concurrent: int | None,
+    max_failures: int,
+) -> int:
+    from bench.executors import run_local, run_ray
+
+    console, tracker = grid.console, grid.tracker
     started = time.perf_counter()
-    with Live(grid.view(), console=console, refresh_per_second=2, transient=False) as live:
-        try:
-            if executor == "local":
-                run_local(grid, todo, max_failures=max_failures, live=live)
-            else:
-                run_ray(
-                    grid,
-                    todo,
-                    cpus_per_job=cpus_per_job,
-                    gpus_per_job=gpus_per_job,
-                    max_concurrent=max_concurrent,
-                    max_failures=max_failures,
-                    address=address,
-                    live=live,
-                )
-        except KeyboardInterrupt:
-            # Finished jobs stay finished; running ones keep their last checkpoint and resume on a re-run.
-            for st in grid.states.values():
-                if st.status == "running" and st.run_id:
-                    tracker.kill(st.run_id)
+    try:
+        grid.parent_id = tracker.start_grid(
+            f"grid {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            {"command": shlex.join(["diffbench", *sys.argv[1:]])[:5000], "jobs": str(len(grid.jobs)),
+             "executor": executor},
+            [j.job_hash for j in grid.jobs],
+            adopt=adopt,
+        )
+        todo = grid.claim(todo)
+        grid.recover()
+        with Live(grid.view(), console=console, refresh_per_second=2, transient=False) as live:
+            try:
+                if executor == "local":
+                    run_local(grid, todo, max_failures=max_failures, live=live)
+                else:
+                    run_ray(grid, todo, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
+                            max_concurrent=max_concurrent, max_failures=max_failures, live=live)
+            finally:
+                live.update(grid.view())
+    except KeyboardInterrupt:
+        # Finished jobs stay finished; running ones keep their last checkpoint and resume on a re-run.
+        with contextlib.suppress(Exception):
+            grid.kill_running()
             tracker.kill(grid.parent_id)
-            console.print("[yellow]interrupted[/]: finished jobs are kept; run the same command again to resume")
+        console.print("[yellow]interrupted[/]: finished jobs are kept; run the same command again to resume")
+        raise
+    except Exception as err:
+        if not is_write_error(err):
             raise
-        finally:
-            live.update(grid.view())
+        # Mark what can still be marked; the same command resumes once there is space again.
+        with contextlib.suppress(Exception):
+            grid.kill_running()
+            tracker.kill(grid.parent_id)
+        raise StorageFull(
+            f"cannot write to {grid.output} or its MLflow store ({describe_os_error(err)}); finished jobs are "
+            "kept: free space (or make it writable) and run the same command again to resume"
+        ) from None
     if not console.is_terminal:
         console.print()
     counts = grid.counts()
@@ -97,13 +192,16 @@ def run_grid(
     wall = time.perf_counter() - started
     console.print(
         f"finished {counts['finished']}, failed {counts['failed']}, skipped {counts['skipped']} "
-        f"in {wall:.0f}s; results in {output}"
+        f"in {wall:.0f}s; results in {grid.output}",
+        highlight=False,
     )
     for st in grid.states.values():
         if st.status == "failed":
             console.print(f"[red]failed[/] {st.spec.label} ({st.spec.job_hash}): {st.reason}", highlight=False)
     if counts["failed"] == 0:
         console.print(
-            "next: [bold]diffbench report[/] " + (f"--output {output}" if output != Path("results").resolve() else "")
+            "next: [bold]diffbench report[/] "
+            + (f"--output {grid.output}" if grid.output != Path("results").resolve() else ""),
+            highlight=False,
         )
     return counts["failed"]

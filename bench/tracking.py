@@ -23,6 +23,7 @@ Run schema (what ``diffbench report`` reads):
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -33,6 +34,10 @@ from bench.spec import JobSpec
 from methods.base import UserError
 
 EXPERIMENT = "diffbench"
+#: Tag of a job run that a later run of the same job replaced (see ``bench.gridrun``).
+SUPERSEDED = "diffbench.superseded"
+#: Artifact of a grid's parent run: the JSON list of the grid's job hashes.
+GRID_JOBS_ARTIFACT = "grid_jobs.json"
 #: MLflow's HTTP client retries for minutes by default; an unreachable server should fail fast.
 _HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
@@ -57,6 +62,24 @@ def check_server(uri: str) -> None:
         raise UserError(f"MLflow tracking server {uri!r} is not reachable: {reason}") from None
 
 
+#: Tracking URI schemes MLflow's client can write runs to.
+_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_tracking_uri(uri: str | None) -> None:
+    """Refuse a tracking URI MLflow cannot use (unknown scheme, dead server), in one line, before anything runs."""
+    if uri is None or ("://" not in uri and ":" not in uri):  # a plain path: MLflow's file store
+        return
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in _SCHEMES:
+        raise UserError(
+            f"--tracking-uri {uri!r}: unsupported scheme {scheme or '(none)'!r}; use an MLflow server "
+            "(http://host:5000), sqlite:////abs/path/mlflow.db or a database URI (postgresql://...)"
+        )
+    fail_fast_http()
+    check_server(uri)
+
+
 def default_tracking_uri(output: Path) -> str:
     return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
 
@@ -71,6 +94,43 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def diffbench_version() -> str:
+    """The installed diffbench version (``unknown`` when running from a tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("diffbench")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def grid_hash(job_hashes: list[str]) -> str:
+    """A grid's identity: 12 hex digits over its sorted job hashes."""
+    import hashlib
+
+    return hashlib.sha1(",".join(sorted(job_hashes)).encode()).hexdigest()[:12]
+
+
+def recipe_preset(spec: JobSpec) -> str:
+    """The name of the task's recipe preset this job's recipe equals exactly, else ``custom``.
+
+    Reports show a published number only beside runs of the recipe the paper used.
+    """
+    from bench.spec import _NOT_IDENTITY
+    from tasks.base import get_task
+
+    task = get_task(spec.task)
+    mine = {k: v for k, v in spec.recipe.items() if k not in _NOT_IDENTITY}
+    for name in task.presets:
+        try:
+            ref = task.recipe(spec.dataset, spec.student, name).to_dict()
+        except Exception:  # noqa: BLE001 - a preset that does not apply to this dataset
+            continue
+        if {k: v for k, v in ref.items() if k not in _NOT_IDENTITY} == mine:
+            return name
+    return "custom"
 
 
 def _chunks(items: list[Any], n: int) -> list[list[Any]]:
@@ -100,9 +160,9 @@ class Tracker:
         self.output = Path(output).resolve()
         self.output.mkdir(parents=True, exist_ok=True)
         self.uri = tracking_uri or default_tracking_uri(self.output)
-        self.client = MlflowClient(tracking_uri=self.uri)
         self._mlflow = mlflow
         try:
+            self.client = MlflowClient(tracking_uri=self.uri)
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 artifacts = None if tracking_uri else (self.output / "mlartifacts").as_uri()
@@ -110,15 +170,73 @@ class Tracker:
             else:
                 self.experiment_id = exp.experiment_id
         except Exception as err:  # noqa: BLE001 - connection errors come in many types
+            from bench.lock import describe_os_error, is_write_error
+
+            if is_write_error(err):
+                raise UserError(f"MLflow store {self.uri!r} cannot be written: {describe_os_error(err)}") from None
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"MLflow tracking store {self.uri!r} is not reachable: {first[:300]}") from None
+            raise UserError(f"MLflow tracking store {self.uri!r} is not usable: {first[:300]}") from None
 
     # -- grid --------------------------------------------------------------------------------
-    def start_grid(self, name: str, tags: dict[str, str]) -> str:
-        run = self.client.create_run(
-            self.experiment_id, run_name=name, tags={"diffbench.kind": "grid", "git_commit": git_commit(), **tags}
-        )
-        return run.info.run_id
+    def start_grid(self, name: str, tags: dict[str, str], job_hashes: list[str], adopt: str | None = None) -> str:
+        """The grid's parent run (a new one, or the stale one of an earlier run of this grid, ``adopt``).
+
+        Tags: ``grid_hash`` (the grid's identity: its sorted job hashes), ``diffbench.output``; artifact
+        ``grid_jobs.json``: the grid's job hashes, so ``diffbench report --grid`` finds jobs that an earlier
+        run of the same grid finished (their runs have that run as parent).
+        """
+        tags = {
+            "diffbench.kind": "grid",
+            "git_commit": git_commit(),
+            "diffbench_version": diffbench_version(),
+            "grid_hash": grid_hash(job_hashes),
+            "diffbench.output": str(self.output),
+            **tags,
+        }
+        if adopt is not None:
+            self.client.update_run(adopt, status="RUNNING")
+            for k, v in tags.items():
+                self.client.set_tag(adopt, k, v)
+            run_id = adopt
+        else:
+            run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        self.client.log_text(run_id, json.dumps(sorted(job_hashes)), GRID_JOBS_ARTIFACT)
+        return run_id
+
+    def close_stale(self, job_hashes: list[str]) -> str | None:
+        """Close what a dead driver of this output folder left ``RUNNING``; return a parent run to adopt.
+
+        Called while holding the output lock, so no live driver writes into this output: every
+        ``RUNNING`` grid or job run of it is stale. A stale grid run of the *same* grid (same
+        ``grid_hash``) is adopted (the re-run continues it); others are ended as ``KILLED`` with a
+        ``diffbench.closed`` tag. Job runs are ended as ``KILLED`` (a later grid resumes into them).
+        On a shared tracking server only runs tagged with this output folder are touched.
+        """
+        default_store = self.uri == default_tracking_uri(self.output)
+        adopt = None
+        want = grid_hash(job_hashes)
+        for run in self._search("attributes.status = 'RUNNING'"):
+            tags = run.data.tags
+            owned = tags.get("diffbench.output") == str(self.output) or (
+                default_store and "diffbench.output" not in tags
+            )
+            if not owned:
+                continue
+            if tags.get("diffbench.kind") == "grid" and adopt is None and tags.get("grid_hash") == want:
+                adopt = run.info.run_id
+                continue
+            self.client.set_tag(run.info.run_id, "diffbench.closed", "its driver died; closed by a later run")
+            self.client.set_terminated(run.info.run_id, "KILLED")
+        return adopt
+
+    def _search(self, filter_string: str) -> list[Any]:
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string, max_results=1000, page_token=token)
+            out += list(page)
+            token = page.token
+            if not token:
+                return out
 
     def end_grid(self, run_id: str, failed: int, finished: int) -> None:
         self.client.log_metric(run_id, "jobs_failed", failed)
@@ -126,8 +244,12 @@ class Tracker:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
     # -- jobs --------------------------------------------------------------------------------
-    def job_runs(self, hashes: list[str] | None = None) -> dict[str, Any]:
-        """Latest run per job hash (all statuses), optionally only for ``hashes``."""
+    def job_runs(self, hashes: list[str] | None = None, supersede_duplicates: bool = False) -> dict[str, Any]:
+        """The live run per job hash (all statuses; superseded runs excluded), optionally only for ``hashes``.
+
+        With ``supersede_duplicates``, older live runs of one hash (left by earlier versions) are tagged
+        superseded by the newest, so every hash keeps at most one live run.
+        """
         # MLflow's filter language has no IN for tags: page through the experiment's job runs instead.
         wanted = set(hashes) if hashes is not None else None
         found: dict[str, Any] = {}
@@ -142,16 +264,30 @@ class Tracker:
             )
             for run in page:
                 h = run.data.tags.get("job_hash")
-                if h and (wanted is None or h in wanted):
-                    found[h] = run
+                if not h or (wanted is not None and h not in wanted) or run.data.tags.get(SUPERSEDED) == "true":
+                    continue
+                older = found.get(h)
+                if older is not None and supersede_duplicates:
+                    self.supersede(older.info.run_id, run.info.run_id)
+                found[h] = run
             token = page.token
             if not token:
                 break
         return found
 
+    def get_run(self, run_id: str) -> Any:
+        return self.client.get_run(run_id)
+
+    def supersede(self, old_id: str, new_id: str) -> None:
+        """Mark ``old_id`` as replaced by ``new_id`` (kept for the record, ignored by reports and resumes)."""
+        self.client.set_tag(old_id, SUPERSEDED, "true")
+        self.client.set_tag(old_id, "diffbench.superseded_by", new_id)
+        if self.client.get_run(old_id).info.status == "RUNNING":
+            self.client.set_terminated(old_id, "KILLED")
+
     def start_job(self, spec: JobSpec, parent_id: str | None, device: str, existing: Any | None = None) -> str:
-        """The job's run: the unfinished one it had (resume) or a new child of ``parent_id``."""
-        if existing is not None and existing.info.status != "FINISHED":
+        """The job's run: ``existing`` when the job continues in it (resume, re-export), else a new child."""
+        if existing is not None:
             self.client.update_run(existing.info.run_id, status="RUNNING")
             if "failure_reason" in existing.data.tags:  # an earlier attempt's reason no longer applies
                 self.client.delete_tag(existing.info.run_id, "failure_reason")
@@ -169,6 +305,9 @@ class Tracker:
             "seed": str(spec.seed),
             "role": spec.role,
             "job_hash": spec.job_hash,
+            "recipe_preset": recipe_preset(spec),
+            "diffbench.output": str(self.output),
+            "diffbench_version": diffbench_version(),
             "git_commit": git_commit(),
             "torch_version": torch.__version__,
             "torchvision_version": torchvision.__version__,

@@ -12,6 +12,7 @@ each epoch's metrics to Ray Tune or MLflow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from bench.lock import check_claim, describe_os_error, is_write_error
 from bench.spec import VANILLA, JobSpec, job_dir
 from methods.base import Method, Progress, UserError, build_method
 from tasks.base import Recipe, Task, get_task
@@ -224,10 +226,72 @@ def train_step(
     return terms, out.batch_size
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
+def _save_atomic(obj: Any, path: Path, keep_previous: bool = False) -> None:
+    """Write ``path`` so that a crash at any moment leaves a complete file (new or old), never a torn one.
+
+    The bytes go to a temporary file that is synced to disk before it is renamed over ``path``. With
+    ``keep_previous`` the file being replaced survives as ``<name>.prev<suffix>``: if the new one is
+    later found corrupt (a disk that lied about the sync, a copy cut short), :func:`load_checkpoint`
+    falls back to it and the job loses one epoch instead of all of them.
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
+    with tmp.open("wb") as f:
+        if isinstance(obj, bytes | str):
+            f.write(obj.encode() if isinstance(obj, str) else obj)
+        else:
+            torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if keep_previous and path.exists():
+        os.replace(path, previous_path(path))
     os.replace(tmp, path)
+
+
+def previous_path(path: Path) -> Path:
+    """``checkpoint.pt`` -> ``checkpoint.prev.pt``: the copy :func:`_save_atomic` keeps."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def load_checkpoint(path: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The newest readable training state of a job: ``path``, else its previous copy, else ``None``.
+
+    An unreadable file is never a dead end: it is renamed ``*.corrupt`` (kept for inspection), a warning
+    naming it goes to the log, and the job continues from the previous epoch's copy or from scratch.
+    """
+    for candidate in (path, previous_path(path)):
+        if not candidate.is_file():
+            continue
+        try:
+            state = torch.load(candidate, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or "epoch" not in state or "student" not in state:
+                raise ValueError("not a diffbench training checkpoint")
+            if candidate != path:
+                log(f"warning: resuming from {candidate.name} (epoch {state['epoch']}): {path.name} was unusable")
+            return state
+        except Exception as err:  # noqa: BLE001 - a torn or foreign file: fall back, never give up
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            corrupt = candidate.with_name(candidate.name + ".corrupt")
+            with contextlib.suppress(OSError):
+                os.replace(candidate, corrupt)
+            log(f"warning: checkpoint {candidate} is unreadable ({type(err).__name__}: {first}); "
+                f"moved to {corrupt.name}")
+    if path.with_name(path.name + ".corrupt").exists():
+        log(f"warning: no readable checkpoint left in {path.parent}; the job restarts from epoch 1")
+    return None
+
+
+def read_result(workdir: Path) -> dict[str, Any] | None:
+    """A finished job's ``result.json``, or ``None`` when it is missing or unreadable (then it is re-made)."""
+    path = Path(workdir) / "result.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict) or "history" not in data:
+        return None
+    return data
 
 
 def _crash_hook(workdir: Path, epoch: int, method: str) -> None:
@@ -252,6 +316,8 @@ def run_job(
     reporter: Reporter | None = None,
     log: Callable[[str], None] = print,
     on_step: Callable[[int, int, int, float], None] | None = None,
+    on_begin: Callable[[int], None] | None = None,
+    claim_token: str | None = None,
 ) -> JobResult:
     """Train ``spec`` to completion (resuming from its checkpoint), export the student, return results.
 
@@ -262,6 +328,10 @@ def run_job(
         reporter: called after each epoch with ``(epoch, metrics, checkpoint_path)``.
         log: where progress lines go (the console, a Ray worker's stdout).
         on_step: called after every step with ``(epoch, step, steps_per_epoch, loss)`` (progress bars).
+        on_begin: called once before training with the last epoch already done (0: a fresh start), so a
+            driver knows whether the job resumes or restarts.
+        claim_token: the token of the grid driver that claimed this job (see :mod:`bench.lock`); the job
+            refuses to train when another live driver holds its claim.
 
     Raises:
         JobFailed: the loss became NaN/inf, or training otherwise cannot go on.
@@ -269,12 +339,32 @@ def run_job(
     """
     output = Path(output).resolve()
     dev = device if isinstance(device, torch.device) else pick_device(device)
-    recipe = spec.recipe_obj()
     generator = seed_everything(spec.seed)
     built = build_job(spec, output, dev, generator)  # bad input fails here, before anything is written
     workdir = job_dir(output, spec.job_hash)
+    check_claim(workdir, claim_token)
+    try:
+        return _train(spec, built, workdir, dev, generator, reporter, log, on_step, on_begin)
+    except OSError as err:
+        if is_write_error(err):  # retrying cannot help; a re-run after freeing space resumes
+            raise JobFailed(f"cannot write the job's files in {workdir}: {describe_os_error(err)}") from err
+        raise
+
+
+def _train(
+    spec: JobSpec,
+    built: Built,
+    workdir: Path,
+    dev: torch.device,
+    generator: torch.Generator,
+    reporter: Reporter | None,
+    log: Callable[[str], None],
+    on_step: Callable[[int, int, int, float], None] | None,
+    on_begin: Callable[[int], None] | None,
+) -> JobResult:
+    recipe = spec.recipe_obj()
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(json.dumps(spec.to_dict(), indent=2, default=str))
+    _save_atomic(json.dumps(spec.to_dict(), indent=2, default=str), workdir / "config.json")
     log = _tee(log, workdir / "train.log")
     log(f"[{spec.label}] job {spec.job_hash} on {dev} in {workdir}")
     optimizer = make_optimizer(recipe, built.student, built.method)
@@ -282,8 +372,8 @@ def run_job(
 
     start_epoch, history, best, extra = 1, [], {}, {}
     ckpt_path = workdir / "checkpoint.pt"
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(ckpt_path, log)
+    if state is not None:
         built.student.load_state_dict(state["student"])
         if built.method is not None and state.get("method") is not None:
             built.method.load_state_dict(state["method"])
@@ -298,6 +388,8 @@ def run_job(
         ]
         log(f"[{spec.label}] teacher {built.task.primary_metric} = {extra['teacher_' + built.task.primary_metric]:.2f}")
 
+    if on_begin is not None:
+        on_begin(start_epoch - 1)
     primary = built.task.primary_metric
     train_time, train_images = extra.get("train_time", 0.0), extra.get("train_images", 0)
     if dev.type == "cuda":
@@ -359,6 +451,7 @@ def run_job(
                 "spec": spec.to_dict(),
             },
             ckpt_path,
+            keep_previous=True,
         )
         shown = " ".join(
             f"{k.replace('/', '_')}={v:.4g}" for k, v in metrics.items() if k == "train/loss" or k.startswith("val/")
@@ -380,7 +473,7 @@ def run_job(
         summary["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     summary.update({k: v for k, v in extra.items() if k.startswith("teacher_")})
     result = JobResult(spec.job_hash, "FINISHED", summary, history, str(student_path))
-    (workdir / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
+    _save_atomic(json.dumps(result.to_dict(), indent=2), workdir / "result.json")
     return result
 
 

@@ -19,9 +19,12 @@ applied to the rows a task flattened out: the method cannot tell them apart.
 
 from __future__ import annotations
 
+import math
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, get_args, get_origin
 
 import torch
 from torch import nn
@@ -190,34 +193,120 @@ METHODS = _Registry()
 register: Callable[[type[Method]], type[Method]] = METHODS.register
 
 
-def accepted_hparams(name: str) -> set[str]:
-    """The hyper-parameter names method ``name`` accepts (its constructor's keywords)."""
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric hyper-parameter, declared once, next to its type, in the method's constructor.
+
+    ``temperature: Annotated[float, Range(gt=0)] = 4.0`` is the single declaration: the constructor's
+    signature gives the name, type and default, this gives the bounds, and :func:`check_hparams` checks a
+    grid's settings against them before anything trains (a bad value is one line, never a job crash).
+    """
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def violation(self, value: float) -> str | None:
+        """Why ``value`` is out of range (``"must be > 0"``), or ``None`` if it is inside."""
+        for bound, op, ok in (
+            (self.gt, ">", lambda b: value > b),
+            (self.ge, ">=", lambda b: value >= b),
+            (self.lt, "<", lambda b: value < b),
+            (self.le, "<=", lambda b: value <= b),
+        ):
+            if bound is not None and not ok(bound):
+                return f"must be {op} {bound:g}"
+        return None
+
+
+#: Constructor parameters every method has that are not hyper-parameters.
+_NOT_HPARAMS = ("self", "student_taps", "teacher_taps")
+
+
+def _signature_params(name: str) -> dict[str, Any]:
     import inspect
 
+    params = inspect.signature(METHODS.get(name).__init__).parameters
+    return {k: p for k, p in params.items() if k not in _NOT_HPARAMS}
+
+
+def _hparam_types(name: str) -> dict[str, Any]:
+    """Resolved (``Annotated``-preserving) type hints of method ``name``'s constructor."""
     cls = METHODS.get(name)
-    return set(inspect.signature(cls.__init__).parameters) - {"self", "student_taps", "teacher_taps"}
+    try:
+        return typing.get_type_hints(cls.__init__, include_extras=True)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: check names only
+        return {}
+
+
+def accepted_hparams(name: str) -> set[str]:
+    """The hyper-parameter names method ``name`` accepts (its constructor's keywords)."""
+    return set(_signature_params(name))
 
 
 def default_hparams(name: str) -> dict[str, Any]:
     """The constructor defaults of method ``name``: what a job uses for anything not set otherwise."""
     import inspect
 
-    params = inspect.signature(METHODS.get(name).__init__).parameters
-    return {
-        k: p.default
-        for k, p in params.items()
-        if k not in ("self", "student_taps", "teacher_taps") and p.default is not inspect.Parameter.empty
-    }
+    return {k: p.default for k, p in _signature_params(name).items() if p.default is not inspect.Parameter.empty}
+
+
+def _type_name(tp: Any) -> str:
+    return {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _check_value(method: str, key: str, value: Any, hint: Any) -> None:
+    """Raise :class:`UserError` unless ``value`` fits ``hint`` (a type, ``X | None``, ``Annotated[X, Range]``)."""
+    ranges: list[Range] = []
+    if get_origin(hint) is Annotated:
+        hint, *meta = get_args(hint)
+        ranges = [m for m in meta if isinstance(m, Range)]
+    options = get_args(hint) if get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return
+        raise UserError(f"method {method!r}: {key} must be set, got null")
+    simple = [t for t in options if t in (bool, int, float, str)]
+    if not simple or len(simple) < len([t for t in options if t is not type(None)]):
+        return  # a structured type (e.g. a size list): the constructor checks it
+    is_bool = isinstance(value, bool)
+    fits = (
+        (bool in simple and is_bool)
+        or (int in simple and isinstance(value, int) and not is_bool)
+        or (float in simple and isinstance(value, int | float) and not is_bool)
+        or (str in simple and isinstance(value, str))
+    )
+    if not fits:
+        want = " or ".join(_type_name(t) for t in simple)
+        raise UserError(f"method {method!r}: {key} must be {want}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"method {method!r}: {key} must be a finite number, got {value!r}")
+    for r in ranges:
+        why = r.violation(value)
+        if why:
+            raise UserError(f"method {method!r}: {key} {why}, got {value!r}")
 
 
 def check_hparams(name: str, hparams: Mapping[str, Any]) -> None:
-    """Raise :class:`UserError` naming unknown hyper-parameters of method ``name`` and the valid ones."""
+    """Refuse unknown names, wrong types, non-finite numbers and out-of-range values, one line each.
+
+    The declaration is the constructor's signature (:class:`Range` in ``Annotated`` for bounds), so a
+    ``--set kd.temperature=abc`` or ``--set dkd.beta=-1`` is refused when the grid is expanded, not as a
+    crash inside a job that Ray would then retry.
+    """
     accepted = accepted_hparams(name)
     unknown = sorted(set(hparams) - accepted)
     if unknown:
         raise UserError(
             f"method {name!r} has no hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(accepted))}"
         )
+    hints = _hparam_types(name)
+    for key, value in hparams.items():
+        if key in hints:
+            _check_value(name, key, value, hints[key])
 
 
 def build_method(

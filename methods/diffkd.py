@@ -22,12 +22,13 @@ Differences from the official code, none of which changes the math in the offici
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Method, Progress, TapSpec, UserError, register, select_taps
+from methods.base import Method, Progress, Range, TapSpec, UserError, register, select_taps
 from methods.ddim import DDIMScheduler
 
 #: Rows of the learned time embedding (official ``nn.Embedding(1280, C)``); bounds ``num_train_timesteps``.
@@ -308,21 +309,19 @@ class DiffKDMethod(Method):
         student_taps: Mapping[str, TapSpec],
         teacher_taps: Mapping[str, TapSpec],
         use_ae: bool = False,
-        ae_channels: int | None = None,
-        inference_steps: int = 5,
-        num_train_timesteps: int = 1000,
-        feat_kernel_size: int = 3,
+        ae_channels: Annotated[int | None, Range(ge=1)] = None,
+        inference_steps: Annotated[int, Range(ge=1)] = 5,
+        num_train_timesteps: Annotated[int, Range(ge=2, le=TIME_EMBEDDING_ROWS)] = 1000,
+        feat_kernel_size: Annotated[int, Range(ge=1, le=3)] = 3,
         distill_logits: bool = True,
-        kd_weight: float = 1.0,
-        diff_weight: float = 1.0,
-        ae_weight: float = 1.0,
-        logit_temperature: float = 1.0,
+        kd_weight: Annotated[float, Range(ge=0)] = 1.0,
+        diff_weight: Annotated[float, Range(ge=0)] = 1.0,
+        ae_weight: Annotated[float, Range(ge=0)] = 1.0,
+        logit_temperature: Annotated[float, Range(gt=0)] = 1.0,
         share_levels: bool = False,
-        ce_weight: float = 1.0,
+        ce_weight: Annotated[float, Range(ge=0)] = 1.0,
     ) -> None:
         super().__init__(student_taps, teacher_taps)
-        if logit_temperature <= 0:
-            raise UserError(f"diffkd logit_temperature must be > 0, got {logit_temperature}")
         self.task_weight = float(ce_weight)
         self.kd_weight = float(kd_weight)
         self.diff_weight = float(diff_weight)

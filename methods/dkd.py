@@ -25,11 +25,12 @@ quantity and is always finite.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
-from methods.base import Method, Progress, TapSpec, UserError, fetch, paired_taps, register
+from methods.base import Method, Progress, Range, TapSpec, UserError, fetch, paired_taps, register
 
 #: mdistiller's ``CFG.DKD.BETA``: the NCKD weight of every pair its configs do not override.
 DEFAULT_BETA = 8.0
@@ -155,15 +156,13 @@ class DKD(Method):
         self,
         student_taps: Mapping[str, TapSpec],
         teacher_taps: Mapping[str, TapSpec],
-        alpha: float = 1.0,
-        beta: float = 8.0,
-        temperature: float = 4.0,
-        ce_weight: float = 1.0,
+        alpha: Annotated[float, Range(ge=0)] = 1.0,
+        beta: Annotated[float, Range(ge=0)] = 8.0,
+        temperature: Annotated[float, Range(gt=0)] = 4.0,
+        ce_weight: Annotated[float, Range(ge=0)] = 1.0,
         warmup: float = 20,
     ) -> None:
         super().__init__(student_taps, teacher_taps)
-        if temperature <= 0:
-            raise UserError(f"method 'dkd': temperature must be > 0, got {temperature}")
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.temperature = float(temperature)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Method, Progress, TapSpec, UserError, fetch, paired_taps, register, select_taps
+from methods.base import Method, Progress, Range, TapSpec, UserError, fetch, paired_taps, register, select_taps
 
 
 class ConvReg(nn.Module):
@@ -143,8 +144,8 @@ class FitNet(Method):
         self,
         student_taps: Mapping[str, TapSpec],
         teacher_taps: Mapping[str, TapSpec],
-        feat_weight: float = 100.0,
-        ce_weight: float = 1.0,
+        feat_weight: Annotated[float, Range(ge=0)] = 100.0,
+        ce_weight: Annotated[float, Range(ge=0)] = 1.0,
         shared: bool = False,
         input_size: int | Sequence[int] | None = None,
     ) -> None:

@@ -10,11 +10,12 @@ is. The CIFAR-100 defaults are mdistiller's ``CFG.KD`` (``T=4``, ``CE_WEIGHT=0.1
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
-from methods.base import Method, Progress, TapSpec, UserError, fetch, paired_taps, register
+from methods.base import Method, Progress, Range, TapSpec, fetch, paired_taps, register
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -55,13 +56,11 @@ class KD(Method):
         self,
         student_taps: Mapping[str, TapSpec],
         teacher_taps: Mapping[str, TapSpec],
-        temperature: float = 4.0,
-        ce_weight: float = 0.1,
-        kd_weight: float = 0.9,
+        temperature: Annotated[float, Range(gt=0)] = 4.0,
+        ce_weight: Annotated[float, Range(ge=0)] = 0.1,
+        kd_weight: Annotated[float, Range(ge=0)] = 0.9,
     ) -> None:
         super().__init__(student_taps, teacher_taps)
-        if temperature <= 0:
-            raise UserError(f"method 'kd': temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
         self.task_weight = float(ce_weight)
         self.kd_weight = float(kd_weight)

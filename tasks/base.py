@@ -11,6 +11,7 @@ pixels are flattened into logits rows). Methods then never need to know which ta
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -66,6 +67,8 @@ class Recipe:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise UserError(f"recipe {name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise UserError(f"recipe {name} must be a finite number, got {value!r}")
             object.__setattr__(self, name, float(value))  # 1 and 1.0 are the same recipe (and job hash)
         if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
             raise UserError(f"recipe needs lr > 0 and momentum, weight_decay, warmup_epochs >= 0 (got lr={self.lr}, "

@@ -1,0 +1,299 @@
+"""The driver's book-keeping of one ``diffbench run``: what to skip, which run a job logs into, progress.
+
+Both executors (``bench.executors``) drive a :class:`GridRun` through the same events (start, begin,
+epoch, finish, fail); it is the grid's one MLflow writer.
+
+**One live run per job hash.** A job's MLflow run is found by its hash and *reused* whenever the job
+continues from its checkpoint (a resume, a retry, a re-export of a teacher whose ``student.pt`` was
+deleted); when the job has to train again from scratch while its old run already holds epochs (the
+``jobs/`` folder was deleted, every checkpoint copy was corrupt), the old run is *superseded*: tagged
+``diffbench.superseded=true`` with ``diffbench.superseded_by``, and a new run takes its place. Reports
+ignore superseded runs. Older duplicates (left by earlier versions) are superseded when a grid meets them.
+
+**Files that lie.** A ``result.json`` that does not parse or a teacher ``student.pt`` that does not load
+counts as missing: the job runs again, resumes from its final checkpoint and rewrites them (no epoch is
+trained twice). A corrupt checkpoint is the job's to handle (``bench.train.load_checkpoint``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+
+from bench.lock import OutputLock
+from bench.spec import JobSpec, job_dir
+from bench.tracking import Tracker
+from bench.train import previous_path, read_result
+
+_EPOCH_PREFIXES = ("train/", "val/")
+_EPOCH_KEYS = {"lr", "epoch_time_s"}
+
+
+@dataclass
+class JobState:
+    spec: JobSpec
+    status: str = "queued"  # queued | running | finished | failed | skipped
+    epoch: int = 0
+    metric: float | None = None
+    run_id: str | None = None
+    reason: str = ""
+    attempts: int = 0
+    #: epochs the job's MLflow run already holds (a retry on another node re-reports them: log each once).
+    logged: set[int] = field(default_factory=set)
+    #: the existing run this job continues in, or the one it replaces (see the module docstring).
+    reuse: Any | None = None
+    supersede: Any | None = None
+    #: when it last changed state, for the view.
+    since: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class GridRun:
+    """Driver-side state of one ``diffbench run``: tracking, skipping, progress."""
+
+    jobs: list[JobSpec]
+    output: Path
+    tracker: Tracker
+    device: str
+    console: Console = field(default_factory=Console)
+    parent_id: str | None = None
+    lock: OutputLock | None = None
+    states: dict[str, JobState] = field(default_factory=dict)
+    primary: dict[str, str] = field(default_factory=dict)
+    to_recover: list[JobState] = field(default_factory=list)
+    #: a line shown under the view (e.g. jobs waiting for resources).
+    notice: str = ""
+
+    def __post_init__(self) -> None:
+        from tasks.base import get_task
+
+        self.output = Path(self.output).resolve()
+        self.states = {j.job_hash: JobState(j) for j in self.jobs}
+        self.primary = {j.task: get_task(j.task).primary_metric for j in self.jobs}
+        self._existing = self.tracker.job_runs([j.job_hash for j in self.jobs], supersede_duplicates=True)
+
+    # -- planning ----------------------------------------------------------------------------
+    def _finished_on_disk(self, st: JobState) -> bool:
+        """Whether the job's own files say it finished: a readable ``result.json`` and ``student.pt``.
+
+        For a teacher the exported weights must also load: its students read them.
+        """
+        wd = job_dir(self.output, st.spec.job_hash)
+        if not (wd / "result.json").is_file() or not (wd / "student.pt").is_file():
+            return False
+        if read_result(wd) is None:
+            self.warn(f"{wd / 'result.json'} is unreadable; the job will rewrite it from its checkpoint")
+            return False
+        if st.spec.role == "teacher" and not _weights_load(wd / "student.pt"):
+            self.warn(f"{wd / 'student.pt'} is unreadable; the teacher job will export it again")
+            return False
+        return True
+
+    def plan(self) -> list[JobSpec]:
+        """Mark finished jobs as skipped; return the jobs to run, each knowing which run it logs into.
+
+        Jobs finished on disk whose MLflow run is missing or unfinished (the driver died before it
+        logged the end) are set aside in :attr:`to_recover`: :meth:`recover` logs them without training.
+        """
+        todo = []
+        self.to_recover = []
+        for h, st in self.states.items():
+            run = self._existing.get(h)
+            finished_run = run is not None and run.info.status == "FINISHED"
+            # A student's files are not needed once its run finished; a teacher's weights are.
+            if finished_run and st.spec.role != "teacher":
+                st.status, st.run_id = "skipped", run.info.run_id
+                continue
+            on_disk = self._finished_on_disk(st)
+            if finished_run and on_disk:
+                st.status, st.run_id = "skipped", run.info.run_id
+            elif on_disk:
+                self.to_recover.append(st)
+            else:
+                self._choose_run(st, run)
+                todo.append(st.spec)
+        return todo
+
+    def _choose_run(self, st: JobState, run: Any | None) -> None:
+        """Reuse ``run`` when the job continues from a checkpoint (or the run holds no epoch), else supersede it."""
+        if run is None:
+            return
+        ckpt = job_dir(self.output, st.spec.job_hash) / "checkpoint.pt"
+        if ckpt.is_file() or previous_path(ckpt).is_file() or not self.tracker.logged_epochs(run.info.run_id):
+            st.reuse = run
+        else:
+            st.supersede = run
+
+    def claim(self, todo: list[JobSpec]) -> list[JobSpec]:
+        """Claim every job to run for this driver; a job another live driver holds is failed with its name."""
+        if self.lock is None:
+            return todo
+        mine = []
+        for spec in todo:
+            other = self.lock.claim(job_dir(self.output, spec.job_hash))
+            if other is None:
+                mine.append(spec)
+            else:
+                self.on_fail(spec, f"being trained by another diffbench driver ({other.describe()})")
+        return mine
+
+    def recover(self) -> None:
+        """Log the jobs :meth:`plan` found finished on disk only (epochs the run lacks, summary, artifacts)."""
+        for st in self.to_recover:
+            wd = job_dir(self.output, st.spec.job_hash)
+            result = read_result(wd)
+            run = self._existing.get(st.spec.job_hash)
+            st.run_id = self.tracker.start_job(st.spec, self.parent_id, self.device, existing=run)
+            self._fill_missing_epochs(st, result)
+            self.tracker.finish_job(st.run_id, result["metrics"], wd)
+            st.status = "skipped"
+
+    # -- events ------------------------------------------------------------------------------
+    def on_start(self, spec: JobSpec) -> None:
+        st = self.states[spec.job_hash]
+        st.attempts += 1
+        if st.run_id is None:
+            if st.supersede is not None:
+                self._replace_run(st, st.supersede)
+            else:
+                st.run_id = self.tracker.start_job(spec, self.parent_id, self.device, st.reuse)
+                if st.reuse is not None:
+                    st.logged = self.tracker.logged_epochs(st.run_id)
+        st.status, st.since = "running", time.monotonic()
+
+    def _replace_run(self, st: JobState, old: Any) -> None:
+        st.run_id = self.tracker.start_job(st.spec, self.parent_id, self.device)
+        self.tracker.supersede(old.info.run_id, st.run_id)
+        st.supersede, st.reuse, st.logged = None, None, set()
+
+    def on_begin(self, spec: JobSpec, done: int) -> None:
+        """The job starts training after epoch ``done`` (0: from scratch).
+
+        A run that already holds epochs of a job now starting from scratch (every checkpoint copy was
+        unreadable) would mix two trainings: it is superseded by a fresh run.
+        """
+        st = self.states[spec.job_hash]
+        if st.run_id is None:
+            self.on_start(spec)
+        if done == 0 and st.logged:
+            old = self.tracker.get_run(st.run_id)
+            self._replace_run(st, old)
+            self.warn(f"{spec.label}: restarted from scratch; its earlier run {old.info.run_id} is superseded")
+
+    def on_epoch(self, spec: JobSpec, epoch: int, metrics: dict[str, Any]) -> None:
+        st = self.states[spec.job_hash]
+        if st.run_id is None:
+            self.on_start(spec)
+        st.epoch = epoch
+        key = f"val/{self.primary[spec.task]}"
+        if key in metrics:
+            st.metric = float(metrics[key])
+        if epoch not in st.logged:
+            self.tracker.log_epoch(st.run_id, epoch, epoch_metrics(metrics))
+            st.logged.add(epoch)
+
+    def on_finish(self, spec: JobSpec, summary: dict[str, float]) -> None:
+        st = self.states[spec.job_hash]
+        if st.run_id is None:
+            self.on_start(spec)
+        wd = job_dir(self.output, spec.job_hash)
+        self._fill_missing_epochs(st, read_result(wd))
+        self.tracker.finish_job(st.run_id, summary, wd)
+        st.status, st.since = "finished", time.monotonic()
+        self._unclaim(spec)
+
+    def _fill_missing_epochs(self, st: JobState, result: dict[str, Any] | None) -> None:
+        """Log epochs the run lacks from the job's own history (``result.json``).
+
+        An epoch is checkpointed before it is reported, so if the driver died between the two, the
+        resumed job starts after it and the run would never get it: the finished job's history fills the gap.
+        """
+        if result is None:
+            return
+        st.logged = self.tracker.logged_epochs(st.run_id)
+        for row in result["history"]:
+            if int(row["epoch"]) not in st.logged:
+                self.tracker.log_epoch(st.run_id, int(row["epoch"]), epoch_metrics(row))
+                st.logged.add(int(row["epoch"]))
+
+    def on_fail(self, spec: JobSpec, reason: str) -> None:
+        st = self.states[spec.job_hash]
+        if st.run_id is None:
+            self.on_start(spec)
+        st.status, st.reason, st.since = "failed", reason, time.monotonic()
+        self.tracker.fail_job(st.run_id, reason, job_dir(self.output, spec.job_hash))
+        self._unclaim(spec)
+
+    def _unclaim(self, spec: JobSpec) -> None:
+        if self.lock is not None:
+            self.lock.unclaim(job_dir(self.output, spec.job_hash))
+
+    def kill_running(self) -> None:
+        """Mark running jobs' runs ``KILLED`` (Ctrl-C, SIGTERM): a re-run resumes them into the same runs."""
+        for st in self.states.values():
+            if st.status == "running" and st.run_id:
+                self.tracker.kill(st.run_id)
+
+    def teacher_failed(self, spec: JobSpec) -> str | None:
+        """The reason a student cannot run because its teacher job failed, else None."""
+        if spec.teacher_ref and spec.teacher_ref.startswith("job:"):
+            t = self.states.get(spec.teacher_ref[4:])
+            if t is not None and t.status == "failed":
+                return f"teacher job {t.spec.label} ({t.spec.job_hash}) failed: {t.reason}"
+        return None
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+    # -- view --------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        out = {k: 0 for k in ("finished", "skipped", "running", "failed", "queued")}
+        for st in self.states.values():
+            out[st.status] += 1
+        return out
+
+    def view(self) -> Group:
+        c = self.counts()
+        head = (
+            f"[bold]{len(self.states)} jobs[/]: [green]{c['finished']} done[/], {c['skipped']} already done, "
+            f"[cyan]{c['running']} running[/], [red]{c['failed']} failed[/], {c['queued']} queued"
+        )
+        table = Table(box=None, pad_edge=False, show_header=True)
+        for col in ("job", "hash", "status", "epoch", "metric"):
+            table.add_column(col)
+        shown = [s for s in self.states.values() if s.status in ("running", "failed")]
+        for st in shown[:20]:
+            total = st.spec.recipe.get("epochs", "?")
+            metric = f"{self.primary[st.spec.task]} {st.metric:.2f}" if st.metric is not None else ""
+            status = "[red]failed[/]" if st.status == "failed" else "[cyan]running[/]"
+            table.add_row(st.spec.label, st.spec.job_hash, status, f"{st.epoch}/{total}", metric or st.reason[:60])
+        parts: list[Any] = [head]
+        if shown:
+            parts.append(table)
+        if self.notice:
+            parts.append(f"[yellow]{self.notice}[/]")
+        return Group(*parts)
+
+
+def epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The per-epoch series of a job's metrics (``train/*``, ``val/*``, ``lr``, ``epoch_time_s``)."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if (k.startswith(_EPOCH_PREFIXES) or k in _EPOCH_KEYS) and isinstance(v, int | float)
+    }
+
+
+def _weights_load(path: Path) -> bool:
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - any unreadable file counts as missing
+        return False
+    return isinstance(obj, dict) and "student" in obj
