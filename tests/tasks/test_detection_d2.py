@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 import pickle
 import sys
 from pathlib import Path
@@ -318,8 +319,6 @@ def _coco(root: Path) -> CocoDetection:
         "annotations": anns,
         "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
     }
-    import json
-
     (root / "val.json").write_text(json.dumps(doc))
     return CocoDetection(root / "val.json", root / "val", train=False)
 
@@ -374,3 +373,27 @@ def test_resize_follows_resize_shortest_edge() -> None:
     np.random.seed(0)
     assert {backend.resized_shape(model, 480, 640, train=True)[0] for _ in range(60)} == {640, 672, 704, 736, 768, 800}
     assert d2.PAIRS["cpu"] == (R18, MV2)
+
+
+# -- a grid through the CLI ----------------------------------------------------------------------------------
+def test_two_epoch_d2_grid_on_shapes_reaches_the_report(tmp_path: Path) -> None:
+    """``diffbench run`` with the detectron2 pair on a tiny ``shapes`` folder (the real layout, 8 + 4 images),
+    then ``diffbench report``: teacher, vanilla, kd and fitnet jobs finish and land in one leaderboard."""
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+    from tasks.detection.data import SHAPES_VERSION, make_shapes
+
+    data, out = tmp_path / "shapes", tmp_path / "results"
+    make_shapes(data, num_train=8, num_val=4)
+    (data / "READY").write_text(json.dumps({"version": SHAPES_VERSION}))  # what ensure_shapes writes last
+    runner = CliRunner()
+    args = ["run", "--task", "detection", "--pairs", f"{R18}:{MV2}", "--methods", "kd,fitnet", "--executor", "local"]
+    args += ["--epochs", "2", "--max-steps", "2", "--batch-size", "4", "--data-dir", str(data), "--output", str(out)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output  # the exit code counts failed jobs
+    rep = runner.invoke(app, ["report", "--task", "detection", "--format", "markdown", "--output", str(out)])
+    assert rep.exit_code == 0, rep.output
+    table = rep.output
+    for needle in (R18, MV2, "vanilla", "kd", "fitnet"):
+        assert needle in table, table
