@@ -291,6 +291,26 @@ def test_method_terms_reach_the_student_only(shapes_pair, method: str) -> None:
     student.zero_grad(set_to_none=True)
 
 
+@pytest.mark.parametrize("method", ["kd", "dkd", "fitnet"])
+def test_a_diverged_student_gives_nan_losses_not_a_crash(shapes_pair, method: str) -> None:
+    """detectron2's RPN raises on non-finite proposals; like the torchvision backend, the step returns NaN
+    losses (the training loop then fails the job with that reason) and every tap a method reads."""
+    teacher, student = shapes_pair
+    broken = copy.deepcopy(student)
+    with torch.no_grad():
+        broken.proposal_generator.rpn_head.anchor_deltas.bias.fill_(float("nan"))
+    out = TASK.paired_forward(broken, teacher, batch(), CPU)
+    assert set(out.losses) == {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"}
+    assert all(torch.isnan(v) and v.requires_grad for v in out.losses.values())
+    assert set(out.student_taps) == set(out.teacher_taps) == set(TASK.tap_specs(MV2, 4, "shapes"))
+    hp = TASK.method_defaults(method, "shapes", R18, MV2)
+    m = build_method(method, TASK.tap_specs(MV2, 4, "shapes"), TASK.tap_specs(R18, 4, "shapes"), **hp)
+    terms = m(out.student_taps, out.teacher_taps, out.target, Progress(1, 4))
+    total = sum(out.losses.values()) + sum(terms.values())
+    assert not torch.isfinite(total)
+    total.backward()  # the loop's backward still runs before it stops the job
+
+
 def test_mismatched_pairs_are_refused(shapes_pair) -> None:
     teacher, student = shapes_pair
     with pytest.raises(UserError, match="resize differently.*MIN_SIZE_TRAIN"):

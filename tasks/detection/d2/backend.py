@@ -345,7 +345,10 @@ def paired_forward(
     with EventStorage():  # detectron2's heads log statistics into the current storage
         s_images = student.preprocess_image(model_inputs(student, pixels, original))
         features = student.backbone(s_images.tensor)
-        proposals, rpn_losses = student.proposal_generator(s_images, features, gts)
+        try:
+            proposals, rpn_losses = student.proposal_generator(s_images, features, gts)
+        except FloatingPointError:  # "Predicted boxes or scores contain Inf/NaN. Training has diverged."
+            return _diverged(student, teacher, features, pixels, original)
         heads = student.roi_heads
         sampled = heads.label_and_sample_proposals(proposals, gts)
         predictions = box_predictions(heads, features, sampled)
@@ -355,10 +358,38 @@ def paired_forward(
     t_taps: dict[str, torch.Tensor] = {}
     if teacher is not None:
         with torch.no_grad():
-            t_images = teacher.preprocess_image(model_inputs(teacher, pixels, original))
-            t_features = teacher.backbone(t_images.tensor)
+            t_features = _teacher_features(teacher, pixels, original)
             t_taps = {**_fpn_taps(t_features), "logits": box_predictions(teacher.roi_heads, t_features, sampled)[0]}
     return PairedOutput({**rpn_losses, **det_losses}, s_taps, t_taps, target, len(images))
+
+
+def _teacher_features(teacher: nn.Module, pixels: list[torch.Tensor], original: list[tuple[int, int]]) -> Any:
+    return teacher.backbone(teacher.preprocess_image(model_inputs(teacher, pixels, original)).tensor)
+
+
+def _diverged(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    features: Mapping[str, torch.Tensor],
+    pixels: list[torch.Tensor],
+    original: list[tuple[int, int]],
+) -> PairedOutput:
+    """A diverged student, answered the way the torchvision backend's NaNs are: non-finite losses.
+
+    detectron2's RPN refuses non-finite proposals with ``FloatingPointError`` in training. Raising it would
+    crash the job (and be retried) where a torchvision job fails for good with "loss is nan"; so the step
+    returns NaN losses still attached to the student's graph, its FPN taps and zero box rows (whose KD/DKD
+    terms are NaN too), and the training loop fails the job with that reason.
+    """
+    nan = sum(f.sum() for f in features.values()) * float("nan")
+    losses = dict.fromkeys(("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"), nan)
+    rows = features["p2"].new_zeros((0, student.roi_heads.num_classes + 1))
+    target = torch.zeros(0, dtype=torch.long, device=rows.device)
+    t_taps: dict[str, torch.Tensor] = {}
+    if teacher is not None:
+        with torch.no_grad():
+            t_taps = {**_fpn_taps(_teacher_features(teacher, pixels, original)), "logits": rows.clone()}
+    return PairedOutput(losses, {**_fpn_taps(features), "logits": rows + nan}, t_taps, target, len(pixels))
 
 
 def predict(model: nn.Module, images: list[torch.Tensor]) -> list[Mapping[str, torch.Tensor]]:
