@@ -423,36 +423,89 @@ def run(
         raise typer.Exit(EXIT_JOBS_FAILED)
 
 
+def _report_filters(**given: Any) -> str:
+    """The filters a user gave, for the "no runs" line (``--task detection --grid g1``)."""
+    shown = [f"--{k.replace('_', '-')} {v}" for k, v in given.items() if v]
+    return f" match {' '.join(shown)}" if shown else ""
+
+
 @app.command()
 @user_errors
 def report(
     task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
     dataset: DatasetOpt = None,
     pairs: Annotated[list[str] | None, typer.Option("--pairs", help="Only these teacher:student pairs.")] = None,
-    methods: Annotated[list[str] | None, typer.Option("--methods", help="Only these method columns.")] = None,
-    epoch: Annotated[str, typer.Option("--epoch", help="best | last")] = "best",
-    fmt: Annotated[
-        str | None, typer.Option("--format", help="markdown | csv | html | latex | json (default: a terminal table)")
+    methods: Annotated[
+        list[str] | None, typer.Option("--methods", help="Only these method columns (a missing one shows as n=0).")
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Write the report here instead of stdout.")] = None,
-    plot_path: Annotated[Path | None, typer.Option("--plot", help="Also draw a grouped bar chart (PNG).")] = None,
+    grid: Annotated[
+        str | None, typer.Option("--grid", help="Only one grid: its MLflow parent run id or run name (latest).")
+    ] = None,
+    epoch: Annotated[str, typer.Option("--epoch", help="best | last")] = "best",
+    vs: Annotated[
+        str | None, typer.Option("--vs", help="Also compare every method with this one (Welch), e.g. --vs dkd.")
+    ] = None,
+    published: Annotated[
+        str,
+        typer.Option(
+            "--published", help="Published numbers: match (only beside runs of the paper's recipe) | always | never"
+        ),
+    ] = "match",
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="markdown | csv | html | latex | json (default: from --out's suffix, else a terminal table)",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write the report to this file (.md .csv .html .tex .json), not stdout."),
+    ] = None,
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", help="Also write the figure (scores from zero, gains with 95 % CIs), PNG.")
+    ] = None,
+    ui_url: Annotated[
+        str | None, typer.Option("--ui-url", help="MLflow UI address, e.g. http://127.0.0.1:5000: link runs.")
+    ] = None,
     reference: Annotated[Path | None, typer.Option("--reference", help="Published numbers CSV.")] = None,
-    output: OutputOpt = Path("results"),
+    output: Annotated[
+        Path, typer.Option("--output", help="Results folder of `diffbench run` (its MLflow store is read).")
+    ] = Path("results"),
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server URI.")] = None,
     experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "diffbench",
 ) -> None:
-    """Leaderboards from MLflow: mean ± std over seeds per pair and method, gain over vanilla, published values."""
+    """Leaderboards from MLflow: mean ± std over seeds, gain over vanilla with 95 % CI and Welch test, provenance.
+
+    Prints a terminal table, or writes --format/--out (the format follows the suffix of --out). HTML
+    embeds its figure and goes to stdout without --out; nothing is written into the results folder.
+    Exit code 2 with one error line when no run matches.
+    """
     from bench import report as rep
+    from bench.report.output import check_writable, write_text
     from bench.tracking import check_server, default_tracking_uri, fail_fast_http
 
     fail_fast_http()
+    for path in (out, plot_path):
+        if path is not None:
+            check_writable(path)
+    fmt = rep.format_for(out, fmt)
+    if published not in rep.PUBLISHED_MODES:
+        raise UserError(f"--published {published!r}: valid are {', '.join(rep.PUBLISHED_MODES)}")
+    if epoch not in rep.EPOCHS:
+        raise UserError(f"--epoch {epoch!r}: valid are {', '.join(rep.EPOCHS)}")
+    if task is not None:
+        from tasks.base import task_names
 
-    if fmt is not None and fmt not in rep.FORMATS:
-        raise UserError(f"unknown format {fmt!r}; valid: {', '.join(rep.FORMATS)}")
+        if task not in task_names():
+            raise UserError(f"unknown task {task!r}; valid: {', '.join(task_names())}")
     uri = tracking_uri or default_tracking_uri(output)
     check_server(uri)
-    runs = rep.load_runs(uri, experiment, task=task, dataset=dataset)
     ref = rep.load_reference(reference) if reference else rep.load_reference()
+    runs = rep.load_runs(uri, experiment, task=task, dataset=dataset, grid=grid)
+    if runs.empty:
+        where = _report_filters(task=task, dataset=dataset, grid=grid)
+        raise UserError(f"no diffbench job runs{where} in experiment {experiment!r} of {uri}")
     lb = rep.leaderboard(
         runs,
         epoch,
@@ -461,25 +514,27 @@ def report(
         pairs=split_list(pairs) or None,
         methods=split_list(methods) or None,
         reference=ref,
+        vs=vs,
+        published=published,
     )
-    png = None
-    if plot_path is not None or fmt == "html":
-        png = plot_path or (out.with_suffix(".png") if out else output / "leaderboard.png")
-        rep.plot(lb, png)
+    if lb.empty:
+        raise UserError(lb.empty_reason() + _report_filters(pairs=",".join(split_list(pairs)),
+                                                            methods=",".join(split_list(methods))))  # fmt: skip
     if fmt is None:
-        if out is not None:
-            raise UserError("--out needs --format (markdown, csv, html, latex or json)")
-        console.print(rep.to_rich(lb))
+        console.print(rep.to_rich(lb, ui_url=ui_url))
     else:
-        text = rep.html_report(lb, png) if fmt == "html" else rep.render(lb, fmt)
+        text = rep.render(lb, fmt, ui_url=ui_url)
         if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text)
+            write_text(out, text)
             err_console.print(f"wrote {out}")
         else:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    if png is not None:
-        err_console.print(f"plot: {png}")
+    if plot_path is not None:
+        try:
+            rep.plot(lb, plot_path)
+        except OSError as err:
+            raise UserError(f"cannot write --plot {str(plot_path)!r}: {err.strerror or err}") from None
+        err_console.print(f"plot: {plot_path}")
 
 
 @app.command()

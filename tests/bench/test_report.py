@@ -18,10 +18,10 @@ import pytest
 
 pytest.importorskip("mlflow")
 
+from report_store import log_job, new_store  # noqa: E402
+
 from bench import report  # noqa: E402
 from methods.base import UserError  # noqa: E402
-
-T0 = 1_700_000_000_000  # ms
 
 VAN_BEST, VAN_LAST = [69.0, 69.5, 70.1], [68.8, 69.1, 69.9]
 KD_A_BEST, KD_A_LAST = [70.5, 71.0, 70.2], [70.1, 70.9, 70.0]
@@ -33,69 +33,31 @@ TEACHER_A_LOGGED = 71.9  # teacher_top1 logged on pair A's distillation runs: th
 TEACHER_B_LOGGED = 74.0  # no teacher job for resnet110: the logged score is used
 DET_KD, DET_VAN = (38.5, 38.0), (36.0, 35.5)  # (best, last) bbox_AP
 
-REFERENCE_CSV = """task,dataset,teacher,student,method,metric,value,source
-classification,cifar100,resnet56,resnet20,teacher,top1,72.34,paper A
-classification,cifar100,resnet56,resnet20,vanilla,top1,69.06,paper A
-classification,cifar100,resnet56,resnet20,kd,top1,70.66,paper A
-classification,cifar100,resnet56,resnet20,dkd,top5,91.0,wrong metric: never matched
-classification,cifar100,?,?,diffkd,top1,77.52,pair unknown: never matched
-classification,cifar100,ResNet110,ResNet20,kd,top1,73.08,spelled in another case
-detection,coco,frcnn_r101,frcnn_r18,kd,bbox_AP,40.0,paper D
-classification,cifar100,resnet56,resnet14,vanilla,top1,66.5,paper A
-classification,cifar100,resnet110,resnet14,vanilla,top1,66.5,paper B
+REFERENCE_CSV = """task,dataset,teacher,student,method,metric,value,source,recipe_preset
+classification,cifar100,resnet56,resnet20,teacher,top1,72.34,paper A,cifar100
+classification,cifar100,resnet56,resnet20,vanilla,top1,69.06,paper A,cifar100
+classification,cifar100,resnet56,resnet20,kd,top1,70.66,paper A,cifar100
+classification,cifar100,resnet56,resnet20,dkd,top5,91.0,wrong metric: never matched,cifar100
+classification,cifar100,?,?,diffkd,top1,77.52,pair unknown: never matched,cifar100
+classification,cifar100,ResNet110,ResNet20,kd,top1,73.08,spelled in another case,cifar100
+detection,coco,frcnn_r101,frcnn_r18,kd,bbox_AP,40.0,paper D,1x
+classification,cifar100,resnet56,resnet14,vanilla,top1,66.5,paper A,cifar100
+classification,cifar100,resnet110,resnet14,vanilla,top1,66.5,paper B,cifar100
 """
-
-
-def _job(client, exp_id, parent, *, student, method, seed, best=None, last=None, teacher="", role="student",
-         task="classification", dataset="cifar100", metric="top1", job_hash=None, status="FINISHED", end=0,
-         extra_metrics=None, params=None, reason=None):  # fmt: skip
-    from mlflow.entities import Metric, Param
-
-    tags = {
-        "diffbench.kind": "job",
-        "mlflow.parentRunId": parent,
-        "task": task,
-        "dataset": dataset,
-        "teacher": teacher,
-        "student": student,
-        "method": method,
-        "seed": str(seed),
-        "role": role,
-        "job_hash": job_hash or f"{task}-{teacher}-{student}-{method}-{seed}",
-        "git_commit": "abc123",
-        "torch_version": "2.15.0",
-        "device": "cpu",
-    }
-    if reason:
-        tags["failure_reason"] = reason
-    run = client.create_run(exp_id, start_time=T0 + end - 500, tags=tags)
-    values = dict(extra_metrics or {})
-    if best is not None:
-        values[f"best_{metric}"] = best
-    if last is not None:
-        values[f"last_{metric}"] = last
-        values["best_epoch"] = 2
-    metrics = [Metric(k, float(v), T0, 0) for k, v in values.items()]
-    if last is not None:  # a short per-epoch history, as the training loop logs it
-        metrics += [Metric(f"val/{metric}", last - 1.0 + 0.5 * e, T0 + e, e) for e in range(3)]
-    plist = [Param(k, str(v)) for k, v in (params or {}).items()]
-    client.log_batch(run.info.run_id, metrics=metrics, params=plist)
-    if status != "RUNNING":
-        client.set_terminated(run.info.run_id, status=status, end_time=T0 + end)
-    return run.info.run_id
+#: Every run of the store is tagged with the recipe preset the reference rows name, so numbers match.
+PRESET = {"classification": "cifar100", "detection": "1x"}
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    from mlflow import MlflowClient
-
-    db = tmp_path_factory.mktemp("mlruns") / "mlflow.db"
-    uri = f"sqlite:///{db.resolve()}"
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("diffbench", artifact_location=(db.parent / "artifacts").as_uri())
+    client, uri, exp = new_store(tmp_path_factory.mktemp("mlruns"))
     parent = client.create_run(exp, tags={"diffbench.kind": "grid"}).info.run_id
-    job = lambda **kw: _job(client, exp, parent, **kw)  # noqa: E731
-    recipe = {"recipe.epochs": 240, "recipe.lr": 0.05}
+
+    def job(tags=None, **kw):
+        base = {"recipe_preset": PRESET[kw.get("task", "classification")], "diffbench_version": "0.1.0"}
+        return log_job(client, exp, parent, tags={**base, **(tags or {})}, **kw)
+
+    recipe = {"recipe.epochs": 240, "recipe.lr": 0.05, "recipe.batch_size": 64}  # no precision: an older run
     kd_hp = {"hp.temperature": 4, "hp.kd_weight": 0.9}
 
     job(student="resnet56", method="vanilla", seed=0, role="teacher", best=TEACHER_A_BEST, last=TEACHER_A_LAST,
@@ -110,6 +72,10 @@ def store(tmp_path_factory) -> str:
     # An older finished run of the same job (kd seed 0), created after the newer one: end time decides.
     job(student="resnet20", teacher="resnet56", method="kd", seed=0, best=50.0, last=49.0,
         params={**recipe, **kd_hp}, end=1, job_hash="classification-resnet56-resnet20-kd-0")  # fmt: skip
+    # A finished run of kd seed 1 that a later run replaced (the newest by end time): never counted.
+    job(student="resnet20", teacher="resnet56", method="kd", seed=1, best=10.0, last=10.0, end=900,
+        params={**recipe, **kd_hp}, job_hash="classification-resnet56-resnet20-kd-1",
+        tags={"diffbench.superseded": "true"})  # fmt: skip
     for s, (b, la) in enumerate(zip(DKD_A_BEST, DKD_A_LAST, strict=True)):
         job(student="resnet20", teacher="resnet56", method="dkd", seed=s, best=b, last=la, params=recipe, end=200 + s)
     job(student="resnet20", teacher="resnet56", method="diffkd", seed=0, best=DIFFKD_A_BEST[0],
@@ -157,7 +123,7 @@ def cell(lb: report.Leaderboard, teacher: str, student: str, method: str) -> pd.
 
 
 def test_load_runs_reads_job_runs_only(runs):
-    assert len(runs) == 20  # 21 runs minus the grid parent
+    assert len(runs) == 21  # 22 runs minus the grid parent
     assert set(runs["tags.diffbench.kind"]) == {"job"}
     assert {"metrics.best_top1", "params.hp.temperature", "tags.job_hash", "status"} <= set(runs.columns)
     assert (runs["tags.job_hash"] == "classification-resnet56-resnet20-kd-0").sum() == 2
@@ -181,7 +147,8 @@ def test_rows_are_one_per_pair(lb):
 
 
 def test_mean_std_n_over_seeds(lb):
-    kd = cell(lb, "resnet56", "resnet20", "kd")  # the stale duplicate (50.0) and the FAILED seed (99.0) are out
+    # The stale duplicate (50.0), the superseded run (10.0) and the FAILED seed (99.0) are out.
+    kd = cell(lb, "resnet56", "resnet20", "kd")
     assert kd["mean"] == pytest.approx(statistics.mean(KD_A_BEST))
     assert kd["std"] == pytest.approx(statistics.stdev(KD_A_BEST))  # sample std, ddof=1
     assert kd["n"] == 3 and kd["seeds"] == "0,1,2"
@@ -293,6 +260,37 @@ def test_user_errors(store, runs, lb, tmp_path):
         report.load_reference(tmp_path / "bad.csv")
 
 
+def _welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """CI low, high and p of mean(a) - mean(b), from scipy on the raw values (not from bench.report)."""
+    from scipy import stats
+
+    res = stats.ttest_ind(a, b, equal_var=False)
+    ci = res.confidence_interval(0.95)
+    return ci.low, ci.high, res.pvalue
+
+
+def test_gain_confidence_interval_and_p(lb):
+    for teacher, method, values in (("resnet56", "kd", KD_A_BEST), ("resnet56", "dkd", DKD_A_BEST),
+                                    ("resnet110", "kd", KD_B_BEST)):  # fmt: skip
+        c = cell(lb, teacher, "resnet20", method)
+        lo, hi, p = _welch(values, VAN_BEST)
+        assert (c["gain_ci_low"], c["gain_ci_high"], c["p_vs_vanilla"]) == (
+            pytest.approx(lo), pytest.approx(hi), pytest.approx(p))  # fmt: skip
+        assert c["sig_vs_vanilla"] == ("**" if p < 0.01 else "*" if p < 0.05 else "")
+    assert cell(lb, "resnet56", "resnet20", "dkd")["sig_vs_vanilla"] == "*"  # p = 0.033
+    assert cell(lb, "resnet56", "resnet20", "kd")["sig_vs_vanilla"] == ""  # p = 0.06
+
+
+def test_n1_cells_say_no_ci(lb):
+    diffkd = cell(lb, "resnet56", "resnet20", "diffkd")  # one seed against three vanilla seeds
+    assert diffkd["note"] == "n=1, no CI" and math.isnan(diffkd["gain_ci_low"]) and math.isnan(diffkd["p_vs_vanilla"])
+    assert diffkd["gain"] == pytest.approx(DIFFKD_A_BEST[0] - statistics.mean(VAN_BEST))
+    det = cell(lb, "frcnn_r101", "frcnn_r18", "kd")  # one seed on each side
+    assert det["note"] == "n=1, no CI" and math.isnan(det["gain_ci_high"])
+    assert cell(lb, "frcnn_r101", "frcnn_r18", "vanilla")["note"] == "n=1, no CI"
+    assert cell(lb, "resnet56", "resnet20", "kd")["note"] == ""
+
+
 def test_markdown(lb):
     md = report.render(lb, "markdown").splitlines()
     table = [line for line in md if line.startswith("|")]
@@ -302,7 +300,16 @@ def test_markdown(lb):
     assert len(table) == 2 + 5 and all(line.count("|") == header.count("|") for line in table)
     row = next(line for line in table if "resnet56" in line)
     m, s = statistics.mean(KD_A_BEST), statistics.stdev(KD_A_BEST)
-    assert f"{m:.2f} ± {s:.2f} (n=3) {m - statistics.mean(VAN_BEST):+.2f} [70.66]" in row
+    lo, hi, _ = _welch(KD_A_BEST, VAN_BEST)
+    assert f"{m:.2f} ± {s:.2f} (n=3) {m - statistics.mean(VAN_BEST):+.2f} [{lo:+.2f}, {hi:+.2f}] paper 70.66" in row
+    lo, hi, _ = _welch(DKD_A_BEST, VAN_BEST)
+    assert f"[{lo:+.2f}, {hi:+.2f}]* " in row  # the dkd gain is significant at 5 %
+    assert f"{DIFFKD_A_BEST[0]:.2f} (n=1, no CI) +3.07" in row
+    legend = "\n".join(md)
+    assert "* p < 0.05, ** p < 0.01" in legend and "n=1, no CI: one finished seed" in legend
+    # 14 student runs (vanilla counted once although it serves two pairs) and the resnet56 teacher job.
+    prov = "Provenance classification/cifar100: 15 run(s), recipe 'cifar100' (epochs 240, batch 64, lr 0.05, "
+    assert prov + "precision fp32); diffbench 0.1.0, commit abc123; runs 2023-11-14 22:13 UTC" in legend
 
 
 def test_csv_round_trip(lb):
@@ -336,7 +343,15 @@ def test_plot_and_html_report(lb, tmp_path):
     assert page.startswith("<!DOCTYPE html>") and "<table" in page and '<img class="plot"' in page
     assert "data:image/png;base64,iVBORw0KGgo" in page  # base64 of the PNG magic
     assert "resnet56" in page and "&lt;" not in page.split("<tbody>")[0].split("<thead>")[1]
-    assert "<img" not in report.render(lb, "html") and "<table" in report.render(lb, "html")
+    inline = report.render(lb, "html")  # the figure is drawn in memory and embedded: no file anywhere
+    assert "data:image/png;base64,iVBORw0KGgo" in inline and "<table" in inline
+    assert list(tmp_path.rglob("*.png")) == [png]
+    assert "<a href" not in inline
+    linked = report.render(lb, "html", ui_url="http://127.0.0.1:5000")
+    kd_run = cell(lb, "resnet110", "resnet20", "kd")["run_ids"].split(",")
+    exp = cell(lb, "resnet110", "resnet20", "kd")["experiment_id"]
+    assert f'href="http://127.0.0.1:5000/#/experiments/{exp}/runs/' in linked
+    assert "http://127.0.0.1:5000/#/compare-runs?runs=%5B%22" + kd_run[0] in linked
 
 
 def test_rich_table(lb):
@@ -346,7 +361,8 @@ def test_rich_table(lb):
     console.print(report.to_rich(lb))
     text = console.export_text()
     assert "teacher score" in text and "paper 70.66" in text and f"{statistics.mean(KD_A_BEST):.2f}" in text
-    assert "kd[temperature=4]" in text and "[published]" in text  # brackets are not eaten as rich markup
+    assert "kd[temperature=4]" in text and "[low, high]" in text  # brackets are not eaten as rich markup
+    assert "(n=1, no CI)" in text and "Provenance classification/cifar100" in text
 
 
 def test_empty_leaderboard_renders(runs, tmp_path):

@@ -1,0 +1,418 @@
+"""Job runs → leaderboard numbers: dedupe, filter, mean ± std over seeds, Welch gains, published numbers.
+
+Only finished student runs count; when several finished runs share a job hash (a job re-run into a
+fresh run) the latest one wins. The vanilla runs of a student architecture belong to every pair with
+that student. Every comparison (gain over vanilla, difference to ``--vs``) is made between runs of the
+same recipe, with Welch's interval and test (:mod:`bench.report.stats`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.report import provenance
+from bench.report.board import Leaderboard, method_rank, pair_label
+from bench.report.errors import user_error
+from bench.report.load import RUN_TAGS
+from bench.report.published import attach_published, published_policy
+from bench.report.schema import (
+    EPOCHS,
+    PAIR_KEYS,
+    PRIMARY_METRIC,
+    PUBLISHED_MODES,
+    RECIPE_FIELDS,
+    SIG_VANILLA,
+    SIG_VS,
+    TEACHER,
+    TIDY_COLUMNS,
+    VANILLA,
+)
+from bench.report.stats import mark, welch
+
+#: Tag ``bench.tracking`` sets on a job run that a later run of the same job replaced.
+SUPERSEDED_TAG = "tags.diffbench.superseded"
+# Recipe fields that do not change a result: runs differing only in these are seeds of one configuration.
+_IGNORED_CONFIG = {"params.recipe.num_workers"}
+#: Per-cell provenance columns, aggregated as the sorted distinct values of the cell's runs.
+_CELL_PROVENANCE = ("recipe_preset", *RECIPE_FIELDS, "git_commit", "diffbench_version", "experiment_id")
+
+
+def _parse_pairs(pairs: Iterable[str] | None) -> set[tuple[str, str]] | None:
+    if pairs is None:
+        return None
+    out: set[tuple[str, str]] = set()
+    for p in pairs:
+        teacher, sep, student = p.partition(":")
+        if not sep or not teacher.strip() or not student.strip():
+            raise user_error(f"pair {p!r}: expected teacher:student, e.g. resnet56:resnet20")
+        out.add((teacher.strip(), student.strip()))
+    return out
+
+
+def _text_column(runs: pd.DataFrame, col: str, default: str) -> pd.Series | str:
+    if col not in runs:
+        return default
+    s = runs[col].astype("string").fillna(default)
+    return s.where(s != "", default).astype(str)
+
+
+def _normalise(runs: pd.DataFrame, epoch: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Plain tag columns, the chosen metric value, provenance fields and configuration keys per run."""
+    w = pd.DataFrame(index=runs.index)
+    for t in RUN_TAGS:
+        w[t] = runs[f"tags.{t}"].fillna("").astype(str) if f"tags.{t}" in runs else ""
+    for t in ("recipe_preset", "git_commit", "diffbench_version"):  # absent on runs of older diffbench
+        w[t] = _text_column(runs, f"tags.{t}", provenance.UNKNOWN)
+    for f, default in RECIPE_FIELDS.items():
+        w[f] = _text_column(runs, f"params.recipe.{f}", default or "?")
+    w["run_id"] = runs["run_id"].astype(str) if "run_id" in runs else runs.index.astype(str)
+    w["experiment_id"] = _text_column(runs, "experiment_id", "")
+    w["status"] = runs["status"].fillna("") if "status" in runs else "FINISHED"
+    for col in ("start_time", "end_time"):
+        w[col] = pd.to_datetime(runs[col], utc=True) if col in runs else pd.NaT
+    if "tags.diffbench.kind" in runs:
+        w = w[runs["tags.diffbench.kind"].fillna("job") == "job"]
+        runs = runs.loc[w.index]
+    if SUPERSEDED_TAG in runs:  # a run a later run of the same job replaced: kept for the record only
+        w = w[runs[SUPERSEDED_TAG].fillna("") != "true"]
+        runs = runs.loc[w.index]
+    w["metric"] = w["task"].map(PRIMARY_METRIC)
+    w["value"] = np.nan
+    w["teacher_value"] = np.nan
+    for task, metric in PRIMARY_METRIC.items():
+        mask = w["task"] == task
+        if not mask.any():
+            continue
+        for src, dst in ((f"metrics.{epoch}_{metric}", "value"), (f"metrics.teacher_{metric}", "teacher_value")):
+            if src in runs:
+                w.loc[mask, dst] = pd.to_numeric(runs.loc[mask, src], errors="coerce")
+    cfg_cols = sorted(
+        c for c in runs if (c.startswith("params.hp.") or c.startswith("params.recipe.")) and c not in _IGNORED_CONFIG
+    )
+    cfg = runs[cfg_cols].astype("string").fillna("") if cfg_cols else pd.DataFrame(index=runs.index)
+    # An absent precision param is fp32 (the only precision before it became a recipe field).
+    if "params.recipe.precision" in cfg:
+        cfg["params.recipe.precision"] = cfg["params.recipe.precision"].replace("", "fp32")
+    w["config"] = _row_key(cfg)
+    w["recipe_key"] = _row_key(cfg[[c for c in cfg_cols if c.startswith("params.recipe.")]])
+    return w, cfg
+
+
+def _row_key(frame: pd.DataFrame) -> pd.Series:
+    """Join each row's strings into one key (column-wise: a row-wise ``apply`` is 100× slower)."""
+    if frame.shape[1] == 0:
+        return pd.Series("", index=frame.index, dtype="string")
+    out = frame.iloc[:, 0]
+    for c in frame.columns[1:]:
+        out = out + "\x1f" + frame[c]
+    return out
+
+
+def _latest_per_job(w: pd.DataFrame) -> pd.DataFrame:
+    """Keep the latest run (by end time) of each job hash; runs without a hash stand alone."""
+    key = w["job_hash"].where(w["job_hash"] != "", "run:" + w["run_id"].astype(str))
+    order = w.assign(_key=key).sort_values(["end_time", "start_time"], na_position="first", kind="stable")
+    return order.drop_duplicates("_key", keep="last").drop(columns="_key")
+
+
+def _label_variants(runs: pd.DataFrame, cfg: pd.DataFrame) -> pd.Series:
+    """``method`` unless a (pair, method) mixes configurations: then ``method[k=v, …]`` per configuration.
+
+    Averaging runs with different hyper-parameters as if they were seeds would print a number that
+    belongs to no configuration, so a sweep shows up as separate, labelled columns instead.
+    """
+    labels = runs["method"].copy()
+    keys = [*PAIR_KEYS, "method"]
+    mixed = runs.groupby(keys, sort=False)["config"].transform("nunique") > 1
+    if not mixed.any():
+        return labels
+    for _, grp in runs[mixed].groupby(keys, sort=False):
+        sub = cfg.loc[grp["_src"]]
+        differing = [c for c in sub.columns if sub[c].nunique() > 1]
+        for idx, src in zip(grp.index, grp["_src"], strict=True):
+            desc = ", ".join(f"{c.split('.', 2)[2]}={cfg.at[src, c] or 'unset'}" for c in differing)
+            labels.at[idx] = f"{grp.at[idx, 'method']}[{desc}]"
+    return labels
+
+
+def _seed_key(s: str) -> tuple[int, Any]:
+    return (0, int(s)) if s.lstrip("-").isdigit() else (1, s)
+
+
+def _join_sorted(values: pd.Series) -> str:
+    return ",".join(sorted(set(values), key=provenance.natural_key))
+
+
+def _aggregate(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
+    """Per group: mean, sample std (ddof=1, NaN for one seed), n (runs with a value), seeds, provenance."""
+    g = frame.groupby(keys, sort=False, dropna=False)
+    out = g[value].agg(mean="mean", std="std", n="count")  # pandas' std is the sample std (ddof=1)
+    out["seeds"] = g["seed"].agg(lambda s: ",".join(sorted(set(s), key=_seed_key)))
+    for col in _CELL_PROVENANCE:
+        out[col] = g[col].agg(_join_sorted)
+    out["first_run"] = g["start_time"].min()
+    out["last_run"] = g["end_time"].max()
+    ordered = frame.assign(_seed=frame["seed"].map(_seed_key)).sort_values("_seed", kind="stable")
+    out["run_ids"] = ordered.groupby(keys, sort=False, dropna=False)["run_id"].agg(",".join)
+    return out.reset_index()
+
+
+def _compare(tidy: pd.DataFrame, base: pd.DataFrame, prefix: str, levels: tuple[tuple[float, str], ...]) -> None:
+    """Add ``<prefix>``, ``<prefix>_ci_low/high``, ``p_…`` columns: each row against ``base`` (same recipe).
+
+    ``base`` holds one row per pair and recipe key (``mean, std, n``); ambiguous keys are dropped.
+    """
+    keys = [*PAIR_KEYS, "recipe_key"]
+    base = base[[*keys, "mean", "std", "n"]].drop_duplicates(keys, keep=False)
+    j = tidy[keys].merge(base, on=keys, how="left", validate="many_to_one")
+    res = welch(tidy["mean"], tidy["std"], tidy["n"], j["mean"], j["std"], j["n"])
+    tidy[prefix] = res.diff
+    tidy[f"{prefix}_ci_low"] = res.ci_low
+    tidy[f"{prefix}_ci_high"] = res.ci_high
+    tidy[f"_{prefix}_base_n"] = j["n"].to_numpy()
+    p_col = "p_vs_vanilla" if prefix == "gain" else "p_vs"
+    tidy[p_col] = res.p
+    tidy["sig_vs_vanilla" if prefix == "gain" else "sig_vs"] = [mark(p, levels) for p in res.p]
+
+
+def leaderboard(
+    runs: pd.DataFrame,
+    epoch: str = "best",
+    *,
+    task: str | None = None,
+    dataset: str | None = None,
+    pairs: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    reference: pd.DataFrame | None = None,
+    vs: str | None = None,
+    published: str = "match",
+) -> Leaderboard:
+    """Aggregate job runs into a leaderboard.
+
+    The teacher's score comes from the teacher job's runs, else from the ``teacher_<metric>`` that
+    distillation runs logged. A requested method (``methods``) or a job that exists but did not finish
+    gets an ``n=0`` cell rather than silently no column.
+
+    Args:
+        runs: a frame from :func:`~bench.report.load_runs` (or :func:`mlflow.search_runs`).
+        epoch: ``best`` (``best_<metric>``) or ``last`` (``last_<metric>``).
+        task / dataset: keep one task / data set.
+        pairs: keep these ``teacher:student`` pairs.
+        methods: show these method columns (vanilla is still used for the gain).
+        reference: published numbers (:func:`~bench.report.load_reference`); rows with teacher ``?`` never match.
+        vs: a second reference method (e.g. ``dkd``): every other cell also gets its difference to it,
+            with a Welch interval and test.
+        published: ``match`` (published numbers only beside runs of the paper's recipe preset),
+            ``always`` or ``never``.
+
+    Raises:
+        UserError: a bad ``epoch``, pair or ``published`` mode, a task without a known metric, or a
+            ``vs`` method with no finished run.
+    """
+    if epoch not in EPOCHS:
+        raise user_error(f"epoch {epoch!r}: valid are {', '.join(EPOCHS)}")
+    if published not in PUBLISHED_MODES:
+        raise user_error(f"--published {published!r}: valid are {', '.join(PUBLISHED_MODES)}")
+    grid = runs.attrs.get("grid")
+    pair_set = _parse_pairs(pairs)
+    method_set = {m.strip() for m in methods} if methods is not None else None
+    runs = runs.reset_index(drop=True)
+    w, cfg = _normalise(runs, epoch)
+    w["_src"] = w.index
+    if task is not None:
+        w = w[w["task"] == task]
+    if dataset is not None:
+        w = w[w["dataset"] == dataset]
+    unknown = sorted(set(w["task"]) - set(PRIMARY_METRIC))
+    if unknown:
+        raise user_error(f"task {unknown[0]!r} has no known primary metric; known: {', '.join(PRIMARY_METRIC)}")
+
+    finished = _latest_per_job(w[w["status"] == "FINISHED"])
+    done_hashes = set(finished["job_hash"]) - {""}
+    pending = _latest_per_job(w[(w["status"] != "FINISHED") & ~w["job_hash"].isin(done_hashes)])
+    pending = _select(pending, pair_set, method_set)
+    failed = pending[pending["status"] == "FAILED"]
+    counts = pending.loc[pending["status"] != "FAILED", "status"].value_counts()
+    unfinished = {str(k): int(v) for k, v in counts.items()}
+
+    students = finished[finished["role"] != TEACHER]
+    teachers = finished[finished["role"] == TEACHER]
+    dist = students[students["teacher"] != ""]
+    solo = students[students["teacher"] == ""]
+    pending_dist = pending[(pending["role"] != TEACHER) & (pending["teacher"] != "")]
+    pair_rows = pd.concat([dist[PAIR_KEYS], pending_dist[PAIR_KEYS]]).drop_duplicates()
+    if pair_set is None:  # students trained only alone still get a row (teacher "—")
+        seen = set(zip(pair_rows["task"], pair_rows["dataset"], pair_rows["student"], strict=True))
+        alone = solo[PAIR_KEYS].assign(teacher="").drop_duplicates()
+        alone = alone[[k not in seen for k in zip(alone["task"], alone["dataset"], alone["student"], strict=True)]]
+        pair_rows = pd.concat([pair_rows, alone], ignore_index=True)
+    else:
+        pair_rows = pair_rows[_pair_mask(pair_rows, pair_set)]
+
+    expanded = solo.drop(columns="teacher").merge(pair_rows, on=["task", "dataset", "student"])
+    member = pd.concat([dist.merge(pair_rows, on=PAIR_KEYS), expanded], ignore_index=True)
+    member["label"] = _label_variants(member, cfg)
+
+    stat_keys = [*PAIR_KEYS, "metric", "label", "method", "recipe_key"]
+    tidy = _aggregate(member, stat_keys, "value").rename(columns={"method": "base_method"})
+    notes: list[str] = list(grid["notes"]) if grid else []
+    # The baseline is the method's row of the same pair and recipe; a sweep of it (two rows) is no baseline.
+    _compare(tidy, tidy[tidy["base_method"] == VANILLA], "gain", SIG_VANILLA)
+    tidy.loc[tidy["base_method"] == VANILLA, ["gain", "gain_ci_low", "gain_ci_high", "p_vs_vanilla"]] = np.nan
+    tidy.loc[tidy["base_method"] == VANILLA, "sig_vs_vanilla"] = ""
+    tidy["vs_method"] = vs or ""
+    if vs:
+        ref_rows = tidy[tidy["base_method"] == vs]
+        if ref_rows.empty and len(tidy):
+            have = ", ".join(sorted(set(tidy["base_method"]), key=method_rank))
+            raise user_error(f"--vs {vs}: no finished {vs} run in this table; it has {have}")
+        _compare(tidy, ref_rows, "diff_vs", SIG_VS)
+        tidy.loc[tidy["base_method"] == vs, ["diff_vs", "diff_vs_ci_low", "diff_vs_ci_high", "p_vs"]] = np.nan
+        tidy.loc[tidy["base_method"] == vs, "sig_vs"] = ""
+    tidy = tidy.drop(columns=["recipe_key"]).rename(columns={"label": "method"})
+
+    dup = member.groupby([*PAIR_KEYS, "label", "seed"]).size()
+    for (t_, d_, te, st, lab, seed), count in dup[dup > 1].items():
+        notes.append(f"{lab} {pair_label(te, st)} ({t_}/{d_}): seed {seed} counted {count}× (different job hashes)")
+
+    trows, used_teachers = _teacher_rows(pair_rows, teachers, dist)
+    tidy = pd.concat([df for df in (trows, tidy) if len(df)], ignore_index=True) if len(trows) else tidy
+    if method_set is not None:
+        tidy = tidy[tidy["base_method"].isin(method_set | {TEACHER})]
+        member = member[member["method"].isin(method_set)]
+    tidy = attach_published(tidy.reset_index(drop=True), reference)
+    notes += published_policy(tidy, published)
+    tidy = _add_missing_cells(tidy, pair_rows, pending, method_set)
+    tidy["epoch"] = epoch
+    tidy["n"] = tidy["n"].fillna(0).astype(int)
+    tidy["note"] = _cell_notes(tidy)
+    tidy["_rank"] = tidy["method"].map(method_rank)
+    tidy = tidy.sort_values([*PAIR_KEYS, "_rank"], kind="stable").reset_index(drop=True)
+    tidy = tidy.reindex(columns=TIDY_COLUMNS)
+    for c in TIDY_COLUMNS:
+        if tidy[c].dtype == object:
+            tidy[c] = tidy[c].where(tidy[c].notna(), "")
+    from bench.report.cells import display_table
+
+    table, title = display_table(tidy)
+    return Leaderboard(
+        tidy=tidy,
+        table=table,
+        epoch=epoch,
+        title=title,
+        failed=failed[[*PAIR_KEYS, "method", "seed", "failure_reason", "run_id"]].reset_index(drop=True),
+        unfinished=unfinished,
+        notes=notes,
+        provenance=provenance.summarise(member, used_teachers),
+        vs=vs,
+        grid=grid,
+    )
+
+
+def _cell_notes(tidy: pd.DataFrame) -> list[str]:
+    """Why a cell has no interval: one seed, or a vanilla baseline with one seed (kept in every format)."""
+    if "note" not in tidy:
+        tidy["note"] = ""
+    out = []
+    for r in tidy[["method", "n", "note", "gain", "gain_ci_low", "_gain_base_n"]].itertuples(index=False):
+        if r.n == 0:
+            out.append(r.note if isinstance(r.note, str) and r.note else "n=0, no finished run")
+        elif r.method == TEACHER:
+            out.append("")
+        elif r.n == 1:
+            out.append("n=1, no CI")
+        elif not math.isnan(r.gain) and math.isnan(r.gain_ci_low):
+            out.append("vanilla n=1, no CI" if r._gain_base_n == 1 else "no spread over seeds, no CI")
+        else:
+            out.append("")
+    return out
+
+
+def _add_missing_cells(
+    tidy: pd.DataFrame, pair_rows: pd.DataFrame, pending: pd.DataFrame, method_set: set[str] | None
+) -> pd.DataFrame:
+    """``n=0`` cells: requested methods without a finished run, and jobs that exist but did not finish."""
+    if pair_rows.empty:
+        return tidy
+    have = set(zip(*(tidy[k] for k in PAIR_KEYS), tidy["base_method"], strict=True))
+    want: dict[tuple[str, ...], list[str]] = {}
+    if method_set is not None:
+        for p in pair_rows[PAIR_KEYS].itertuples(index=False, name=None):
+            for m in sorted(method_set - {TEACHER}):
+                want.setdefault((*p, m), [])
+    students = pending[pending["role"] != TEACHER]
+    solo = (
+        students[students["teacher"] == ""].drop(columns="teacher").merge(pair_rows, on=["task", "dataset", "student"])
+    )
+    both = pd.concat([students[students["teacher"] != ""].merge(pair_rows, on=PAIR_KEYS), solo])
+    for r in both[[*PAIR_KEYS, "method", "status"]].itertuples(index=False, name=None):
+        want.setdefault(r[:5], []).append(r[5].lower())
+    rows = []
+    for key, statuses in want.items():
+        if key in have:
+            continue
+        counts = pd.Series(statuses, dtype=object).value_counts()
+        why = f" ({', '.join(f'{n} {s}' for s, n in counts.items())})" if len(counts) else ""
+        task, dataset, teacher, student, method = key
+        rows.append({
+            "task": task, "dataset": dataset, "teacher": teacher, "student": student,
+            "metric": PRIMARY_METRIC.get(task, ""), "method": method, "base_method": method,
+            "n": 0, "seeds": "", "note": f"n=0, no finished run{why}",
+        })  # fmt: skip
+    if not rows:
+        return tidy
+    return pd.concat([tidy, pd.DataFrame(rows)], ignore_index=True)
+
+
+def _pair_mask(frame: pd.DataFrame, pair_set: set[tuple[str, str]]) -> list[bool]:
+    return [(t, s) in pair_set for t, s in zip(frame["teacher"], frame["student"], strict=True)]
+
+
+def _select(jobs: pd.DataFrame, pair_set: set[tuple[str, str]] | None, method_set: set[str] | None) -> pd.DataFrame:
+    """Not-finished jobs that concern the requested pairs and methods (for the footer)."""
+    keep = pd.Series(True, index=jobs.index)
+    is_teacher = jobs["role"] == TEACHER
+    if method_set is not None:
+        keep &= is_teacher | jobs["method"].isin(method_set)
+    if pair_set is not None:
+        students = {s for _, s in pair_set}
+        archs = {t for t, _ in pair_set}
+        in_pair = pd.Series(_pair_mask(jobs, pair_set), index=jobs.index, dtype=bool)
+        solo = (jobs["teacher"] == "") & ~is_teacher & jobs["student"].isin(students)
+        keep &= in_pair | solo | (is_teacher & jobs["student"].isin(archs))
+    return jobs[keep]
+
+
+def _teacher_rows(
+    pair_rows: pd.DataFrame, teachers: pd.DataFrame, dist: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The teacher's score per pair (its own job runs first, else what the distillation runs logged).
+
+    Returns:
+        The tidy teacher rows and the teacher runs they were computed from (for the provenance).
+    """
+    pairs = pair_rows[pair_rows["teacher"] != ""]
+    if pairs.empty:
+        return pd.DataFrame(), teachers.iloc[0:0]
+    own = _aggregate(teachers, ["task", "dataset", "student"], "value").rename(columns={"student": "teacher"})
+    own = own[own["n"] > 0]
+    # One teacher checkpoint serves every seed: count distinct logged scores, not runs.
+    logged = dist.merge(pairs, on=PAIR_KEYS).dropna(subset=["teacher_value"])
+    logged = logged.drop_duplicates([*PAIR_KEYS, "teacher_value"])
+    fb = _aggregate(logged, PAIR_KEYS, "teacher_value")
+    with_own = pairs.merge(own, on=["task", "dataset", "teacher"], how="inner")
+    rest = pairs.merge(own[["task", "dataset", "teacher"]], how="left", indicator=True)
+    rest = rest[rest["_merge"] == "left_only"].drop(columns="_merge")
+    out = pd.concat([with_own, rest.merge(fb, on=PAIR_KEYS, how="inner")], ignore_index=True)
+    out = out[out["n"].fillna(0) > 0].copy()
+    out["metric"] = out["task"].map(PRIMARY_METRIC)
+    out["method"] = TEACHER
+    out["base_method"] = TEACHER
+    used = set(zip(with_own["task"], with_own["dataset"], with_own["teacher"], strict=True))
+    mask = [k in used for k in zip(teachers["task"], teachers["dataset"], teachers["student"], strict=True)]
+    return out, teachers[np.array(mask, dtype=bool)]

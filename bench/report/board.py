@@ -1,0 +1,116 @@
+"""The :class:`Leaderboard` a report computes once and every renderer reads, with its legend and footer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from bench.report import provenance
+from bench.report.schema import METHOD_ORDER, SIG_VANILLA, SIG_VS, TEACHER
+
+
+@dataclass
+class Leaderboard:
+    """A computed leaderboard.
+
+    Attributes:
+        tidy: one row per (pair, method), columns :data:`~bench.report.schema.TIDY_COLUMNS`: the
+            numbers (``mean, std, n``), the comparisons (gain over vanilla with its 95 % CI, Welch p
+            and mark; the same against ``vs``), the published number, the cell's provenance and its
+            run ids. Method ``teacher`` holds the teacher's score. This is what CSV and JSON export.
+        table: the display frame, one row per pair, cells as plain text (what markdown shows).
+        epoch: ``best`` or ``last``.
+        title: what the table shows (constant task/dataset/metric are folded in here).
+        failed: failed jobs left out (``task … method, seed, failure_reason, run_id``).
+        unfinished: counts of other non-finished runs by status (``RUNNING``, ``KILLED``…).
+        notes: warnings worth printing under the table.
+        provenance: per task/data set, the recipe, versions, commits and dates of the runs shown
+            (see :func:`bench.report.provenance.summarise`).
+        vs: the reference method of the second comparison, if any.
+        grid: the grid the runs were restricted to (``run_id``, ``name``, ``line``), if any.
+    """
+
+    tidy: pd.DataFrame
+    table: pd.DataFrame
+    epoch: str
+    title: str
+    failed: pd.DataFrame
+    unfinished: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    provenance: list[dict[str, Any]] = field(default_factory=list)
+    vs: str | None = None
+    grid: dict[str, Any] | None = None
+
+    @property
+    def empty(self) -> bool:
+        """No student cell has a finished run (a table of teachers or of n=0 cells says nothing)."""
+        t = self.tidy
+        return not ((t["n"] > 0) & (t["method"] != TEACHER)).any() if len(t) else True
+
+    @property
+    def methods(self) -> list[str]:
+        """Method column labels in display order (without ``teacher``)."""
+        return [m for m in sorted(set(self.tidy["method"]), key=method_rank) if m != TEACHER]
+
+    def empty_reason(self) -> str:
+        """One line for an empty table: what did not finish and the first failure's reason."""
+        counts = {"failed": len(self.failed)} | {s.lower(): n for s, n in sorted(self.unfinished.items())}
+        shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        why = f" ({shown})" if shown else ""
+        if len(self.failed):
+            r = self.failed.iloc[0]
+            why += f"; first failure: {r['method']} {pair_label(r['teacher'], r['student'])} seed {r['seed']}: "
+            why += (str(r["failure_reason"]) or "no reason recorded").splitlines()[0][:200]
+        return f"no finished runs match{why}"
+
+    def legend(self) -> list[str]:
+        """What the cells and the marks mean: printed under every table."""
+        metric = "/".join(sorted(set(self.tidy["metric"]))) or "the metric"
+        marks = ", ".join(f"{s} p < {p:g}" for p, s in reversed(SIG_VANILLA))
+        lines = [
+            f"Cells: mean ± sample std over seeds (n) of {metric} at the {self.epoch} epoch; gain over vanilla "
+            "(same recipe) with its 95 % confidence interval [low, high] (Welch); 'paper' = the published number.",
+            f"Marks: {marks}: Welch's two-sided t-test against vanilla (same recipe)",
+            "n=1, no CI: one finished seed, so no spread, interval or test is known; "
+            "n=0: requested, but no finished run.",
+        ]
+        if self.vs:
+            vs_marks = ", ".join(f"{s} p < {p:g}" for p, s in reversed(SIG_VS))
+            lines[1] += f"; 'vs {self.vs}' = difference to {self.vs}, {vs_marks} against {self.vs}"
+        lines[1] += "."
+        return lines
+
+    def provenance_lines(self) -> list[str]:
+        out = [self.grid["line"] + "."] if self.grid else []
+        return out + provenance.lines(self.provenance)
+
+    def footer(self) -> list[str]:
+        """Legend, provenance and notes (failures, unfinished runs, hidden published numbers)."""
+        lines = self.legend() + self.provenance_lines()
+        if len(self.failed):
+            shown = [
+                f"{r.method} {pair_label(r.teacher, r.student)} s{r.seed}: {r.failure_reason or 'no reason recorded'}"
+                for r in self.failed.head(10).itertuples()
+            ]
+            more = f"; … {len(self.failed) - 10} more" if len(self.failed) > 10 else ""
+            lines.append(f"{len(self.failed)} failed job(s) left out: " + "; ".join(shown) + more)
+        if self.unfinished:
+            lines.append(
+                "Not finished, left out: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.unfinished.items()))
+            )
+        return lines + self.notes
+
+
+def pair_label(teacher: str, student: str) -> str:
+    return f"{teacher}→{student}" if teacher else student
+
+
+def method_rank(label: str) -> tuple[int, str, str]:
+    base = label.split("[", 1)[0]
+    if base == TEACHER:
+        return (-1, "", label)
+    if base in METHOD_ORDER:
+        return (METHOD_ORDER.index(base), "", label)
+    return (len(METHOD_ORDER), base, label)

@@ -1,0 +1,143 @@
+"""What one leaderboard cell says, and the paper-style pivot (one row per pair, one column per method).
+
+A cell is composed once, as ``(kind, text)`` pieces (:func:`cell_parts`), and each renderer styles the
+pieces its own way, so the terminal, Markdown, HTML and LaTeX can never disagree on a number, a mark
+or an "n=1, no CI".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+
+from bench.report.board import method_rank
+from bench.report.schema import PAIR_KEYS, TEACHER, TEACHER_COLUMN
+
+#: Columns of the display table that name the row rather than hold a cell.
+NAME_COLUMNS: tuple[str, ...] = (*PAIR_KEYS, "metric")
+
+
+def fmt(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not math.isnan(x)
+
+
+def cell_parts(r: Any) -> list[tuple[str, str]]:
+    """A cell as ``(kind, text)`` pieces, ``r`` being a row of :attr:`Leaderboard.tidy`.
+
+    Kinds: ``mean``, ``std`` (the number only), ``n`` (``(n=3)``, ``(n=1, no CI)``), ``gain``, ``ci``
+    (``[low, high]``), ``sig`` (``*``/``**``, glued to the gain), ``why`` (why a gain has no interval),
+    ``vs`` (``vs dkd -0.50``), ``vsig`` (``†``/``††``), ``none`` (no finished run: ``—`` and the reason),
+    ``published``.
+    """
+    parts: list[tuple[str, str]] = []
+    if r.n > 0 and _finite(r.mean):
+        parts.append(("mean", fmt(r.mean)))
+        if r.n > 1 and _finite(r.std):
+            parts.append(("std", fmt(r.std)))
+        if r.method != TEACHER or r.n > 1:
+            parts.append(("n", f"(n={r.n}, no CI)" if r.n == 1 else f"(n={r.n})"))
+        if _finite(r.gain):
+            parts.append(("gain", f"{r.gain:+.2f}"))
+            if _finite(r.gain_ci_low):
+                parts.append(("ci", f"[{r.gain_ci_low:+.2f}, {r.gain_ci_high:+.2f}]"))
+            elif r.n > 1 and r.note:
+                parts.append(("why", f"({r.note})"))
+            if r.sig_vs_vanilla:
+                parts.append(("sig", r.sig_vs_vanilla))
+        if _finite(r.diff_vs):
+            parts.append(("vs", f"vs {r.vs_method} {r.diff_vs:+.2f}"))
+            if r.sig_vs:
+                parts.append(("vsig", r.sig_vs))
+    else:
+        parts.append(("none", f"— ({r.note or 'n=0, no finished run'})"))
+    if _finite(r.published):
+        parts.append(("published", f"paper {fmt(r.published)}"))
+    return parts
+
+
+def text_cell(r: Any, pm: str = "±") -> str:
+    """The cell as one line of plain text (Markdown, the display table)."""
+    out = ""
+    for kind, text in cell_parts(r):
+        if kind in ("sig", "vsig"):
+            out += text
+        elif kind == "std":
+            out += f" {pm} {text}"
+        else:
+            out += (" " if out else "") + text
+    return out
+
+
+def pivot(tidy: pd.DataFrame) -> tuple[pd.DataFrame, list[str], str]:
+    """One row per pair, method columns holding tidy row positions (-1: no entry); the title.
+
+    Task, dataset and metric columns that are constant are folded into the title, as a paper
+    table names its data set in the caption rather than on every row.
+    """
+    base = ["task", "dataset", "metric", "teacher", "student"]
+    if tidy.empty:
+        return pd.DataFrame(columns=base), [], "no finished runs"
+    labels = sorted(tidy["method"].unique(), key=method_rank)
+    pos = tidy.assign(_pos=np.arange(len(tidy)))
+    wide = pos.pivot(index=base, columns="method", values="_pos").reindex(columns=labels)
+    labels = [TEACHER_COLUMN if m == TEACHER else m for m in labels]
+    wide.columns = labels
+    wide = wide.fillna(-1).astype(int).reset_index()
+    wide.columns.name = None
+    folded = [c for c in ("task", "dataset", "metric") if wide[c].nunique() == 1]
+    title = " · ".join([*(str(wide[c].iloc[0]) for c in folded), f"{tidy['epoch'].iloc[0]} epoch"])
+    return wide.drop(columns=folded), labels, title
+
+
+def display_table(tidy: pd.DataFrame, cell: Callable[[Any], str] = text_cell) -> tuple[pd.DataFrame, str]:
+    """The pivot with each position replaced by ``cell(tidy row)``; the title."""
+    wide, labels, title = pivot(tidy)
+    rows = list(tidy.itertuples(index=False))
+    out = wide.copy()
+    for m in labels:
+        out[m] = [cell(rows[i]) if i >= 0 else "" for i in wide[m]]
+    out["teacher"] = out["teacher"].replace("", "—")
+    return out, title
+
+
+# ---------------------------------------------------------------------------------------------------
+# Links into the MLflow UI. It is a hash router; MLflow 3.17's route table (``RoutePaths.runPage`` and
+# ``getCompareRunPageRoute`` in its bundled JS) gives ``#/experiments/<exp>/runs/<run>`` and
+# ``#/compare-runs?runs=[…]&experiments=[…]`` (JSON lists).
+# ---------------------------------------------------------------------------------------------------
+def run_url(ui: str, experiment_id: str, run_id: str) -> str:
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def runs_url(ui: str, experiment_ids: str, run_ids: str) -> str | None:
+    """A link to the runs (comma lists): the run page for one run, MLflow's compare view for several."""
+    runs = [r for r in str(run_ids).split(",") if r]
+    exps = [e for e in str(experiment_ids).split(",") if e]
+    if not runs or not exps:
+        return None
+    if len(runs) == 1 and len(exps) == 1:
+        return run_url(ui, exps[0], runs[0])
+    enc = lambda v: quote(json.dumps(v, separators=(",", ":")), safe="")  # noqa: E731
+    return f"{ui.rstrip('/')}/#/compare-runs?runs={enc(runs)}&experiments={enc(exps)}"
+
+
+def row_runs(tidy: pd.DataFrame, positions: list[int]) -> tuple[str, str]:
+    """All run ids and experiment ids behind one table row (its cells' tidy positions)."""
+    runs: list[str] = []
+    exps: list[str] = []
+    for i in positions:
+        if i < 0:
+            continue
+        runs += [x for x in str(tidy["run_ids"].iat[i]).split(",") if x and x not in runs]
+        exps += [x for x in str(tidy["experiment_id"].iat[i]).split(",") if x and x not in exps]
+    return ",".join(runs), ",".join(exps)

@@ -1,0 +1,64 @@
+"""Names shared by every step of the report: metrics, method order, formats and the tidy columns.
+
+Kept in one small module so the loader, the aggregation and each renderer agree on spelling without
+importing each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: The primary metric of each task: it picks the summary metric and the reference rows that apply.
+PRIMARY_METRIC: dict[str, str] = {"classification": "top1", "detection": "bbox_AP", "segmentation": "mIoU"}
+
+#: Method columns come in this order (others follow alphabetically), as in the DiffKD tables.
+METHOD_ORDER: tuple[str, ...] = ("vanilla", "kd", "dkd", "fitnet", "diffkd")
+
+#: Where the published numbers live in a source checkout.
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "results" / "reference" / "published.csv"
+
+FORMATS: tuple[str, ...] = ("markdown", "csv", "html", "latex", "json")
+EPOCHS: tuple[str, ...] = ("best", "last")
+
+#: When a published number is shown beside ours: only for runs with the paper's recipe preset (``match``).
+PUBLISHED_MODES: tuple[str, ...] = ("match", "always", "never")
+
+#: File suffixes that name a format, so ``--out report.html`` needs no ``--format``.
+SUFFIX_FORMATS: dict[str, str] = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".csv": "csv",
+    ".html": "html",
+    ".htm": "html",
+    ".tex": "latex",
+    ".json": "json",
+}
+
+#: Columns that identify a leaderboard row (a teacher→student pair on a data set).
+PAIR_KEYS: list[str] = ["task", "dataset", "teacher", "student"]
+
+TEACHER = "teacher"
+VANILLA = "vanilla"
+#: The display column holding the teacher's own score.
+TEACHER_COLUMN = "teacher score"
+
+#: Significance thresholds and their marks, strictest first: against vanilla, and against ``--vs``.
+SIG_VANILLA: tuple[tuple[float, str], ...] = ((0.01, "**"), (0.05, "*"))
+SIG_VS: tuple[tuple[float, str], ...] = ((0.01, "††"), (0.05, "†"))
+#: Confidence level of every interval in the report.
+CI_LEVEL = 0.95
+
+#: Recipe fields every report states (param ``recipe.<field>``), with the value assumed when a run
+#: predates the field (precision was always fp32 before it became a recipe field).
+RECIPE_FIELDS: dict[str, str | None] = {"epochs": None, "batch_size": None, "lr": None, "precision": "fp32"}
+
+#: Columns of :attr:`Leaderboard.tidy` (and of the CSV export), in order.
+TIDY_COLUMNS: list[str] = [
+    "task", "dataset", "metric", "teacher", "student", "epoch", "method", "base_method",
+    "mean", "std", "n", "seeds", "note",
+    "gain", "gain_ci_low", "gain_ci_high", "p_vs_vanilla", "sig_vs_vanilla",
+    "vs_method", "diff_vs", "diff_vs_ci_low", "diff_vs_ci_high", "p_vs", "sig_vs",
+    "published", "published_recipe", "source",
+    "recipe_preset", "epochs", "batch_size", "lr", "precision", "git_commit", "diffbench_version",
+    "first_run", "last_run", "experiment_id", "run_ids",
+]  # fmt: skip
