@@ -369,6 +369,26 @@ def test_evaluation_maps_detectron2_classes_back_to_coco_categories(tmp_path: Pa
     assert sizes_seen == [((3, 96, 128), 48, 64)] * 2
 
 
+def test_ground_truth_matches_detectron2s_own_coco_loader(tmp_path: Path) -> None:
+    """detectron2's ``load_coco_json`` on the same file: its contiguous class ids are our labels - 1 (the rule the
+    backend applies to every batch), its XYWH boxes our XYXY boxes, image by image (crowd boxes aside)."""
+    from detectron2.data.datasets import load_coco_json
+    from detectron2.structures import BoxMode
+
+    ds = _coco(tmp_path)
+    theirs = load_coco_json(str(tmp_path / "val.json"), str(tmp_path / "val"), dataset_name="diffbench_test_gt")
+    assert [d["image_id"] for d in theirs] == ds.ids
+    for record in theirs:
+        image, target = ds[ds.ids.index(record["image_id"])]
+        assert (record["height"], record["width"]) == tuple(image.shape[-2:])
+        anns = [a for a in record["annotations"] if not a.get("iscrowd", 0)]
+        assert [a["category_id"] for a in anns] == (target["labels"] - 1).tolist()
+        boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
+        torch.testing.assert_close(torch.tensor(boxes, dtype=torch.float32), target["boxes"])
+        gt = backend._gt_instances(target, (96, 128), (2.0, 2.0))
+        assert gt.gt_classes.tolist() == [a["category_id"] for a in anns]
+
+
 def test_real_model_predictions_are_torchvision_format(shapes_pair) -> None:
     _, student = shapes_pair
     student.eval()
