@@ -34,6 +34,7 @@ and the teacher's backbone and box head scoring the *same* proposals (``forward_
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,11 +61,27 @@ with warnings.catch_warnings():
     from detectron2.modeling import build_model as d2_build_model
     from detectron2.structures import Boxes, Instances
     from detectron2.utils.events import EventStorage
+    from detectron2.utils.tracing import is_fx_tracing
 
     from tasks.detection.d2 import mobilenetv2
 
 # detectron2's anchor generator calls torch.meshgrid without ``indexing`` (its "ij" default is what it means).
 warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
+
+
+def _ask_fx_once_quietly() -> None:
+    """detectron2's ROI pooler asks torch.fx whether it is tracing; this torch logs a notice meant for tracing code
+    the first time anyone asks. Ask once here with that logger quiet, so runs do not print it."""
+    log = logging.getLogger("torch.fx._symbolic_trace")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        is_fx_tracing()
+    finally:
+        log.setLevel(level)
+
+
+_ask_fx_once_quietly()
 
 NAME = "detectron2"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
