@@ -43,16 +43,6 @@ def archs() -> list[str]:
     return list(zoo.ARCHS)
 
 
-def family(arch: str) -> str:
-    """``"fasterrcnn"`` or ``"retinanet"``."""
-    return zoo.family(arch)
-
-
-def levels(arch: str) -> tuple[tuple[str, str, int], ...]:
-    """``(key, level name, stride)`` of each FPN level of ``arch``."""
-    return zoo.levels(arch)
-
-
 def build_model(arch: str, num_classes: int, dataset: str) -> nn.Module:
     model = zoo.build_detector(arch, num_classes, dataset)
     model.det_backend = NAME

@@ -9,9 +9,10 @@ One :class:`~tasks.base.Task` contract, two backends, one file each:
   ``d2_`` prefix. Without detectron2 the ``d2_*`` names are still listed and validated; using one is a
   ``UserError`` that says how to install detectron2 (checked when a grid is expanded, before anything runs).
 
-What a backend provides, under the same function names: ``build_model``, ``levels`` (FPN levels and
-strides), ``check_pair``, ``load_weights``, ``paired_forward`` and ``predict`` (detections in
-torchvision's format, for one shared COCO evaluation). Both backends hand out the same taps:
+What a backend module provides, under the same names: ``NAME``, ``build_model``, ``check_pair``,
+``load_weights``, ``paired_forward`` and ``predict`` (detections in torchvision's format, for one shared
+COCO evaluation); arch names, families and FPN levels come from tables that need no backend import
+(:mod:`.models`, :mod:`.d2`). Both backends hand out the same taps:
 
 * ``fpn.p2..p6`` (Faster R-CNN) / ``fpn.p3..p7`` (RetinaNet): the FPN maps, 256 channels, roles ``hint``
   and ``feature`` — so FitNet and DiffKD see the same tap names and strides on either backend;

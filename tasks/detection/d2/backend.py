@@ -137,16 +137,6 @@ def load_config(arch: str, num_classes: int, dataset: str) -> CfgNode:
 
 
 # -- the backend's functions (same names as backend_torchvision) -----------------------------------------
-def family(arch: str) -> str:
-    entry(arch)
-    return "fasterrcnn"
-
-
-def levels(arch: str) -> tuple[tuple[str, str, int], ...]:
-    entry(arch)
-    return LEVELS
-
-
 def build_model(arch: str, num_classes: int, dataset: str) -> nn.Module:
     """detectron2's ``GeneralizedRCNN`` for ``arch``, with ``det_arch``, ``det_backend`` and its ``d2_cfg``."""
     cfg = load_config(arch, num_classes, dataset)
