@@ -148,17 +148,33 @@ def _join_sorted(values: pd.Series) -> str:
     return ",".join(sorted(set(values), key=provenance.natural_key))
 
 
+def _distinct(g: Any, frame: pd.DataFrame, keys: list[str], col: str) -> pd.Series:
+    """Per group, the sorted distinct values of ``col`` joined by commas.
+
+    Almost every group has one value (one recipe, one commit), so ``first`` (vectorised) answers
+    those and the Python join runs only for the groups that mix values.
+    """
+    out = g[col].first()
+    mixed = g[col].nunique() > 1
+    if mixed.any():
+        sub = frame.set_index(keys).loc[mixed[mixed].index].reset_index()
+        out.loc[mixed] = sub.groupby(keys, sort=False, dropna=False)[col].agg(_join_sorted)
+    return out
+
+
 def _aggregate(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
     """Per group: mean, sample std (ddof=1, NaN for one seed), n (runs with a value), seeds, provenance."""
     g = frame.groupby(keys, sort=False, dropna=False)
     out = g[value].agg(mean="mean", std="std", n="count")  # pandas' std is the sample std (ddof=1)
-    out["seeds"] = g["seed"].agg(lambda s: ",".join(sorted(set(s), key=_seed_key)))
     for col in _CELL_PROVENANCE:
-        out[col] = g[col].agg(_join_sorted)
+        out[col] = _distinct(g, frame, keys, col)
     out["first_run"] = g["start_time"].min()
     out["last_run"] = g["end_time"].max()
     ordered = frame.assign(_seed=frame["seed"].map(_seed_key)).sort_values("_seed", kind="stable")
-    out["run_ids"] = ordered.groupby(keys, sort=False, dropna=False)["run_id"].agg(",".join)
+    by_seed = ordered.groupby(keys, sort=False, dropna=False)
+    out["run_ids"] = by_seed["run_id"].agg(",".join)
+    seeds = ordered.drop_duplicates([*keys, "seed"])
+    out["seeds"] = seeds.groupby(keys, sort=False, dropna=False)["seed"].agg(",".join)
     return out.reset_index()
 
 

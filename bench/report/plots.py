@@ -20,6 +20,8 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from bench.report.board import method_rank, pair_label
 from bench.report.schema import TEACHER, VANILLA
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
     from bench.report.board import Leaderboard
 
-_ROW_IN = 0.3  # inches per cell row
+_ROW_IN = 0.28  # inches per cell row
 
 
 def _finite(x: Any) -> bool:
@@ -59,29 +61,30 @@ def figure(lb: Leaderboard) -> Figure:
 
 
 def _panel(lb: Leaderboard, key: tuple[str, str, str], g: Any, ax_abs: Any, ax_gain: Any, colors: dict) -> None:
+    """One task/data set: bars from zero on the left, the gain forest on the right (one artist per kind)."""
     task, dataset, metric = key
     rows = list(g.itertuples(index=False))
-    ys = list(range(len(rows)))[::-1]  # first row on top
+    ys = np.arange(len(rows))[::-1]  # first row on top
     ticks = ["\n".join(textwrap.wrap(f"{pair_label(r.teacher, r.student)} · {r.method}", 44)) for r in rows]
-    hi = 0.0
-    for y, r in zip(ys, rows, strict=True):
-        color = colors.get(r.method, "C0")
-        if r.n > 0 and _finite(r.mean):
-            err = r.std if _finite(r.std) else 0.0
-            ax_abs.barh(y, r.mean, xerr=err or None, color=color, height=0.7, capsize=2, alpha=0.9)
-            ax_abs.text(r.mean + err, y, f" {r.mean:.2f}", va="center", fontsize="x-small")
-            hi = max(hi, r.mean + err)
-        else:
-            ax_abs.text(0, y, " n=0, no finished run", va="center", fontsize="x-small", color="0.4")
-        if _finite(r.published):
-            ax_abs.plot(r.published, y, marker="D", color="black", markersize=4, linestyle="none")
-            hi = max(hi, r.published)
-        _gain_point(ax_gain, y, r, color)
-    ax_abs.set_xlim(0, (hi or 1.0) * 1.12)
+    color = [colors.get(r.method, "C0") for r in rows]
+    have = np.array([r.n > 0 and _finite(r.mean) for r in rows], dtype=bool)
+    mean = np.array([r.mean if h else 0.0 for r, h in zip(rows, have, strict=True)], dtype=float)
+    err = np.array([r.std if h and _finite(r.std) else 0.0 for r, h in zip(rows, have, strict=True)], dtype=float)
+    ax_abs.barh(ys[have], mean[have], xerr=err[have], color=np.array(color)[have], height=0.7, capsize=2,
+                alpha=0.9, error_kw={"elinewidth": 1})  # fmt: skip
+    for y, m, e, h in zip(ys, mean, err, have, strict=True):
+        text, x = (f" {m:.2f}", m + e) if h else (" n=0, no finished run", 0.0)
+        ax_abs.text(x, y, text, va="center", fontsize="x-small", color="black" if h else "0.4")
+    pub = [(r.published, y) for r, y in zip(rows, ys, strict=True) if _finite(r.published)]
+    if pub:
+        ax_abs.plot(*zip(*pub, strict=True), marker="D", color="black", markersize=4, linestyle="none")
+    hi = max([*(mean + err), *(p for p, _ in pub), 1.0])
+    ax_abs.set_xlim(0, hi * 1.12)
     ax_abs.set_yticks(ys, ticks, fontsize="small")
     ax_abs.set_ylim(-0.7, len(rows) - 0.3)
     ax_abs.set_xlabel(f"{metric}, {lb.epoch} epoch (from 0)")
     ax_abs.set_title(f"{task} · {dataset}: mean, seed std, ◆ published", loc="left", fontsize="medium")
+    _gains(ax_gain, ys, rows, color)
     ax_gain.axvline(0.0, color="black", linewidth=1.0)
     ax_gain.set_xlabel(f"gain over vanilla ({metric} points)")
     ax_gain.set_title("gain, 95 % CI (Welch); ○ n=1: no CI", loc="left", fontsize="medium")
@@ -89,25 +92,30 @@ def _panel(lb: Leaderboard, key: tuple[str, str, str], g: Any, ax_abs: Any, ax_g
     lo, top = ax_gain.get_xlim()
     span = max(abs(lo), abs(top), 0.5)
     ax_gain.set_xlim(-span * 1.25, span * 1.25)
-    for y in ys:  # light separators between pairs
-        ax_gain.axhline(y - 0.5, color="0.93", linewidth=0.5, zorder=0)
+    ax_gain.hlines(ys[1:] + 0.5, -span * 2, span * 2, color="0.93", linewidth=0.5, zorder=0)  # row separators
 
 
-def _gain_point(ax: Any, y: int, r: Any, color: str) -> None:
-    if r.method == TEACHER or r.base_method == VANILLA:
+def _gains(ax: Any, ys: np.ndarray, rows: list[Any], color: list[str]) -> None:
+    """Gain points with their CI whiskers; hollow points labelled "n=1, no CI"; vanilla's zero as a tick."""
+    ci, points = [], []
+    for y, r, c in zip(ys, rows, color, strict=True):
         if r.base_method == VANILLA and r.n > 0:
             ax.plot(0.0, y, marker="|", color="0.5", markersize=8)
-        return
-    if not _finite(r.gain):
-        return
-    has_ci = _finite(r.gain_ci_low)
-    if has_ci:
-        ax.hlines(y, r.gain_ci_low, r.gain_ci_high, color=color, linewidth=2)
-    face = color if has_ci else "white"
-    ax.plot(r.gain, y, marker="o", markersize=6, markerfacecolor=face, markeredgecolor=color, linestyle="none")
-    label = f" {r.gain:+.2f}{r.sig_vs_vanilla}" + ("" if has_ci else f" ({r.note or 'no CI'})")
-    x = r.gain_ci_high if has_ci else r.gain
-    ax.annotate(label, (x, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize="x-small")
+        if r.method == TEACHER or r.base_method == VANILLA or not _finite(r.gain):
+            continue
+        has_ci = _finite(r.gain_ci_low)
+        if has_ci:
+            ci.append((y, r.gain_ci_low, r.gain_ci_high, c))
+        points.append((r.gain, y, c if has_ci else "white", c))
+        label = f" {r.gain:+.2f}{r.sig_vs_vanilla}" + ("" if has_ci else f" ({r.note or 'no CI'})")
+        x = r.gain_ci_high if has_ci else r.gain
+        ax.annotate(label, (x, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize="x-small")
+    if ci:
+        y, lo, hi, c = zip(*ci, strict=True)
+        ax.hlines(y, lo, hi, colors=c, linewidth=2)
+    if points:
+        x, y, face, edge = zip(*points, strict=True)
+        ax.scatter(x, y, s=36, facecolors=face, edgecolors=edge, zorder=3)
 
 
 def plot_png(lb: Leaderboard, dpi: int = 100) -> bytes:

@@ -119,6 +119,8 @@ def test_mixed_recipes_and_commits_are_called_out(tmp_path):
     assert "(epochs 5/10, batch 128" in text
     # Each recipe is its own column, and each gain is taken against the vanilla runs of the same recipe.
     assert {"kd[epochs=5]", "kd[epochs=10]"} <= set(lb.tidy["method"])
+    kd5 = lb.tidy[lb.tidy["method"] == "kd[epochs=5]"].iloc[0]
+    assert (kd5["git_commit"], kd5["epochs"], kd5["seeds"]) == ("aaa111,bbb222", "5", "0,1")
     kd10 = lb.tidy[lb.tidy["method"] == "kd[epochs=10]"].iloc[0]
     assert kd10["gain"] == 0.0 and kd10["note"] == "n=1, no CI"
 
