@@ -30,10 +30,11 @@ def to_rich(lb: Leaderboard, ui_url: str | None = None) -> Table:
     table = Table(title=escape(lb.title), caption=caption, caption_justify="left", show_lines=True)
     wide, labels, _ = pivot(lb.tidy)
     names = [c for c in wide.columns if c not in labels]
+    # "fold" wraps a long word instead of cutting it to "resne…": a narrow terminal loses no name or digit.
     for c in names:
-        table.add_column(escape(c), justify="left")
+        table.add_column(escape(c), justify="left", overflow="fold")
     for m in labels:
-        table.add_column(escape(m), justify="right")
+        table.add_column(escape(m), justify="right", overflow="fold")
     rows = list(lb.tidy.itertuples(index=False))
     for r in wide.itertuples(index=False):
         vals = list(zip(wide.columns, r, strict=True))
