@@ -439,7 +439,7 @@ def report(
         list[str] | None, typer.Option("--methods", help="Only these method columns (a missing one shows as n=0).")
     ] = None,
     grid: Annotated[
-        str | None, typer.Option("--grid", help="Only one grid: its MLflow parent run id or run name (latest).")
+        str | None, typer.Option("--grid", help="Only one grid: its parent run id, run name (latest) or grid hash.")
     ] = None,
     epoch: Annotated[str, typer.Option("--epoch", help="best | last")] = "best",
     vs: Annotated[

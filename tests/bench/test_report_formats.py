@@ -129,5 +129,10 @@ def test_precision_absent_means_fp32_and_version_unknown(tmp_path):
     client, uri, exp = new_store(tmp_path)
     old = {k: v for k, v in RECIPE.items() if k != "recipe.precision"}
     log_job(client, exp, None, student="resnet8", method="vanilla", seed=0, best=90.0, dataset="digits", params=old)
-    (prov,) = report.leaderboard(report.load_runs(uri)).provenance
+    lb = report.leaderboard(report.load_runs(uri))
+    (prov,) = lb.provenance
     assert (prov["precision"], prov["recipe_preset"], prov["diffbench_version"]) == (["fp32"], ["unknown"], ["unknown"])
+    # A newer run that logs precision=fp32 is a seed of the same configuration, not a second column.
+    log_job(client, exp, None, student="resnet8", method="vanilla", seed=1, best=91.0, dataset="digits", params=RECIPE)
+    lb = report.leaderboard(report.load_runs(uri))
+    assert list(lb.tidy["method"]) == ["vanilla"] and lb.tidy["n"].iloc[0] == 2
