@@ -16,19 +16,52 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from methods.base import UserError
 
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _OneLineErrors(TyperGroup):
+    """Typer's own usage errors (a bad option value, an unknown flag) as the one ``error:`` line every other
+    input error gets, instead of a usage block and a boxed panel; exit code 2 as before."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:  # fmt: skip
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            err_console.print("[bold red]aborted[/]")
+            rv = 1
+        except Exception as err:
+            # Click's exceptions (vendored by newer Typer as typer._click): a message and an exit code.
+            if not (hasattr(err, "format_message") and hasattr(err, "exit_code")):
+                raise
+            if type(err).__name__ == "NoArgsIsHelpError":
+                err.show()
+                rv = 0
+            else:
+                ctx = getattr(err, "ctx", None)
+                hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+                err_console.print(f"[bold red]error:[/] {err.format_message()}{hint}", highlight=False, soft_wrap=True)
+                rv = err.exit_code
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
     name="diffbench",
+    cls=_OneLineErrors,
     help="Knowledge-distillation benchmark: DiffKD, KD, DKD and FitNet on classification, detection and segmentation.",
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console()
-err_console = Console(stderr=True)
 
 EXIT_USER_ERROR = 2
 #: ``diffbench run``: some jobs failed (each is listed with its reason; the rest of the grid finished).
@@ -545,28 +578,21 @@ def ui(
     port: Annotated[int, typer.Option("--port")] = 5000,
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="Backend store URI.")] = None,
 ) -> None:
-    """Open the MLflow UI on the same store `diffbench run` writes (bound to 127.0.0.1 by default)."""
-    import shutil
-    import subprocess
+    """Open the MLflow UI on the same store `diffbench run` writes (bound to 127.0.0.1 by default).
 
+    Ctrl-C or SIGTERM stops the UI's whole process tree (exit 0 or 143).
+    """
     from bench.tracking import default_tracking_uri
+    from bench.ui import serve, ui_command
 
     uri = tracking_uri or default_tracking_uri(output)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise UserError(
             f"no MLflow store at {uri.removeprefix('sqlite:///')}; run `diffbench run` first or pass --output"
         )
-    exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    cmd = [exe, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    if uri.startswith("sqlite:///"):
-        cmd += ["--default-artifact-root", (Path(output).resolve() / "mlartifacts").as_uri()]
-    console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it")
-    try:
-        raise typer.Exit(subprocess.call(cmd))
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
-    except FileNotFoundError:
-        raise UserError("the mlflow command is not installed in this environment") from None
+    cmd = ui_command(uri, host, port, output)
+    console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it", highlight=False)
+    raise typer.Exit(serve(cmd))
 
 
 @app.command("list")

@@ -30,6 +30,7 @@ from typing import Any
 from rich.live import Live
 
 from bench.gridrun import GridRun
+from bench.lock import is_write_error
 from bench.spec import JobSpec
 from methods.base import UserError
 
@@ -68,9 +69,11 @@ def run_local(grid: GridRun, jobs: list[JobSpec], max_failures: int = 1, live: L
                     grid.on_finish(spec, result.metrics)
                     break
                 except (JobFailed, UserError) as err:
-                    grid.on_fail(spec, f"{type(err).__name__}: {err}")
+                    grid.on_fail(spec, f"{type(err).__name__}: {err}", storage=getattr(err, "storage", False))
                     break
                 except Exception as err:  # noqa: BLE001 - a crash: retry from the checkpoint, then give up
+                    if grid.fatal is not None or is_write_error(err):
+                        raise  # the driver could not write (the store is full): not the job's fault
                     if attempt == max_failures:
                         grid.on_fail(spec, f"crashed {attempt + 1}x; last: {type(err).__name__}: {err}")
                     else:
@@ -118,7 +121,8 @@ def _ray_trainable(config: dict[str, Any]) -> None:
             claim_token=config.get("claim_token"),
         )
     except (JobFailed, UserError) as err:
-        tune.report({"event": "failed", "failure_reason": f"{type(err).__name__}: {err}"})
+        tune.report({"event": "failed", "failure_reason": f"{type(err).__name__}: {err}",
+                     "storage": bool(getattr(err, "storage", False))})  # fmt: skip
         return
     tune.report({"event": "finished", "summary": json.dumps(result.metrics)})
 

@@ -25,7 +25,7 @@ from typing import Any
 from rich.console import Console, Group
 from rich.table import Table
 
-from bench.lock import OutputLock
+from bench.lock import OutputLock, StorageFull
 from bench.spec import JobSpec, job_dir
 from bench.tracking import Tracker
 from bench.train import previous_path, read_result
@@ -68,6 +68,8 @@ class GridRun:
     to_recover: list[JobState] = field(default_factory=list)
     #: a line shown under the view (e.g. jobs waiting for resources).
     notice: str = ""
+    #: the error that must end the grid (a store write that failed inside a Tune callback).
+    fatal: BaseException | None = None
 
     def __post_init__(self) -> None:
         from tasks.base import get_task
@@ -221,10 +223,14 @@ class GridRun:
                 self.tracker.log_epoch(st.run_id, int(row["epoch"]), epoch_metrics(row))
                 st.logged.add(int(row["epoch"]))
 
-    def on_fail(self, spec: JobSpec, reason: str) -> None:
+    def on_fail(self, spec: JobSpec, reason: str, storage: bool = False) -> None:
+        """Record the job as failed; with ``storage`` (it could not write its files) also end the grid."""
         st = self.states[spec.job_hash]
         if st.run_id is None:
             self.on_start(spec)
+        if storage:  # the job can resume after a re-run: leave its run resumable rather than FAILED
+            st.status = "running"
+            raise StorageFull(reason)
         st.status, st.reason, st.since = "failed", reason, time.monotonic()
         self.tracker.fail_job(st.run_id, reason, job_dir(self.output, spec.job_hash))
         self._unclaim(spec)

@@ -259,15 +259,19 @@ def check_writable(output: Path) -> Path:
         raise UserError(f"--output {output} is a file, not a folder")
     try:
         output.mkdir(parents=True, exist_ok=True)
-        probe = output / f".write-test-{os.getpid()}"
-        with probe.open("wb") as f:
-            f.write(b"0" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink()
+        _probe(output / f".write-test-{os.getpid()}")
     except OSError as err:
         raise UserError(f"output folder {output} is not writable: {describe_os_error(err)}") from None
     return output.resolve()
+
+
+def _probe(path: Path) -> None:
+    """Write, sync and remove a small file (what a checkpoint write needs to work)."""
+    with path.open("wb") as f:
+        f.write(b"0" * 4096)
+        f.flush()
+        os.fsync(f.fileno())
+    path.unlink()
 
 
 #: ``errno`` values that mean "the disk cannot take this write" (a re-run after freeing space resumes).
@@ -290,10 +294,23 @@ def is_write_error(err: BaseException) -> bool:
     return False
 
 
+class StorageFull(RuntimeError):
+    """The output folder or the MLflow store stopped taking writes during a grid (one line, exit 3).
+
+    Raised by the driver when a job failed because it could not write its files, or when a write to the
+    store failed: every other job would fail the same way, so the grid stops; a re-run resumes.
+    """
+
+
 def describe_os_error(err: BaseException) -> str:
-    """``[Errno 28] No space left on device`` without the traceback's noise."""
-    if isinstance(err, OSError) and err.strerror:
-        where = f" ({err.filename})" if err.filename else ""
-        return f"{err.strerror}{where}"
+    """``No space left on device (path)`` without the traceback's noise; the OS error a wrapper hides, if any."""
+    inner: BaseException | None = err
+    for _ in range(8):
+        if inner is None:
+            break
+        if isinstance(inner, OSError) and inner.strerror:
+            where = f" ({inner.filename})" if inner.filename else ""
+            return f"{inner.strerror}{where}"
+        inner = inner.__cause__ or inner.__context__
     first = (str(err).strip().splitlines() or [type(err).__name__])[0]
     return first[:300]

@@ -6,6 +6,7 @@ included, to its experiment folder, and the driver-side state (MLflow client, co
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -17,6 +18,21 @@ from ray import tune
 from bench.executors import PendingWatch
 from bench.gridrun import GridRun
 from bench.spec import JobSpec
+
+
+def _fatal_on_error(method: Callable) -> Callable:
+    """Keep what a driver-side handler raised on the grid (``GridRun.fatal``): Tune re-raises it wrapped."""
+
+    @functools.wraps(method)
+    def wrapper(self: DriverCallback, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:
+            self.grid.fatal = err
+            raise
+
+    return wrapper
+
 
 #: Driver-side objects of the Tune callbacks of this process, by key (see DriverCallback).
 _DRIVER_STATE: dict[int, tuple[GridRun, Callable[[], None], PendingWatch | None]] = {}
@@ -53,6 +69,7 @@ class DriverCallback(tune.Callback):
     def _spec(self, trial: Any) -> JobSpec:
         return JobSpec.from_dict(trial.config["job"])
 
+    @_fatal_on_error
     def on_step(self, iteration: int, trials: list, **info: Any) -> None:
         watch = _DRIVER_STATE[self.key][2]
         if watch is None:
@@ -65,10 +82,12 @@ class DriverCallback(tune.Callback):
             self._last_notice = notice
             self.on_change()
 
+    @_fatal_on_error
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.grid.on_start(self._spec(trial))
         self.on_change()
 
+    @_fatal_on_error
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         spec = self._spec(trial)
         event = result.get("event")
@@ -79,9 +98,10 @@ class DriverCallback(tune.Callback):
         elif event == "finished":
             self.grid.on_finish(spec, json.loads(result["summary"]))
         elif event == "failed":
-            self.grid.on_fail(spec, str(result.get("failure_reason", "failed")))
+            self.grid.on_fail(spec, str(result.get("failure_reason", "failed")), storage=bool(result.get("storage")))
         self.on_change()
 
+    @_fatal_on_error
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         reason = "crashed"
         error_file = getattr(trial, "error_file", None)

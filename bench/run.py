@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.live import Live
 
 from bench.gridrun import GridRun
-from bench.lock import OutputLock, check_writable, describe_os_error, is_write_error
+from bench.lock import OutputLock, StorageFull, check_writable, describe_os_error, is_write_error
 from bench.spec import JobSpec
 from bench.tracking import Tracker, check_tracking_uri
 from methods.base import UserError
@@ -42,8 +42,8 @@ class Terminated(KeyboardInterrupt):
     exit_code = 143
 
 
-class StorageFull(RuntimeError):
-    """The output folder or the MLflow store stopped taking writes during a grid (one line, exit 3)."""
+#: Set once SIGTERM arrived: Tune re-raises interrupts as plain KeyboardInterrupts, losing the subclass.
+_SIGNALLED = threading.Event()
 
 
 @contextlib.contextmanager
@@ -59,6 +59,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def handler(_signum: int, _frame: object) -> None:
+        _SIGNALLED.set()
         raise Terminated()
 
     old = signal.signal(signal.SIGTERM, handler)
@@ -158,35 +159,41 @@ def _execute(
         )
         todo = grid.claim(todo)
         grid.recover()
-        with Live(grid.view(), console=console, refresh_per_second=2, transient=False) as live:
-            try:
-                if executor == "local":
-                    run_local(grid, todo, max_failures=max_failures, live=live)
-                else:
-                    run_ray(grid, todo, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
-                            max_concurrent=max_concurrent, max_failures=max_failures, live=live)
-            finally:
-                live.update(grid.view())
+        try:
+            with Live(grid.view(), console=console, refresh_per_second=2, transient=False) as live:
+                try:
+                    if executor == "local":
+                        run_local(grid, todo, max_failures=max_failures, live=live)
+                    else:
+                        run_ray(grid, todo, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
+                                max_concurrent=max_concurrent, max_failures=max_failures, live=live)
+                finally:
+                    live.update(grid.view())
+        finally:
+            if not console.is_terminal:  # the last frame of the view ends without a newline
+                console.print()
     except KeyboardInterrupt:
         # Finished jobs stay finished; running ones keep their last checkpoint and resume on a re-run.
         with contextlib.suppress(Exception):
             grid.kill_running()
             tracker.kill(grid.parent_id)
         console.print("[yellow]interrupted[/]: finished jobs are kept; run the same command again to resume")
+        if _SIGNALLED.is_set():
+            raise Terminated() from None
         raise
     except Exception as err:
-        if not is_write_error(err):
+        cause = grid.fatal or err  # what a Tune callback raised reaches us wrapped in a TuneError
+        if not (isinstance(cause, StorageFull) or is_write_error(cause)):
             raise
         # Mark what can still be marked; the same command resumes once there is space again.
         with contextlib.suppress(Exception):
             grid.kill_running()
             tracker.kill(grid.parent_id)
+        why = str(cause) if isinstance(cause, StorageFull) else describe_os_error(cause)
         raise StorageFull(
-            f"cannot write to {grid.output} or its MLflow store ({describe_os_error(err)}); finished jobs are "
+            f"cannot write to {grid.output} or its MLflow store ({why}); finished jobs are "
             "kept: free space (or make it writable) and run the same command again to resume"
         ) from None
-    if not console.is_terminal:
-        console.print()
     counts = grid.counts()
     tracker.end_grid(grid.parent_id, counts["failed"], counts["finished"])
     wall = time.perf_counter() - started

@@ -156,6 +156,8 @@ class Tracker:
 
         for name in ("mlflow", "alembic"):  # schema-migration chatter on a new store
             logging.getLogger(name).setLevel(logging.WARNING)
+        # A failed write is logged there with a traceback *and* raised; we report the raised one in one line.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
         self.output = Path(output).resolve()
         self.output.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,15 @@ from tasks.base import Recipe, Task, get_task
 
 
 class JobFailed(RuntimeError):
-    """A job that cannot finish (NaN loss, diverged, bad data). Recorded as failed; the grid goes on."""
+    """A job that cannot finish (NaN loss, diverged, bad data). Recorded as failed; the grid goes on.
+
+    ``storage=True``: it could not write its files (disk full, read-only): the grid stops, since every
+    other job would fail the same way.
+    """
+
+    def __init__(self, message: str, storage: bool = False) -> None:
+        super().__init__(message)
+        self.storage = storage
 
 
 #: Called after every epoch with (epoch, metrics, checkpoint path).
@@ -345,9 +353,10 @@ def run_job(
     check_claim(workdir, claim_token)
     try:
         return _train(spec, built, workdir, dev, generator, reporter, log, on_step, on_begin)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError around the OSError
         if is_write_error(err):  # retrying cannot help; a re-run after freeing space resumes
-            raise JobFailed(f"cannot write the job's files in {workdir}: {describe_os_error(err)}") from err
+            why = f"cannot write the job's files in {workdir}: {describe_os_error(err)}"
+            raise JobFailed(why, storage=True) from err
         raise
 
 

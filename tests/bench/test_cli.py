@@ -136,11 +136,11 @@ def test_ui_without_store_is_one_line(tmp_path):
 
 
 def test_ui_serves_the_run_store_on_localhost(tmp_path, monkeypatch):
-    import subprocess
+    import bench.ui
 
     (tmp_path / "mlflow.db").write_bytes(b"")
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(bench.ui, "serve", lambda cmd: calls.append(cmd) or 0)
     result = _invoke("ui", "--output", str(tmp_path), "--port", "5123")
     assert result.exit_code == 0, result.output
     cmd = calls[0]
