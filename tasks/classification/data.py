@@ -14,6 +14,10 @@ and ``label`` a Python ``int``, so one classification model and one collate func
   CIFAR architectures run offline with no files at all (the benchmark's embedded default).
 * ``synthetic`` is random tensors, deterministic per index, for throughput runs.
 
+The in-memory sets (``cifar100``, ``digits``, ``synthetic``) also implement the device-resident protocol of
+:mod:`tasks.classification.resident` (``resident_data()`` and ``resident_transform``), read from each
+split's own transform, so training can keep their images on the device and augment them there in batches.
+
 Entry point: :func:`build_datasets`; per-dataset facts: :data:`DATASETS`.
 """
 
@@ -32,6 +36,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from methods.base import UserError
+from tasks.classification.resident import ResidentTransform
 
 # -- constants ---------------------------------------------------------------------------------
 
@@ -248,12 +253,32 @@ class CIFAR100Pickle(Dataset):
         self.classes = classes
         self.transform = transform
 
+    @classmethod
+    def from_arrays(
+        cls, data: np.ndarray, targets: Sequence[int], classes: list[str], transform: Callable | None = None
+    ) -> CIFAR100Pickle:
+        """A split from in-memory ``uint8 [N, 32, 32, 3]`` images (benchmarks, generated data), no file read."""
+        obj = cls.__new__(cls)
+        obj.data = np.ascontiguousarray(data, dtype=np.uint8)
+        obj.targets, obj.classes, obj.transform = [int(t) for t in targets], classes, transform
+        return obj
+
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         img = Image.fromarray(self.data[index])
         return (self.transform(img) if self.transform else img), self.targets[index]
+
+    # device-resident protocol (tasks/classification/resident.py)
+    def resident_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``uint8 [N, 3, 32, 32]`` images (the archive's own channel-major layout) and ``int64`` labels."""
+        return torch.from_numpy(self.data).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(self.targets)
+
+    @property
+    def resident_transform(self) -> ResidentTransform | None:
+        """This split's transform as batched device ops, or ``None`` if it has steps they cannot reproduce."""
+        return ResidentTransform.from_torchvision(self.transform, uint8=True)
 
 
 def _build_cifar100(data_dir: Path, augment: bool) -> ClassificationData:
@@ -353,6 +378,16 @@ class DigitsDataset(Dataset):
         img = self.images[index].expand(3, -1, -1).clone()
         return self.transform(img), self.targets[index]
 
+    # device-resident protocol (tasks/classification/resident.py)
+    def resident_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``float32 [N, 1, 32, 32]`` images in [0, 1] (grey: broadcast to RGB on the device) and labels."""
+        return self.images, torch.as_tensor(self.targets)
+
+    @property
+    def resident_transform(self) -> ResidentTransform | None:
+        """The crop + normalisation of :func:`digits_transform`, on 3 channels as :meth:`__getitem__` gives."""
+        return ResidentTransform.from_torchvision(self.transform, uint8=False, channels=3)
+
 
 def _build_digits(augment: bool) -> ClassificationData:
     images, labels = digits_images()
@@ -388,6 +423,16 @@ class SyntheticDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.split, index])
         img = torch.from_numpy(rng.standard_normal((3, self.image_size, self.image_size), dtype=np.float32))
         return img, int(rng.integers(self.num_classes))
+
+    # device-resident protocol (tasks/classification/resident.py): no transform, the items as they are
+    resident_transform = ResidentTransform()
+
+    def resident_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every item materialised once (``float32 [n, 3, S, S]``, 12 KB per 32x32 image) and its label."""
+        items = [self[i] for i in range(self.n)]
+        size = self.image_size
+        images = torch.stack([img for img, _ in items]) if items else torch.zeros(0, 3, size, size)
+        return images, torch.tensor([label for _, label in items], dtype=torch.int64)
 
 
 def _build_synthetic(

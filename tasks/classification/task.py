@@ -21,11 +21,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
 from methods.base import TapSpec, UserError
 from tasks.base import DataBundle, PairedOutput, Recipe, Task, register_task
 from tasks.classification import data as cdata
+from tasks.classification import resident
 from tasks.classification.models import zoo
+from tasks.classification.resident import ResidentLoader
 
 #: Students that mdistiller trains with lr 0.01 instead of 0.05 on CIFAR-100.
 _LOW_LR_STUDENTS = {"MobileNetV2", "ShuffleV1", "ShuffleV2"}
@@ -63,6 +66,8 @@ class ClassificationTask(Task):
     primary_metric = "top1"
     metrics = ("top1", "top5")
     presets = ("cifar100", "imagenet", "imagenet-b512", "digits", "smoke")
+    #: in-memory data sets whose splits implement the protocol of :mod:`tasks.classification.resident`.
+    resident_datasets = ("cifar100", "digits", "synthetic")
 
     # -- models ------------------------------------------------------------------------------
     def archs(self) -> list[str]:
@@ -82,6 +87,18 @@ class ClassificationTask(Task):
             num_train=extra.get("num_train"), num_val=extra.get("num_val"),
         )
         return DataBundle(bundle.train, bundle.val, bundle.num_classes, None, dict(bundle.info))
+
+    def resident_loader(
+        self, data: Dataset, batch_size: int, *, device: torch.device, train: bool,
+        generator: torch.Generator | None, channels_last: bool = False, rank: int = 0, world_size: int = 1,
+    ) -> ResidentLoader:  # fmt: skip
+        """A :class:`~tasks.classification.resident.ResidentLoader`: training drops the remainder so every
+        rank has the same full batches; validation keeps every image exactly once."""
+        if not resident.supports(data):
+            raise UserError(f"{type(data).__name__} with this transform cannot live on the device; "
+                            "use --data-pipeline pil")
+        return ResidentLoader(data, batch_size, device, train, generator, drop_last=train, rank=rank,
+                              world_size=world_size, channels_last=channels_last)
 
     def default_num_classes(self, dataset: str) -> int:
         if dataset not in cdata.DATASETS:
