@@ -131,6 +131,37 @@ DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="Folder holding the data set in its official layout.")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option("--precision", help="auto (bf16 on CUDA, fp32 elsewhere) | fp32 (strict reproduction) | bf16 | fp16."),
+]
+ChannelsLastOpt = Annotated[
+    str | None, typer.Option("--channels-last", help="auto (on for CUDA) | on | off: NHWC tensors for conv models.")
+]
+CompileOpt = Annotated[
+    str | None,
+    typer.Option("--compile", help="off | on | reduce-overhead | max-autotune: torch.compile the step's models."),
+]
+DataPipelineOpt = Annotated[
+    str | None,
+    typer.Option("--data-pipeline", help="auto | device (in-memory data on the device) | pil (DataLoader)."),
+]
+
+
+def speed_settings(
+    precision: str | None, channels_last: str | None, compile_mode: str | None, data_pipeline: str | None
+) -> dict[str, Any]:
+    """The recipe fields of the speed flags (``None`` where a flag was not given)."""
+    if channels_last not in (None, "auto", "on", "off"):
+        raise UserError(f"--channels-last {channels_last!r}: expected auto, on or off")
+    out: dict[str, Any] = {
+        "precision": precision,
+        "compile": {"on": "default"}.get(compile_mode, compile_mode) if compile_mode else None,
+        "data_pipeline": data_pipeline,
+    }
+    if channels_last is not None:
+        out["channels_last"] = {"on": True, "off": False, "auto": None}[channels_last]
+    return out
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder (jobs, MLflow store, reports).")]
 
 
@@ -156,6 +187,10 @@ def train(
     num_workers: Annotated[int | None, typer.Option("--num-workers", help="Data-loader worker processes.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on steps per epoch (smoke runs).")] = None,
+    precision: PrecisionOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    compile_mode: CompileOpt = None,
+    data_pipeline: DataPipelineOpt = None,
     output: OutputOpt = Path("results"),
     device: DeviceOpt = "auto",
 ) -> None:
@@ -165,7 +200,7 @@ def train(
     (student weights only) to OUTPUT/jobs/<job hash>/.
     """
     from bench.spec import VANILLA, resolve_job
-    from bench.train import JobFailed, run_job
+    from bench.train import JobFailed, pick_device, run_job
 
     if method != VANILLA and teacher_checkpoint is None:
         raise UserError(
@@ -190,8 +225,10 @@ def train(
             "lr": lr,
             "num_workers": num_workers,
             "max_steps": max_steps,
+            **speed_settings(precision, channels_last, compile_mode, data_pipeline),
         },
         hparam_overrides=_train_sets(sets, method),
+        device=pick_device(device).type,
     )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -388,6 +425,10 @@ def run(
     grid = grid_from_preset(preset) if preset else GridSpec()
     if config is not None:
         grid = grid.merged(**load_config(config))
+    precision: PrecisionOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    compile_mode: CompileOpt = None,
+    data_pipeline: DataPipelineOpt = None,
     elif preset is None and task is not None:
         grid = GridSpec(task=task)
     checkpoints = {}
@@ -406,13 +447,26 @@ def run(
         sets=parse_sets(sets),
         recipe={
             k: v
-            for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "max_steps": max_steps}.items()
+            for k, v in {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "lr": lr,
+                "max_steps": max_steps,
+                **speed_settings(precision, channels_last, compile_mode, data_pipeline),
+            }.items()
+    from bench.preflight import check_device
+
+    if executor not in ("ray", "local"):
+        raise UserError(f"unknown executor {executor!r}; valid: ray, local")
+    from bench.executors import validate_request
             if v is not None
+    validate_request(cpus_per_job, gpus_per_job, max_concurrent)
+    device_kind = check_device(device, executor, gpus_per_job, address).split(":")[0]
         },
         preset=recipe,
         teacher_checkpoints=checkpoints,
     )
-    jobs = expand(grid)
+    jobs = expand(grid, device=device_kind)
     if dry_run:
         table = Table(title=f"{len(jobs)} jobs")
         for col in ("hash", "role", "method", "teacher", "student", "seed", "epochs", "hyper-parameters"):

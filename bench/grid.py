@@ -159,8 +159,11 @@ def load_config(path: Path) -> dict[str, Any]:
     return out
 
 
-def expand(grid: GridSpec) -> list[JobSpec]:
-    """Teacher jobs first, then vanilla students, then every (pair, method, seed)."""
+def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
+    """Teacher jobs first, then vanilla students, then every (pair, method, seed).
+
+    ``device`` (``cpu`` / ``cuda``): where the jobs will run, which decides the recipes' ``auto`` settings.
+    """
     from tasks.base import Recipe
 
     task = get_task(grid.task)
@@ -182,7 +185,7 @@ def expand(grid: GridSpec) -> list[JobSpec]:
             f"--set names method(s) {', '.join(extra_sets)} that the grid does not run "
             f"(methods: {', '.join(methods) or 'vanilla only'})"
         )
-    common = {"task": grid.task, "dataset": dataset, "data_dir": grid.data_dir, "preset": grid.preset}
+    common = {"task": grid.task, "dataset": dataset, "data_dir": grid.data_dir, "preset": grid.preset, "device": device}
 
     jobs: list[JobSpec] = []
     teacher_refs: dict[str, str] = {}

@@ -22,7 +22,7 @@ from methods.base import UserError
 from tasks.base import Recipe, get_task
 
 #: Recipe fields that do not change a job's result, so are not part of its identity.
-_NOT_IDENTITY = {"num_workers"}
+_NOT_IDENTITY = {"num_workers", "eval_batch_size"}
 
 #: The method name of a run without distillation: the student (or a teacher) alone.
 VANILLA = "vanilla"
@@ -72,8 +72,8 @@ class JobSpec:
     def job_hash(self) -> str:
         """12 hex digits of SHA-1 over the canonical JSON of every field that can change the result.
 
-        ``recipe.num_workers`` is left out: data-loader processes change speed, not the numbers, so
-        resuming a grid with another worker count must find its finished jobs.
+        ``recipe.num_workers`` and ``recipe.eval_batch_size`` are left out: they change speed, not the
+        numbers, so resuming a grid with another worker count must find its finished jobs.
         """
         d = self.to_dict()
         d["recipe"] = {k: v for k, v in d["recipe"].items() if k not in _NOT_IDENTITY}
@@ -122,11 +122,13 @@ def resolve_job(
     recipe_overrides: dict[str, Any] | None = None,
     hparam_overrides: dict[str, Any] | None = None,
     role: str = "student",
+    device: str = "cpu",
 ) -> JobSpec:
     """Resolve defaults (dataset, recipe, method hyper-parameters) into a frozen :class:`JobSpec`.
 
     Validates every name: task, dataset, architectures, method and hyper-parameter names, so a bad
-    grid fails before anything trains.
+    grid fails before anything trains. ``device`` (``cpu`` or ``cuda``) decides the recipe's ``auto``
+    speed settings (see :meth:`tasks.base.Recipe.resolved`), which are part of the job's identity.
     """
     from methods.base import check_hparams, default_hparams
 
@@ -152,6 +154,12 @@ def resolve_job(
         if hparam_overrides:
             raise UserError(f"vanilla runs take no method hyper-parameters (got {', '.join(hparam_overrides)})")
     recipe = t.recipe(dataset, student, preset).updated(**(recipe_overrides or {}))
+    if recipe.data_pipeline == "device" and dataset not in t.resident_datasets:
+        raise UserError(
+            f"--data-pipeline device: {dataset!r} is read from files; only in-memory data sets can live on the "
+            f"device ({', '.join(t.resident_datasets) or 'none for this task'})"
+        )
+    recipe = recipe.resolved(device.split(":")[0], dataset in t.resident_datasets)
     return JobSpec(
         task=task,
         dataset=dataset,

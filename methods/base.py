@@ -34,6 +34,14 @@ from torch import nn
 ROLES = ("hint", "feature", "logits")
 
 
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if autocast made it float16/bfloat16, else unchanged (float64 stays float64).
+
+    Losses call it on their inputs: softmaxes and squared errors in half precision lose what KD measures.
+    """
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class UserError(ValueError):
     """An error the user caused (unknown name, bad file, impossible combination).
 

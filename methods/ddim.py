@@ -57,6 +57,9 @@ class DDIMScheduler:
         self.betas = torch.linspace(beta_start, beta_end, self.num_train_timesteps, dtype=torch.float32)
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        # The same float32 values as Python floats: a reverse step reads two of them without touching a tensor
+        # (no device sync, nothing for torch.compile to break its graph on).
+        self._alpha_bar = self.alphas_cumprod.tolist()
         self.final_alpha_cumprod = 1.0 if set_alpha_to_one else float(self.alphas_cumprod[0])
         self.num_inference_steps: int | None = None
         self.timesteps = torch.arange(self.num_train_timesteps - 1, -1, -1, dtype=torch.int64)
@@ -81,7 +84,7 @@ class DDIMScheduler:
 
     def alpha_bar(self, timestep: int) -> float:
         """``alphas_cumprod[t]`` as a Python float; ``final_alpha_cumprod`` for ``t < 0``."""
-        return float(self.alphas_cumprod[timestep]) if timestep >= 0 else self.final_alpha_cumprod
+        return self._alpha_bar[timestep] if timestep >= 0 else self.final_alpha_cumprod
 
     # ------------------------------------------------------------------ reverse step
     def step(

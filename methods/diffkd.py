@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Method, Progress, Range, TapSpec, UserError, register, select_taps
+from methods.base import Method, Progress, Range, TapSpec, UserError, register, select_taps, upcast
 from methods.ddim import DDIMScheduler
 
 #: Rows of the learned time embedding (official ``nn.Embedding(1280, C)``); bounds ``num_train_timesteps``.
@@ -189,6 +189,13 @@ class DiffKD(nn.Module):
         self.scheduler = DDIMScheduler(num_train_timesteps=num_train_timesteps)
         self.noise_adapter = NoiseAdapter(teacher_channels, kernel_size)
         self.proj = nn.Sequential(nn.Conv2d(teacher_channels, teacher_channels, 1), nn.BatchNorm2d(teacher_channels))
+        # The denoising steps, decided once: the second half of a 2 * inference_steps DDIM schedule, as Python
+        # ints for the scheduler and as a (non-persistent) device buffer for the time embedding, so the loop
+        # issues no host->device copy per step and its shapes are static (CUDA graphs, torch.compile).
+        steps = self.scheduler.set_timesteps(inference_steps * 2)
+        steps = steps[len(steps) // 2 :]
+        self._steps: list[int] = steps.tolist()
+        self.register_buffer("step_timesteps", steps.clone(), persistent=False)
 
     def denoise(self, feat: torch.Tensor) -> torch.Tensor:
         """The official ``DDIMPipeline`` with the noise adapter: mix with noise, then DDIM steps (eta = 0).
@@ -198,9 +205,8 @@ class DiffKD(nn.Module):
         """
         noise = torch.randn(feat.shape, device=feat.device, dtype=feat.dtype)
         image = self.scheduler.mix_with_noise(feat, noise, self.noise_adapter(feat))
-        timesteps = self.scheduler.set_timesteps(self.diffusion_inference_steps * 2)
-        for t in timesteps[len(timesteps) // 2 :].tolist():
-            noise_pred = self.model(image, torch.tensor(t, device=feat.device))
+        for i, t in enumerate(self._steps):
+            noise_pred = self.model(image, self.step_timesteps[i])
             image = self.scheduler.step(noise_pred, t, image, eta=0.0, use_clipped_model_output=True).prev_sample
         return image
 
@@ -212,7 +218,7 @@ class DiffKD(nn.Module):
         noise = torch.randn(gt_feat.shape, device=gt_feat.device)
         t = torch.randint(0, self.scheduler.num_train_timesteps, (gt_feat.shape[0],), device=gt_feat.device)
         noisy = self.scheduler.add_noise(gt_feat, noise, t)
-        return F.mse_loss(self.model(noisy, t), noise)
+        return F.mse_loss(upcast(self.model(noisy, t)), noise)
 
     def forward(
         self, student_feat: torch.Tensor, teacher_feat: torch.Tensor
@@ -232,7 +238,7 @@ class DiffKD(nn.Module):
         student_feat = self.trans(student_feat)
         if self.use_ae:
             hidden, rec = self.ae(teacher_feat)
-            rec_loss: torch.Tensor | None = F.mse_loss(teacher_feat, rec)
+            rec_loss: torch.Tensor | None = F.mse_loss(upcast(teacher_feat), upcast(rec))
             teacher_feat = hidden.detach()
         else:
             rec_loss = None
@@ -243,7 +249,7 @@ class DiffKD(nn.Module):
 # ---------------------------------------------------------------------------------------------- pure losses
 def feature_kd_loss(refined: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """DiffKD's feature loss: ``MSE(denoised student, teacher-or-latent)``, mean over all elements."""
-    return F.mse_loss(refined, target.detach())
+    return F.mse_loss(upcast(refined), upcast(target.detach()))  # float32 under autocast (a no-op in fp32)
 
 
 def logits_kd_loss(
@@ -253,8 +259,8 @@ def logits_kd_loss(
 
     ``tau^2 * sum_k p_t log(p_t / p_s) / N`` with softmax over dim 1; accepts ``[N, K]`` or ``[N, K, 1, 1]``.
     """
-    s = refined_logits.flatten(1) / temperature
-    t = teacher_logits.detach().flatten(1) / temperature
+    s = upcast(refined_logits.flatten(1)) / temperature  # float32 under autocast (a no-op in fp32)
+    t = upcast(teacher_logits.detach().flatten(1)) / temperature
     return temperature**2 * F.kl_div(F.log_softmax(s, dim=1), F.softmax(t, dim=1), reduction="batchmean")
 
 

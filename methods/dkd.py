@@ -30,7 +30,7 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 
-from methods.base import Method, Progress, Range, TapSpec, UserError, fetch, paired_taps, register
+from methods.base import Method, Progress, Range, TapSpec, UserError, fetch, paired_taps, register, upcast
 
 #: mdistiller's ``CFG.DKD.BETA``: the NCKD weight of every pair its configs do not override.
 DEFAULT_BETA = 8.0
@@ -112,8 +112,8 @@ def dkd_loss(
     target = target.reshape(-1).long()
     n = target.shape[0]
     gt_mask = torch.zeros_like(student_logits, dtype=torch.bool).scatter_(1, target.unsqueeze(1), True)
-    z_s = student_logits / temperature
-    z_t = teacher_logits / temperature
+    z_s = upcast(student_logits) / temperature  # float32 under autocast too (a no-op in fp32)
+    z_t = upcast(teacher_logits) / temperature
 
     # TCKD: binary KL over [p_t, 1 - p_t]. The teacher side is mdistiller's (sums of softmax masses;
     # kl_div treats a zero teacher mass as contributing 0); the student side is in log space.

@@ -24,7 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Method, Progress, Range, TapSpec, UserError, fetch, paired_taps, register, select_taps
+from methods.base import (
+    Method,
+    Progress,
+    Range,
+    TapSpec,
+    UserError,
+    fetch,
+    paired_taps,
+    register,
+    select_taps,
+    upcast,
+)
 
 
 class ConvReg(nn.Module):
@@ -207,6 +218,6 @@ class FitNet(Method):
                     f"method 'fitnet': hint tap {tap!r}: regressed student map {tuple(f_s.shape)} does not match "
                     f"teacher map {tuple(f_t.shape)}; set input_size=[H, W] to the real input size"
                 )
-            term = F.mse_loss(f_s, f_t)
+            term = F.mse_loss(upcast(f_s), upcast(f_t))  # float32 under autocast (a no-op in fp32)
             total = term if total is None else total + term
         return {"fitnet": self.feat_weight * total}

@@ -15,7 +15,7 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 
-from methods.base import Method, Progress, Range, TapSpec, fetch, paired_taps, register
+from methods.base import Method, Progress, Range, TapSpec, fetch, paired_taps, register, upcast
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -30,8 +30,9 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     Returns:
         A scalar: the per-row KL summed over classes, averaged over rows, times ``T**2``.
     """
-    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
-    p_t = F.softmax(teacher_logits / temperature, dim=1)
+    # float32 whatever the autocast dtype (a no-op in fp32): softmax in bf16 loses the small probabilities KD is about.
+    log_p_s = F.log_softmax(upcast(student_logits) / temperature, dim=1)
+    p_t = F.softmax(upcast(teacher_logits) / temperature, dim=1)
     # kl_div(input=log q, target=p) = sum p * (log p - log q), with 0 * log 0 = 0 for the teacher.
     per_row = F.kl_div(log_p_s, p_t, reduction="none").sum(dim=1)
     return per_row.mean() * temperature**2

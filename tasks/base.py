@@ -24,6 +24,12 @@ from torch.utils.data import Dataset
 
 from methods.base import TapSpec, UserError
 
+#: ``Recipe.precision`` values: autocast dtypes (``fp16`` adds a gradient scaler).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: ``Recipe.compile`` values: ``off`` or a ``torch.compile`` mode.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+PIPELINES = ("auto", "device", "pil")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -32,6 +38,14 @@ class Recipe:
     ``schedule`` is ``"step"`` (``milestones`` in epochs, × ``gamma``), ``"poly"`` (power
     ``poly_power`` over all iterations) or ``"cosine"``. ``warmup_epochs`` ramps the lr linearly from
     ``warmup_factor × lr`` (may be fractional: detection warms up over a few hundred iterations).
+
+    Speed fields change how a job computes, so they are part of its identity like the rest:
+    ``precision`` (``fp32`` | ``bf16`` | ``fp16`` autocast; ``auto``: bf16 on CUDA, fp32 elsewhere),
+    ``channels_last`` (``None``: on for CUDA), ``compile`` (``off`` or a ``torch.compile`` mode) and
+    ``data_pipeline`` (``device``: in-memory data sets live on the training device and are augmented there
+    in batches; ``pil``: a per-sample DataLoader; ``auto``: ``device`` where the data set supports it).
+    :meth:`resolved` turns the ``auto`` values into what a device will run; jobs only hold resolved recipes.
+    ``eval_batch_size`` (default: the training batch) and ``num_workers`` change speed only.
     """
 
     epochs: int
@@ -40,6 +54,8 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
+    #: weight decay on 1-D parameters (biases, normalisation weights) too; mdistiller: yes, DiffKD's ImageNet: no.
+    weight_decay_1d: bool = True
     schedule: str = "step"
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
@@ -50,6 +66,11 @@ class Recipe:
     num_workers: int = 2
     #: cap on training steps per epoch (smoke runs); part of a job's identity like every other field.
     max_steps: int | None = None
+    precision: str = "auto"
+    channels_last: bool | None = None
+    compile: str = "off"
+    data_pipeline: str = "auto"
+    eval_batch_size: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -76,6 +97,14 @@ class Recipe:
                             f"warmup_epochs={self.warmup_epochs})")
         if self.schedule not in ("step", "poly", "cosine"):
             raise UserError(f"unknown lr schedule {self.schedule!r}; valid: step, poly, cosine")
+        for name, valid in (("precision", PRECISIONS), ("compile", COMPILE_MODES), ("data_pipeline", PIPELINES)):
+            if getattr(self, name) not in valid:
+                raise UserError(f"recipe {name} {getattr(self, name)!r} is not valid; valid: {', '.join(valid)}")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise UserError(f"recipe channels_last must be true, false or null (auto), got {self.channels_last!r}")
+        ebs = self.eval_batch_size
+        if ebs is not None and (not isinstance(ebs, int) or isinstance(ebs, bool) or ebs < 1):
+            raise UserError(f"recipe eval_batch_size must be an integer >= 1, got {self.eval_batch_size!r}")
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +116,21 @@ class Recipe:
     def updated(self, **changes: Any) -> Recipe:
         """A copy with ``changes`` applied (``None`` values are ignored)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def resolved(self, device_type: str, resident: bool) -> Recipe:
+        """The ``auto`` speed settings decided for a device (``cpu`` / ``cuda``) and data set.
+
+        ``resident``: whether the data set can live on the device (in-memory sets). CPU keeps fp32 and
+        contiguous tensors (what the official code ran, and the fastest there); CUDA gets bf16 autocast
+        and channels_last. A job on a GPU without bf16 (before Ampere) should ask for ``fp16``.
+        """
+        cuda = device_type == "cuda"
+        return replace(
+            self,
+            precision=("bf16" if cuda else "fp32") if self.precision == "auto" else self.precision,
+            channels_last=cuda if self.channels_last is None else self.channels_last,
+            data_pipeline=("device" if resident else "pil") if self.data_pipeline == "auto" else self.data_pipeline,
+        )
 
 
 @dataclass
@@ -175,6 +219,13 @@ class Task(ABC):
     metrics: ClassVar[tuple[str, ...]]
     #: recipe preset names :meth:`recipe` accepts (``diffbench list presets``).
     presets: ClassVar[tuple[str, ...]] = ()
+    #: data sets held in memory that can live on the training device (``Recipe.data_pipeline="device"``).
+    resident_datasets: ClassVar[tuple[str, ...]] = ()
+    #: whether evaluation may run under the training autocast (detection keeps fp32: box decoding in bf16
+    #: moves boxes by pixels at COCO sizes).
+    eval_autocast: ClassVar[bool] = True
+    #: whether training batches have one fixed shape (then ``cudnn.benchmark`` picks kernels once).
+    fixed_input_size: ClassVar[bool] = True
 
     def check_names(self, dataset: str, *archs: str | None) -> None:
         """``UserError`` naming the valid choices for an unknown dataset or architecture (``None`` is skipped)."""
@@ -268,6 +319,18 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: nn.Module, loader: Iterable, device: torch.device) -> dict[str, float]:
         """Metrics of ``model`` on ``loader``: at least every name in :attr:`metrics`."""
+
+    def resident_loader(
+        self, data: Dataset, batch_size: int, *, device: torch.device, train: bool,
+        generator: torch.Generator | None, channels_last: bool = False, rank: int = 0, world_size: int = 1,
+    ) -> Any:  # fmt: skip
+        """Batches of an in-memory data set that lives on ``device`` (``Recipe.data_pipeline="device"``).
+
+        Iterating gives ``(images, labels)`` already on the device, augmented there in batches (train) or
+        only normalised (validation); ``batch_size`` is per rank, ``rank``/``world_size`` shard each epoch.
+        Only tasks that list data sets in :attr:`resident_datasets` implement it.
+        """
+        raise UserError(f"task {self.name!r} has no device-resident data pipeline; use --data-pipeline pil")
 
     def default_num_classes(self, dataset: str) -> int:
         """Classes of ``dataset`` without loading it (for ``diffbench speed`` on synthetic data)."""

@@ -161,8 +161,8 @@ class ClassificationTask(Task):
         """Top-1 and top-5 accuracy (percent) and mean cross-entropy over the whole loader."""
         was_training = model.training
         model.eval()
-        correct1 = correct5 = total = 0
-        loss_sum = 0.0
+        # Counts stay on the device (float64: exact for any data set size) and are read once at the end.
+        sums = torch.zeros(4, dtype=torch.float64, device=device)  # top-1 hits, top-5 hits, CE sum, rows
         for images, labels in loader:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             logits = model(images)
@@ -170,13 +170,12 @@ class ClassificationTask(Task):
             if rec is not None:
                 rec.pop()
             k = min(5, logits.shape[1])
-            top = logits.topk(k, dim=1).indices
-            hit = top.eq(labels.unsqueeze(1))
-            correct1 += int(hit[:, 0].sum())
-            correct5 += int(hit.any(dim=1).sum())
-            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-            total += labels.numel()
+            hit = logits.topk(k, dim=1).indices.eq(labels.unsqueeze(1))
+            ce = F.cross_entropy(logits.float(), labels, reduction="sum")
+            rows = torch.full((), labels.numel(), device=device)  # a kernel argument, not a host->device copy
+            sums += torch.stack([hit[:, 0].sum(), hit.any(dim=1).sum(), ce, rows]).double()
         model.train(was_training)
+        correct1, correct5, loss_sum, total = sums.tolist()
         if total == 0:
             raise UserError("the validation split is empty")
         return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total, "loss": loss_sum / total}

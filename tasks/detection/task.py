@@ -116,6 +116,8 @@ class DetectionTask(Task):
     primary_metric = "bbox_AP"
     metrics = METRICS
     presets = ("1x", "2x", "cpu")
+    eval_autocast = False  # box decoding in bf16 moves COCO boxes by pixels
+    fixed_input_size = False  # images keep their aspect ratio
 
     # -- models ------------------------------------------------------------------------------
     def archs(self) -> list[str]:

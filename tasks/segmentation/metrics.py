@@ -47,6 +47,23 @@ def confusion_matrix(
     return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes).cpu()
 
 
+def confusion_counts(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
+    """:func:`confusion_matrix` without a device sync: ``K * K + 1`` counts on the inputs' device.
+
+    The last count is the pixels whose label is neither a class nor ``ignore_index`` (a data bug the
+    caller checks once, after summing every batch); the first ``K * K`` reshape to the confusion matrix.
+    """
+    pred = pred.reshape(-1).long()
+    target = target.reshape(-1).long()
+    keep = target != ignore_index
+    pred, target = pred[keep], target[keep]
+    valid = (target >= 0) & (target < num_classes)
+    idx = torch.where(valid, target * num_classes + pred, num_classes * num_classes)
+    return torch.bincount(idx, minlength=num_classes * num_classes + 1)
+
+
 def iou_per_class(conf: torch.Tensor) -> torch.Tensor:
     """IoU of each class as a fraction; NaN where the class is absent from truth and prediction."""
     conf = conf.double()

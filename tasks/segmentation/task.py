@@ -56,7 +56,7 @@ from torch.nn import functional as F
 from methods.base import TapSpec, UserError
 from tasks.base import DataBundle, PairedOutput, Recipe, Task, register_task
 from tasks.segmentation import data as D
-from tasks.segmentation.metrics import confusion_matrix, segmentation_metrics
+from tasks.segmentation.metrics import confusion_counts, segmentation_metrics
 from tasks.segmentation.models import ARCHS, OUTPUT_STRIDE, arch_spec, build_model
 
 AUX_WEIGHT = 0.4
@@ -350,7 +350,7 @@ class SegmentationTask(Task):
         names = getattr(dataset, "class_names", None)
         was_training = model.training
         model.eval()
-        conf: torch.Tensor | None = None
+        counts: torch.Tensor | None = None  # on the device, read once at the end
         try:
             for batch in loader:
                 images, labels = batch[0].to(device), batch[1].to(device)
@@ -363,14 +363,19 @@ class SegmentationTask(Task):
                         for i, (h, w) in enumerate(sizes)
                     ]
                 for logits, lbl in pairs:
-                    part = confusion_matrix(logits.argmax(1), lbl, logits.shape[1])
-                    conf = part if conf is None else conf + part
+                    part = confusion_counts(logits.argmax(1), lbl, logits.shape[1], D.IGNORE_INDEX)
+                    counts = part if counts is None else counts + part
                 if hasattr(model, "tap_recorder"):
                     model.tap_recorder.pop()  # hooks fire in eval too; do not keep the tensors
         finally:
             model.train(was_training)
-        if conf is None:
+        if counts is None:
             raise UserError("segmentation evaluation got an empty validation set")
+        counts = counts.cpu()
+        k = int(round((counts.numel() - 1) ** 0.5))
+        if int(counts[-1]):
+            raise UserError(f"segmentation labels outside [0, {k}) that are not the ignore value {D.IGNORE_INDEX}")
+        conf = counts[:-1].reshape(k, k)
         if names is not None and len(names) != conf.shape[0]:
             names = None
         return segmentation_metrics(conf, names)
