@@ -17,7 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 
+from bench.distributed import Dist, convert_sync_bn, epoch_seed, seed_epoch
 from bench.spec import VANILLA, JobSpec
 from methods.base import Method, UserError, build_method
 from tasks.base import Recipe, Task, get_task
@@ -74,6 +76,26 @@ class Built:
     val_loader: Any
     num_classes: int
     info: dict[str, Any]
+    #: the CPU generator behind the data order / augmentation (re-seeded every epoch by :meth:`start_epoch`).
+    generator: torch.Generator | None = None
+    seed: int = 0
+    dist: Dist = Dist()
+
+    def start_epoch(self, epoch: int) -> None:
+        """Seed everything ``epoch`` draws from (job seed, epoch, rank): resumable without saved RNG state.
+
+        The data order and the device-resident crops/flips are one draw per *epoch* shared by all ranks
+        (each rank takes its positions of it); augmentations in DataLoader workers and the model's own
+        draws (DiffKD's noise) get a stream per rank.
+        """
+        seed_epoch(self.seed, epoch, self.dist.rank)
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        if self.generator is not None:
+            resident = not isinstance(self.train_loader, DataLoader)
+            rank = None if resident else self.dist.rank
+            self.generator.manual_seed(epoch_seed(self.seed, epoch, rank))
 
 
 def make_loaders(
@@ -83,39 +105,39 @@ def make_loaders(
     device: torch.device,
     generator: torch.Generator | None,
     cpus: int | None = None,
-    rank: int = 0,
-    world_size: int = 1,
+    dist: Dist | None = None,
+    seed: int = 0,
 ) -> tuple[Any, Any]:
     """Train and validation loaders: device-resident batches or a DataLoader sized to the job's CPUs.
 
-    ``recipe.batch_size`` is the *global* batch; with ``world_size`` ranks each draws ``batch / world_size``.
+    ``recipe.batch_size`` is the *global* batch; each of ``dist.world_size`` ranks draws its share of every
+    global batch (see :mod:`bench.distributed`). Validation is sharded too, each image on exactly one rank
+    (tasks sum their counts over ranks, so the metric is the single-process one).
     """
+    dist = dist or Dist()
+    rank, world_size = dist.rank, dist.world_size
     per_rank = recipe.batch_size // world_size
     eval_batch = recipe.eval_batch_size or recipe.batch_size
     if recipe.data_pipeline == "device":
         kw = {"device": device, "channels_last": bool(recipe.channels_last), "rank": rank, "world_size": world_size}
         train = task.resident_loader(bundle.train, per_rank, train=True, generator=generator, **kw)
-        val = task.resident_loader(bundle.val, eval_batch, train=False, generator=None, **{**kw, "rank": 0,
-                                                                                           "world_size": 1})
+        val = task.resident_loader(bundle.val, eval_batch, train=False, generator=None, **kw)
         return train, val
     # Workers beyond the CPUs the job was given only contend (and make torch warn at every epoch).
     workers = min(recipe.num_workers, max(0, (cpus or available_cpus()) - 1))
-    loader_kw: dict[str, Any] = {
-        "collate_fn": bundle.collate_fn,
-        "num_workers": workers,
-        "pin_memory": device.type == "cuda",
-        "persistent_workers": workers > 0,
-    }
+    # Workers are not persistent: each epoch's get their seeds from the freshly re-seeded generator, so a
+    # resumed job replays the augmentations exactly (persistent workers would carry their streams over).
+    loader_kw: dict[str, Any] = {"collate_fn": bundle.collate_fn, "num_workers": workers,
+                                 "pin_memory": device.type == "cuda"}  # fmt: skip
     if workers > 0:
         loader_kw["prefetch_factor"] = 4
-    sampler = None
-    if world_size > 1:
-        from torch.utils.data.distributed import DistributedSampler
-
-        sampler = DistributedSampler(bundle.train, world_size, rank, shuffle=True, seed=0, drop_last=True)
-    train = DataLoader(bundle.train, batch_size=per_rank, shuffle=sampler is None, sampler=sampler, drop_last=True,
-                       generator=generator, **loader_kw)  # fmt: skip
-    val = DataLoader(bundle.val, batch_size=eval_batch, shuffle=False, **loader_kw)
+    # One order per epoch for the whole job, drawn from (job seed, epoch); rank r takes positions r, r+N, ...
+    sampler = DistributedSampler(bundle.train, world_size, rank, shuffle=True, seed=epoch_seed(seed, 0) % (1 << 62),
+                                 drop_last=True)  # fmt: skip
+    train = DataLoader(bundle.train, batch_size=per_rank, sampler=sampler, drop_last=True, generator=generator,
+                       **loader_kw)  # fmt: skip
+    val_sampler = range(rank, len(bundle.val), world_size) if world_size > 1 else None
+    val = DataLoader(bundle.val, batch_size=eval_batch, sampler=val_sampler, shuffle=False, **loader_kw)
     return train, val
 
 
@@ -125,16 +147,21 @@ def build_job(
     device: torch.device,
     generator: torch.Generator | None = None,
     cpus: int | None = None,
-    rank: int = 0,
-    world_size: int = 1,
+    dist: Dist | None = None,
+    log: Any = print,
 ) -> Built:
-    """Data, models (teacher weights loaded, frozen) and method for ``spec``."""
+    """Data, models (teacher weights loaded, frozen) and method for ``spec`` (this rank's share of the data)."""
+    dist = dist or Dist()
     task = get_task(spec.task)
     recipe = spec.recipe_obj()
-    if recipe.batch_size % world_size:
-        raise UserError(f"batch size {recipe.batch_size} does not divide over {world_size} workers")
+    if recipe.batch_size % dist.world_size:
+        raise UserError(
+            f"batch size {recipe.batch_size} does not divide over {dist.world_size} workers (the recipe's batch "
+            "is the global batch); pick a batch size that is a multiple of the worker count"
+        )
     bundle = task.build_data(spec.dataset, Path(spec.data_dir) if spec.data_dir else None, recipe)
-    train_loader, val_loader = make_loaders(task, bundle, recipe, device, generator, cpus, rank, world_size)
+    generator = generator if generator is not None else torch.Generator()
+    train_loader, val_loader = make_loaders(task, bundle, recipe, device, generator, cpus, dist, spec.seed)
     if len(train_loader) == 0:
         raise UserError(
             f"{spec.dataset}: {len(bundle.train)} training images is fewer than one batch of "
@@ -155,7 +182,10 @@ def build_job(
         device,
         channels_last=bool(recipe.channels_last),
     )
-    return Built(task, student, teacher, method, train_loader, val_loader, bundle.num_classes, bundle.info)
+    if dist.parallel and recipe.sync_bn:
+        student, method = convert_sync_bn([student, method], device, log)
+    return Built(task, student, teacher, method, train_loader, val_loader, bundle.num_classes, bundle.info,
+                 generator, spec.seed, dist)  # fmt: skip
 
 
 def build_models(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -88,29 +87,3 @@ def read_result(workdir: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict) or "history" not in data:
         return None
     return data
-
-
-def rng_states() -> dict[str, Any]:
-    """Every random stream a step draws from (DiffKD's noise is drawn on the GPU when training there)."""
-    import numpy as np
-
-    states: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    import numpy as np
-
-    torch.set_rng_state(states["torch"])
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-

@@ -142,6 +142,15 @@ CompileOpt = Annotated[
     str | None,
     typer.Option("--compile", help="off | on | reduce-overhead | max-autotune: torch.compile the step's models."),
 ]
+ScaleLrOpt = Annotated[
+    str | None,
+    typer.Option("--scale-lr", help="none (default: the recipe's lr) | linear: lr x batch / the preset's batch."),
+]
+SyncBnOpt = Annotated[
+    str | None,
+    typer.Option("--sync-bn", help="auto (on for segmentation) | on | off: BatchNorm over the global batch "
+                 "when a job has several workers."),
+]
 DataPipelineOpt = Annotated[
     str | None,
     typer.Option("--data-pipeline", help="auto | device (in-memory data on the device) | pil (DataLoader)."),
@@ -149,11 +158,13 @@ DataPipelineOpt = Annotated[
 
 
 def speed_settings(
-    precision: str | None, channels_last: str | None, compile_mode: str | None, data_pipeline: str | None
-) -> dict[str, Any]:
+    precision: str | None, channels_last: str | None, compile_mode: str | None, data_pipeline: str | None,
+    sync_bn: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """The recipe fields of the speed flags (``None`` where a flag was not given)."""
-    if channels_last not in (None, "auto", "on", "off"):
-        raise UserError(f"--channels-last {channels_last!r}: expected auto, on or off")
+    for flag, value in (("--channels-last", channels_last), ("--sync-bn", sync_bn)):
+        if value not in (None, "auto", "on", "off"):
+            raise UserError(f"{flag} {value!r}: expected auto, on or off")
     out: dict[str, Any] = {
         "precision": precision,
         "compile": {"on": "default"}.get(compile_mode, compile_mode) if compile_mode else None,
@@ -161,6 +172,8 @@ def speed_settings(
     }
     if channels_last is not None:
         out["channels_last"] = {"on": True, "off": False, "auto": None}[channels_last]
+    if sync_bn is not None:
+        out["sync_bn"] = {"on": True, "off": False, "auto": None}[sync_bn]
     return out
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder (jobs, MLflow store, reports).")]
 
@@ -191,13 +204,19 @@ def train(
     channels_last: ChannelsLastOpt = None,
     compile_mode: CompileOpt = None,
     data_pipeline: DataPipelineOpt = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Data-parallel workers (Ray Train, DDP); the batch is global.")
+    ] = 1,
+    scale_lr: ScaleLrOpt = None,
+    sync_bn: SyncBnOpt = None,
     output: OutputOpt = Path("results"),
     device: DeviceOpt = "auto",
 ) -> None:
     """Train one job in-process: a vanilla student, or a student distilled from a teacher checkpoint.
 
     Prints per-epoch progress; writes the checkpoint, metrics and the exported student
-    (student weights only) to OUTPUT/jobs/<job hash>/.
+    (student weights only) to OUTPUT/jobs/<job hash>/. With --workers N the job runs as N data-parallel
+    workers on Ray Train (one GPU each on CUDA, gloo on CPU), the recipe's batch split between them.
     """
     from bench.spec import VANILLA, resolve_job
     from bench.train import JobFailed, pick_device, run_job
@@ -225,11 +244,15 @@ def train(
             "lr": lr,
             "num_workers": num_workers,
             "max_steps": max_steps,
-            **speed_settings(precision, channels_last, compile_mode, data_pipeline),
+            **speed_settings(precision, channels_last, compile_mode, data_pipeline, sync_bn),
         },
         hparam_overrides=_train_sets(sets, method),
         device=pick_device(device).type,
+        scale_lr=scale_lr,
     )
+    if workers != 1:
+        _train_workers(spec, output, workers, pick_device(device).type)
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (
@@ -257,6 +280,33 @@ def train(
         table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     console.print(table)
     console.print(f"student weights: {result.student_path}")
+
+
+def _train_workers(spec: Any, output: Path, workers: int, device_type: str) -> None:
+    """``diffbench train --workers N``: the job as one Ray Train run on a local Ray instance."""
+    from bench.executors import init_ray
+    from bench.lock import check_writable
+    from bench.ray_train import Workers, train_one
+    from bench.train import JobFailed
+
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if spec.recipe["batch_size"] % workers:
+        raise UserError(f"batch size {spec.recipe['batch_size']} does not divide over {workers} workers")
+    output = check_writable(output)
+    console.print(init_ray(None), highlight=False)
+    try:
+        result = train_one(spec, output, Workers(workers, 1.0, 1.0 if device_type == "cuda" else 0.0))
+    except JobFailed as err:
+        err_console.print(f"[bold red]job failed:[/] {err}", highlight=False)
+        raise typer.Exit(1) from None
+    table = Table(title=f"{spec.label} ({workers} workers)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result["metrics"].items():
+        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(table)
+    console.print(f"student weights: {result['student_path']}")
 
 
 @app.command("eval")
@@ -402,6 +452,17 @@ def run(
     ] = 1,
     address: Annotated[str | None, typer.Option("--address", help="Join a Ray cluster: auto or HOST:PORT.")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on steps per epoch (smoke runs).")] = None,
+    precision: PrecisionOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    compile_mode: CompileOpt = None,
+    data_pipeline: DataPipelineOpt = None,
+    workers_per_job: Annotated[
+        int | None,
+        typer.Option("--workers-per-job", help="Data-parallel workers per job (Ray Train; CPU workers unless "
+                     "--gpus-per-job gives them GPUs). The batch is global."),
+    ] = None,
+    scale_lr: ScaleLrOpt = None,
+    sync_bn: SyncBnOpt = None,
     output: OutputOpt = Path("results"),
     tracking_uri: Annotated[
         str | None, typer.Option("--tracking-uri", help="MLflow server; default: OUTPUT/mlflow.db.")
@@ -421,14 +482,17 @@ def run(
     3 when the output folder or MLflow store stopped taking writes, 130 after Ctrl-C, 143 after SIGTERM.
     """
     from bench.grid import GridSpec, expand, grid_from_preset, load_config, parse_pair
+    from bench.preflight import check_device
 
+    if executor not in ("ray", "local"):
+        raise UserError(f"unknown executor {executor!r}; valid: ray, local")
+    from bench.executors import validate_request
+
+    validate_request(cpus_per_job, gpus_per_job, max_concurrent)
+    device_kind = check_device(device, executor, gpus_per_job, address).split(":")[0]
     grid = grid_from_preset(preset) if preset else GridSpec()
     if config is not None:
         grid = grid.merged(**load_config(config))
-    precision: PrecisionOpt = None,
-    channels_last: ChannelsLastOpt = None,
-    compile_mode: CompileOpt = None,
-    data_pipeline: DataPipelineOpt = None,
     elif preset is None and task is not None:
         grid = GridSpec(task=task)
     checkpoints = {}
@@ -452,19 +516,13 @@ def run(
                 "batch_size": batch_size,
                 "lr": lr,
                 "max_steps": max_steps,
-                **speed_settings(precision, channels_last, compile_mode, data_pipeline),
+                **speed_settings(precision, channels_last, compile_mode, data_pipeline, sync_bn),
             }.items()
-    from bench.preflight import check_device
-
-    if executor not in ("ray", "local"):
-        raise UserError(f"unknown executor {executor!r}; valid: ray, local")
-    from bench.executors import validate_request
             if v is not None
-    validate_request(cpus_per_job, gpus_per_job, max_concurrent)
-    device_kind = check_device(device, executor, gpus_per_job, address).split(":")[0]
         },
         preset=recipe,
         teacher_checkpoints=checkpoints,
+        scale_lr=scale_lr,
     )
     jobs = expand(grid, device=device_kind)
     if dry_run:
@@ -500,6 +558,7 @@ def run(
             max_failures=max_failures,
             address=address,
             console=console,
+            workers_per_job=workers_per_job,
         )
     except KeyboardInterrupt as err:
         raise typer.Exit(getattr(err, "exit_code", 130)) from None

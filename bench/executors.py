@@ -299,8 +299,13 @@ def run_ray(
     max_concurrent: int | None = None,
     max_failures: int = 1,
     live: Live | None = None,
+    workers: Any | None = None,
 ) -> None:
-    """Run ``jobs`` as Ray Tune trials, teachers first; see the module docstring."""
+    """Run ``jobs`` as Ray Tune trials, teachers first; see the module docstring.
+
+    ``workers`` (a :class:`bench.ray_train.Workers` of more than one worker): every job is a Ray Train
+    data-parallel run whose Tune trial is only its driver (:func:`bench.ray_train.train_driver`).
+    """
     import logging
 
     from ray import tune
@@ -335,23 +340,37 @@ def run_ray(
         # a whole node (torch threads follow), a wide student stage one CPU each.
         at_once = min(len(runnable), max_concurrent or len(runnable))
         cpus = cpus_per_job or max(1, min(node_cpus, cluster_cpus // at_once))
-        trainable = tune.with_resources(_ray_trainable, {"cpu": cpus, "gpu": gpus_per_job})
+        space: dict[str, Any] = {
+            "job": tune.grid_search([s.to_dict() for s in runnable]),
+            "output": str(grid.output),
+            "device": device,
+            "cpus": cpus,
+            "claim_token": grid.lock.token if grid.lock is not None else None,
+        }
+        request = {"cpu": cpus, "gpu": gpus_per_job}
+        concurrent = max_concurrent or 0
+        if workers is not None and workers.distributed:
+            from dataclasses import asdict
+
+            from bench.ray_train import driver_resources, jobs_at_once, train_driver
+
+            trainable = tune.with_resources(train_driver, driver_resources())
+            space.update(workers=asdict(workers), max_failures=max_failures)
+            # Driver trials hold nothing: cap them at the jobs whose workers fit, or the rest would only wait.
+            concurrent = min(max_concurrent or 10**6, jobs_at_once(workers))
+            request = {"cpu": workers.cpus * workers.count, "gpu": workers.gpus * workers.count}
+        else:
+            trainable = tune.with_resources(_ray_trainable, request)
         tuner = tune.Tuner(
             trainable,
-            param_space={
-                "job": tune.grid_search([s.to_dict() for s in runnable]),
-                "output": str(grid.output),
-                "device": device,
-                "cpus": cpus,
-                "claim_token": grid.lock.token if grid.lock is not None else None,
-            },
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0, reuse_actors=True),
+            param_space=space,
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}-stage{i}",
                 storage_path=str(grid.output / "ray_results"),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[DriverCallback(grid, refresh, PendingWatch({"cpu": cpus, "gpu": gpus_per_job}))],
+                callbacks=[DriverCallback(grid, refresh, PendingWatch(request))],
                 verbose=0,
             ),
         )

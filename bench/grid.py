@@ -45,6 +45,8 @@ class GridSpec:
     teacher_recipe: dict[str, Any] = field(default_factory=dict)
     preset: str | None = None
     teacher_checkpoints: dict[str, str] = field(default_factory=dict)
+    #: ``linear``: scale the preset's lr with the batch (``--scale-lr``); ``None``: the recipe's lr.
+    scale_lr: str | None = None
 
     def merged(self, **changes: Any) -> GridSpec:
         """A copy with the non-empty ``changes`` applied (dicts are merged, not replaced)."""
@@ -185,7 +187,8 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
             f"--set names method(s) {', '.join(extra_sets)} that the grid does not run "
             f"(methods: {', '.join(methods) or 'vanilla only'})"
         )
-    common = {"task": grid.task, "dataset": dataset, "data_dir": grid.data_dir, "preset": grid.preset, "device": device}
+    common = {"task": grid.task, "dataset": dataset, "data_dir": grid.data_dir, "preset": grid.preset, "device": device,
+              "scale_lr": grid.scale_lr}
 
     jobs: list[JobSpec] = []
     teacher_refs: dict[str, str] = {}

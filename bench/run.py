@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -82,6 +83,7 @@ def run_grid(
     max_failures: int = 1,
     address: str | None = None,
     console: Console | None = None,
+    workers_per_job: int | None = None,
 ) -> int:
     """Run ``jobs`` and return how many failed. Finished jobs (by hash) are skipped, never re-trained.
 
@@ -98,7 +100,18 @@ def run_grid(
         raise UserError(f"unknown executor {executor!r}; valid: ray, local")
     if max_failures < 0:
         raise UserError(f"--max-failures must be >= 0, got {max_failures}")
+    from bench.ray_train import Workers
+
     validate_request(cpus_per_job, gpus_per_job, max_concurrent)
+    workers = Workers.plan(workers_per_job, gpus_per_job, cpus_per_job)
+    if workers.distributed and executor != "ray":
+        raise UserError("jobs of several workers run on Ray Train: use the ray executor (not --executor local)")
+    for job in jobs:
+        if job.recipe["batch_size"] % workers.count:
+            raise UserError(
+                f"batch size {job.recipe['batch_size']} ({job.label}) does not divide over {workers.count} workers: "
+                "the recipe's batch is the global batch; pick a multiple of the worker count"
+            )
     device_tag = check_device(device, executor, gpus_per_job, address)
     if executor == "ray" and device_tag == "cuda" and gpus_per_job == 0:
         gpus_per_job = 1.0
@@ -130,9 +143,15 @@ def run_grid(
             from bench.executors import check_resources, init_ray
 
             console.print(init_ray(address), highlight=False)
-            check_resources(cpus_per_job, gpus_per_job)
+            if workers.distributed:
+                from bench.ray_train import check_cluster
+
+                check_cluster(workers)
+            else:
+                check_resources(cpus_per_job, gpus_per_job)
         with sigterm_as_interrupt():  # again: ray.init replaced the handler
-            return _execute(grid, todo, adopt, executor, cpus_per_job, gpus_per_job, max_concurrent, max_failures)
+            return _execute(grid, todo, adopt, executor, cpus_per_job, gpus_per_job, max_concurrent, max_failures,
+                            workers)  # fmt: skip
 
 
 def _execute(
@@ -144,6 +163,7 @@ def _execute(
     gpus_per_job: float,
     max_concurrent: int | None,
     max_failures: int,
+    workers: Any,
 ) -> int:
     from bench.executors import run_local, run_ray
 
@@ -166,7 +186,8 @@ def _execute(
                         run_local(grid, todo, max_failures=max_failures, live=live)
                     else:
                         run_ray(grid, todo, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
-                                max_concurrent=max_concurrent, max_failures=max_failures, live=live)
+                                max_concurrent=max_concurrent, max_failures=max_failures, live=live,
+                                workers=workers)
                 finally:
                     live.update(grid.view())
         finally:

@@ -123,12 +123,15 @@ def resolve_job(
     hparam_overrides: dict[str, Any] | None = None,
     role: str = "student",
     device: str = "cpu",
+    scale_lr: str | None = None,
 ) -> JobSpec:
     """Resolve defaults (dataset, recipe, method hyper-parameters) into a frozen :class:`JobSpec`.
 
     Validates every name: task, dataset, architectures, method and hyper-parameter names, so a bad
     grid fails before anything trains. ``device`` (``cpu`` or ``cuda``) decides the recipe's ``auto``
     speed settings (see :meth:`tasks.base.Recipe.resolved`), which are part of the job's identity.
+    ``scale_lr="linear"`` scales the preset's learning rate by ``batch / preset batch`` (Goyal et al.'s rule)
+    when the batch is overridden; by default the lr is the recipe's, whatever the batch or worker count.
     """
     from methods.base import check_hparams, default_hparams
 
@@ -153,13 +156,20 @@ def resolve_job(
         teacher, teacher_ref = None, None
         if hparam_overrides:
             raise UserError(f"vanilla runs take no method hyper-parameters (got {', '.join(hparam_overrides)})")
-    recipe = t.recipe(dataset, student, preset).updated(**(recipe_overrides or {}))
+    base = t.recipe(dataset, student, preset)
+    recipe = base.updated(**(recipe_overrides or {}))
+    if scale_lr not in (None, "none", "linear"):
+        raise UserError(f"--scale-lr {scale_lr!r}: expected linear or none")
+    if scale_lr == "linear" and recipe.batch_size != base.batch_size:
+        recipe = recipe.updated(lr=recipe.lr * recipe.batch_size / base.batch_size)
     if recipe.data_pipeline == "device" and dataset not in t.resident_datasets:
         raise UserError(
             f"--data-pipeline device: {dataset!r} is read from files; only in-memory data sets can live on the "
             f"device ({', '.join(t.resident_datasets) or 'none for this task'})"
         )
     recipe = recipe.resolved(device.split(":")[0], dataset in t.resident_datasets)
+    if recipe.sync_bn is None:
+        recipe = recipe.updated(sync_bn=t.sync_bn_default)
     return JobSpec(
         task=task,
         dataset=dataset,

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from bench.build import Built
+from bench.distributed import Dist, PairedStep, all_reduce_mean, wrap_ddp
 from methods.base import Progress
 
 #: On CUDA the loss terms are read (one sync) every this many steps; a NaN is caught at the next read.
@@ -63,8 +64,10 @@ class Stepper:
         precision: str = "fp32",
         compile_mode: str = "off",
         log: Callable[[str], None] = print,
+        dist: Dist | None = None,
     ) -> None:
         self.built, self.optimizer, self.device, self.precision = built, optimizer, device, precision
+        self.dist = dist or Dist()
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.sync_every = 1 if device.type == "cpu" else SYNC_EVERY_CUDA
         self.log = log
@@ -80,6 +83,12 @@ class Stepper:
         if device.type == "cuda":
             # Kernels are picked once per input shape; worth it when the shape never changes.
             torch.backends.cudnn.benchmark = built.task.fixed_input_size
+        self.forward: torch.nn.Module = PairedStep(
+            built.task, built.student, built.teacher, built.method, device, (self.student, self.teacher, self.method)
+        )
+        if self.dist.parallel:
+            unused = built.task.ddp_find_unused or bool(getattr(built.method, "ddp_find_unused", False))
+            self.forward = wrap_ddp(self.forward, device, find_unused=unused)
         self.names: list[str] | None = None
         self.reset()
 
@@ -103,7 +112,7 @@ class Stepper:
         """Read the sums (one sync) when due; raise :class:`NonFinite` naming the terms that went bad."""
         if self._sums is None or not (force or self._unchecked >= self.sync_every):
             return
-        both = torch.stack([self._last, self._sums]).tolist()
+        both = all_reduce_mean(torch.stack([self._last, self._sums]), self.dist.world_size).tolist()
         self._unchecked = 0
         last, sums = both
         self.last_loss = last[-1]
@@ -119,19 +128,15 @@ class Stepper:
         if self._sums is None:
             return {}
         names = [*(self.names or []), "loss"]
-        return {f"train/{k}": v / max(self.steps, 1) for k, v in zip(names, self._sums.tolist(), strict=True)}
+        sums = all_reduce_mean(self._sums.clone(), self.dist.world_size).tolist()  # the mean over ranks
+        return {f"train/{k}": v / max(self.steps, 1) for k, v in zip(names, sums, strict=True)}
 
     # -- the step ----------------------------------------------------------------------------
     def step(self, batch: Any, progress: Progress) -> int:
         """One full training step (forward of both models, method, backward, optimizer); returns the images."""
-        b = self.built
         t0 = time.perf_counter() if self._first else 0.0
         with autocast(self.device, self.precision):
-            out = b.task.paired_forward(self.student, self.teacher, batch, self.device)
-            weight = b.method.task_weight if b.method is not None else 1.0
-            terms = {k: weight * v for k, v in out.losses.items()}
-            if self.method is not None:
-                terms.update(self.method(out.student_taps, out.teacher_taps, out.target, progress))
+            terms, images = self.forward(batch, progress)
         # Summed in float32 whatever the autocast dtype of each term (a no-op in fp32).
         loss = sum(v.float() for v in terms.values())
         self.optimizer.zero_grad(set_to_none=True)
@@ -147,7 +152,7 @@ class Stepper:
             self.compile_time_s = time.perf_counter() - t0
             self._first = False
             self.log(f"torch.compile ({self.compile_mode}): first step took {self.compile_time_s:.1f}s")
-        return out.batch_size
+        return images * self.dist.world_size
 
     # -- evaluation --------------------------------------------------------------------------
     def evaluate(self, model: torch.nn.Module, loader: Any) -> dict[str, float]:

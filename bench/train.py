@@ -26,7 +26,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.build import Built, build_job, build_models, make_optimizer, pick_device, seed_everything, set_lr
-from bench.checkpoint import load_checkpoint, previous_path, read_result, rng_states, save_atomic, set_rng_states
+from bench.checkpoint import load_checkpoint, previous_path, read_result, save_atomic
+from bench.distributed import Dist
 from bench.lock import check_claim, describe_os_error, is_write_error
 from bench.spec import JobSpec, job_dir
 from bench.step import NonFinite, Stepper, autocast
@@ -147,6 +148,7 @@ def run_job(
     on_begin: Callable[[int], None] | None = None,
     claim_token: str | None = None,
     cpus: int | None = None,
+    dist: Dist | None = None,
 ) -> JobResult:
     """Train ``spec`` to completion (resuming from its checkpoint), export the student, return results.
 
@@ -163,6 +165,8 @@ def run_job(
         claim_token: the token of the grid driver that claimed this job (see :mod:`bench.lock`); the job
             refuses to train when another live driver holds its claim.
         cpus: CPUs the job was given (Ray's allocation); DataLoader workers are sized to them.
+        dist: this process's rank in a data-parallel job (:mod:`bench.distributed`); every rank calls
+            ``run_job`` with the same spec, rank 0 writes the files, every rank gets the same result.
 
     Raises:
         JobFailed: the loss became NaN/inf, the job's files cannot be written, or training otherwise
@@ -170,13 +174,17 @@ def run_job(
         UserError: bad input (missing data, teacher checkpoint, unknown names).
     """
     output = Path(output).resolve()
+    dist = dist or Dist()
     dev = device if isinstance(device, torch.device) else pick_device(device)
-    generator = seed_everything(spec.seed)
-    built = build_job(spec, output, dev, generator, cpus)  # bad input fails here, before anything is written
+    generator = seed_everything(spec.seed)  # the models' initial weights: the same on every rank
+    if not dist.main:
+        log = _silent
+    # Bad input fails here, before anything is written.
+    built = build_job(spec, output, dev, generator, cpus, dist, log)
     workdir = job_dir(output, spec.job_hash)
     check_claim(workdir, claim_token)
     try:
-        return _train(spec, built, workdir, dev, generator, reporter, log, on_step, on_begin)
+        return _train(spec, built, workdir, dev, reporter, log, on_step, on_begin)
     except NonFinite as err:
         raise JobFailed(str(err)) from None
     except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError around the OSError
@@ -186,12 +194,15 @@ def run_job(
         raise
 
 
+def _silent(_message: str) -> None:
+    """The log of ranks other than 0 (rank 0 speaks for the job)."""
+
+
 def _train(
     spec: JobSpec,
     built: Built,
     workdir: Path,
     dev: torch.device,
-    generator: torch.Generator,
     reporter: Reporter | None,
     log: Callable[[str], None],
     on_step: Callable[[int, int, int, float], None] | None,
@@ -200,12 +211,16 @@ def _train(
     recipe = spec.recipe_obj()
     if recipe.precision == "auto":  # a spec written before recipes were resolved at planning time
         recipe = recipe.resolved(dev.type, spec.dataset in built.task.resident_datasets)
-    workdir.mkdir(parents=True, exist_ok=True)
-    save_atomic(json.dumps(spec.to_dict(), indent=2, default=str), workdir / "config.json")
-    log = _tee(log, workdir / "train.log")
-    log(f"[{spec.label}] job {spec.job_hash} on {dev} in {workdir} ({recipe.precision}, data {recipe.data_pipeline})")
+    main = built.dist.main
+    if main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        save_atomic(json.dumps(spec.to_dict(), indent=2, default=str), workdir / "config.json")
+        log = _tee(log, workdir / "train.log")
+    workers = f", {built.dist.world_size} workers" if built.dist.parallel else ""
+    log(f"[{spec.label}] job {spec.job_hash} on {dev}{workers} in {workdir} ({recipe.precision}, "
+        f"data {recipe.data_pipeline})")  # fmt: skip
     optimizer = make_optimizer(recipe, built.student, built.method, dev)
-    stepper = Stepper(built, optimizer, dev, recipe.precision, recipe.compile, log)
+    stepper = Stepper(built, optimizer, dev, recipe.precision, recipe.compile, log, built.dist)
     iters = len(built.train_loader) if recipe.max_steps is None else min(recipe.max_steps, len(built.train_loader))
 
     start_epoch, history, best, extra = 1, [], {}, {}
@@ -218,8 +233,6 @@ def _train(
         optimizer.load_state_dict(state["optimizer"])
         _lr_on_device(optimizer, dev)
         stepper.load_state_dict(state.get("step"))
-        set_rng_states(state["rng"])
-        generator.set_state(state["loader_rng"])
         start_epoch, history, best, extra = state["epoch"] + 1, state["history"], state["best"], state["extra"]
         log(f"[{spec.label}] resumed from epoch {state['epoch']}")
     elif built.teacher is not None:
@@ -235,6 +248,7 @@ def _train(
         torch.cuda.reset_peak_memory_stats(dev)
     lr = recipe.lr
     for epoch in range(start_epoch, recipe.epochs + 1):
+        built.start_epoch(epoch)
         built.student.train()
         if built.method is not None:
             built.method.train()
@@ -265,40 +279,42 @@ def _train(
             metrics.update({f"val/{k}": v for k, v in val.items()})
             if val[primary] > best.get(primary, -math.inf):
                 best = {**val, "epoch": epoch}
-                save_atomic(_export(spec, built), workdir / "student_best.pt")
+                if main:
+                    save_atomic(_export(spec, built), workdir / "student_best.pt")
         metrics["epoch"] = epoch
         history.append(metrics)
         extra.update(train_time=train_time, train_images=train_images)
         if stepper.compile_time_s:
             extra["compile_time_s"] = extra.get("compile_time_s", 0.0) + stepper.compile_time_s
             stepper.compile_time_s = 0.0
-        save_atomic(
-            {
-                "student": built.student.state_dict(),
-                "method": built.method.state_dict() if built.method is not None else None,
-                "optimizer": optimizer.state_dict(),
-                "step": stepper.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "best": best,
-                "extra": extra,
-                "rng": rng_states(),
-                "loader_rng": generator.get_state(),
-                "spec": spec.to_dict(),
-            },
-            ckpt_path,
-            keep_previous=True,
-        )
+        if main:  # every rank holds the same state; rank 0 writes it
+            save_atomic(
+                {
+                    "student": _unwrapped_state(built.student),
+                    "method": _unwrapped_state(built.method) if built.method is not None else None,
+                    "optimizer": optimizer.state_dict(),
+                    "step": stepper.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                    "best": best,
+                    "extra": extra,
+                    "spec": spec.to_dict(),
+                },
+                ckpt_path,
+                keep_previous=True,
+            )
         shown = " ".join(
             f"{k.replace('/', '_')}={v:.4g}" for k, v in metrics.items() if k == "train/loss" or k.startswith("val/")
         )
         log(f"[{spec.label}] epoch {epoch}/{recipe.epochs} {shown} ({elapsed:.1f}s)")
         if reporter is not None:
             reporter(epoch, metrics, ckpt_path)
-        _crash_hook(workdir, epoch, spec.method)
+        if main:
+            _crash_hook(workdir, epoch, spec.method)
 
     student_path = workdir / "student.pt"
-    save_atomic(_export(spec, built), student_path)
+    if main:
+        save_atomic(_export(spec, built), student_path)
     last = {k.removeprefix("val/"): v for k, v in history[-1].items() if k.startswith("val/")}
     summary = {f"best_{k}": v for k, v in best.items() if k != "epoch"}
     summary.update({f"last_{k}": v for k, v in last.items()})
@@ -309,8 +325,15 @@ def _train(
         summary["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     summary.update({k: v for k, v in extra.items() if k.startswith("teacher_") or k == "compile_time_s"})
     result = JobResult(spec.job_hash, "FINISHED", summary, history, str(student_path))
-    save_atomic(json.dumps(result.to_dict(), indent=2), workdir / "result.json")
+    if main:
+        save_atomic(json.dumps(result.to_dict(), indent=2), workdir / "result.json")
+    built.dist.barrier()  # the files exist for every rank (and the driver) once any rank returns
     return result
+
+
+def _unwrapped_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict whose keys do not depend on SyncBN conversion (same keys) or wrappers (``module.``)."""
+    return {k.removeprefix("module."): v for k, v in module.state_dict().items()}
 
 
 def _lr_on_device(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -334,7 +357,7 @@ def _tee(log: Callable[[str], None], path: Path) -> Callable[[str], None]:
 def _export(spec: JobSpec, built: Built) -> dict[str, Any]:
     """The student's weights only (no method extras, no optimiser), plus what it is."""
     return {
-        "student": built.student.state_dict(),
+        "student": _unwrapped_state(built.student),
         "arch": spec.student,
         "task": spec.task,
         "dataset": spec.dataset,

@@ -70,6 +70,9 @@ class Recipe:
     channels_last: bool | None = None
     compile: str = "off"
     data_pipeline: str = "auto"
+    #: BatchNorm statistics over the global batch when a job runs on several workers (``None``: the task's
+    #: default, on for segmentation as published); no effect on one worker.
+    sync_bn: bool | None = None
     eval_batch_size: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -100,8 +103,9 @@ class Recipe:
         for name, valid in (("precision", PRECISIONS), ("compile", COMPILE_MODES), ("data_pipeline", PIPELINES)):
             if getattr(self, name) not in valid:
                 raise UserError(f"recipe {name} {getattr(self, name)!r} is not valid; valid: {', '.join(valid)}")
-        if self.channels_last is not None and not isinstance(self.channels_last, bool):
-            raise UserError(f"recipe channels_last must be true, false or null (auto), got {self.channels_last!r}")
+        for name in ("channels_last", "sync_bn"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise UserError(f"recipe {name} must be true, false or null (auto), got {getattr(self, name)!r}")
         ebs = self.eval_batch_size
         if ebs is not None and (not isinstance(ebs, int) or isinstance(ebs, bool) or ebs < 1):
             raise UserError(f"recipe eval_batch_size must be an integer >= 1, got {self.eval_batch_size!r}")
@@ -226,6 +230,10 @@ class Task(ABC):
     eval_autocast: ClassVar[bool] = True
     #: whether training batches have one fixed shape (then ``cudnn.benchmark`` picks kernels once).
     fixed_input_size: ClassVar[bool] = True
+    #: whether some student parameters get no gradient in a step (DDP must then look for them, at a cost).
+    ddp_find_unused: ClassVar[bool] = False
+    #: whether data-parallel training converts BatchNorm to SyncBatchNorm by default (recipe ``sync_bn``).
+    sync_bn_default: ClassVar[bool] = False
 
     def check_names(self, dataset: str, *archs: str | None) -> None:
         """``UserError`` naming the valid choices for an unknown dataset or architecture (``None`` is skipped)."""
@@ -342,6 +350,39 @@ class Task(ABC):
     ) -> Any:
         """A random batch shaped like ``dataset``'s (for ``arch``'s input size), for ``diffbench speed``."""
         raise UserError(f"task {self.name!r} has no synthetic batches")
+
+
+# -- data-parallel evaluation --------------------------------------------------------------------
+def world_size() -> int:
+    """Ranks of the current ``torch.distributed`` group (1 when there is none)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over every rank (in place; unchanged without a process group).
+
+    A task's :meth:`Task.evaluate` sums its counts with it, so a data-parallel evaluation over disjoint
+    shards gives exactly the single-process numbers (top-1 hits, confusion matrices).
+    """
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def gather_lists(items: list[Any]) -> list[Any]:
+    """Every rank's ``items`` concatenated in rank order (unchanged without a process group): detections
+    are gathered like this before COCOeval, which needs all of them at once."""
+    if world_size() == 1:
+        return items
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * world_size()
+    dist.all_gather_object(parts, items)
+    return [x for part in parts for x in part]
 
 
 _TASKS: dict[str, Task] = {}

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from methods.base import TapSpec, UserError
-from tasks.base import DataBundle, PairedOutput, Recipe, Task, register_task
+from tasks.base import DataBundle, PairedOutput, Recipe, Task, all_reduce_sum, register_task
 from tasks.classification import data as cdata
 from tasks.classification import resident
 from tasks.classification.models import zoo
@@ -175,7 +175,7 @@ class ClassificationTask(Task):
             rows = torch.full((), labels.numel(), device=device)  # a kernel argument, not a host->device copy
             sums += torch.stack([hit[:, 0].sum(), hit.any(dim=1).sum(), ce, rows]).double()
         model.train(was_training)
-        correct1, correct5, loss_sum, total = sums.tolist()
+        correct1, correct5, loss_sum, total = all_reduce_sum(sums).tolist()  # over every rank's shard
         if total == 0:
             raise UserError("the validation split is empty")
         return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total, "loss": loss_sum / total}

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tasks.base import gather_lists
+
 #: COCOeval's ``stats[0:6]`` in order, under the names :meth:`DetectionTask.evaluate` reports.
 METRICS = ("bbox_AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -99,4 +101,5 @@ def evaluate_detector(
             seen += ids
     finally:
         model.train(was_training)
-    return coco_box_ap(coco_gt, results, seen)
+    # Data-parallel evaluation: every rank scored a disjoint shard; COCOeval needs all detections at once.
+    return coco_box_ap(coco_gt, gather_lists(results), gather_lists(seen))

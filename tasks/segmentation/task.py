@@ -54,7 +54,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from methods.base import TapSpec, UserError
-from tasks.base import DataBundle, PairedOutput, Recipe, Task, register_task
+from tasks.base import DataBundle, PairedOutput, Recipe, Task, all_reduce_sum, register_task
 from tasks.segmentation import data as D
 from tasks.segmentation.metrics import confusion_counts, segmentation_metrics
 from tasks.segmentation.models import ARCHS, OUTPUT_STRIDE, arch_spec, build_model
@@ -161,6 +161,7 @@ class SegmentationTask(Task):
     """Semantic segmentation (see the module docstring for taps, losses, defaults and evaluation)."""
 
     name: ClassVar[str] = "segmentation"
+    sync_bn_default: ClassVar[bool] = True  # the published Cityscapes/ADE20K setting (8 GPUs x 2 images, SyncBN)
     datasets: ClassVar[tuple[str, ...]] = ("shapes", "cityscapes", "ade20k")
     default_dataset: ClassVar[str] = "shapes"
     primary_metric: ClassVar[str] = "mIoU"
@@ -369,9 +370,13 @@ class SegmentationTask(Task):
                     model.tap_recorder.pop()  # hooks fire in eval too; do not keep the tensors
         finally:
             model.train(was_training)
-        if counts is None:
+        if counts is None:  # a rank whose shard is empty still joins the sum (it needs the class count)
+            if not names:
+                raise UserError("segmentation evaluation got an empty validation set (or fewer images than workers)")
+            counts = torch.zeros(len(names) ** 2 + 1, dtype=torch.int64, device=device)
+        counts = all_reduce_sum(counts).cpu()  # over every rank's shard
+        if not int(counts.sum()):
             raise UserError("segmentation evaluation got an empty validation set")
-        counts = counts.cpu()
         k = int(round((counts.numel() - 1) ** 0.5))
         if int(counts[-1]):
             raise UserError(f"segmentation labels outside [0, {k}) that are not the ignore value {D.IGNORE_INDEX}")

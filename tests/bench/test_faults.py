@@ -316,6 +316,13 @@ def test_sigterm_stops_the_whole_ui_process_group(tmp_path):
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "ui", "--output", str(out), "--port", str(port)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        _check_ui_stops(proc, port)
+    finally:  # whatever failed above, leave no server behind
+        subprocess.run(["pkill", "-f", "--", f"--port {port}"], capture_output=True)
+
+
+def _check_ui_stops(proc: subprocess.Popen, port: int) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
