@@ -2,8 +2,10 @@
 
 Recipes follow the papers: mdistiller's CIFAR-100 recipe (SGD 0.9, batch 64, 240 epochs, lr 0.05 or
 0.01 for MobileNetV2/ShuffleNet students, ×0.1 at 150/180/210, wd 5e-4) and the standard ImageNet
-one (100 epochs, step 30/60/90, wd 1e-4, batch 256 lr 0.1 or batch 512 lr 0.2). ``digits`` has a
-small CPU recipe so the embedded default trains in minutes.
+one (100 epochs, step 30/60/90, wd 1e-4, batch 256 lr 0.1 or batch 512 lr 0.2; mdistiller's), and
+``imagenet-diffkd``, DiffKD's official B1 recipe, which differs in its optimizer: Nesterov SGD and no
+weight decay on biases and BatchNorm weights. A fair table runs every method with one of them.
+``digits`` has a small CPU recipe so the embedded default trains in minutes.
 
 Method defaults per data set: KD T=4, CE 0.1 / KD 0.9 on CIFAR-style data and T=1, 0.5 / 0.5 on
 ImageNet (mdistiller); DKD's per-pair β, T and warm-up from :func:`methods.dkd.dkd_defaults`;
@@ -65,7 +67,7 @@ class ClassificationTask(Task):
     default_dataset = "digits"
     primary_metric = "top1"
     metrics = ("top1", "top5")
-    presets = ("cifar100", "imagenet", "imagenet-b512", "digits", "smoke")
+    presets = ("cifar100", "imagenet", "imagenet-b512", "imagenet-diffkd", "digits", "smoke")
     #: in-memory data sets whose splits implement the protocol of :mod:`tasks.classification.resident`.
     resident_datasets = ("cifar100", "digits", "synthetic")
 
@@ -114,6 +116,12 @@ class ClassificationTask(Task):
         if preset == "cifar100":
             return Recipe(epochs=240, batch_size=64, lr=0.01 if student in _LOW_LR_STUDENTS else 0.05,
                           weight_decay=5e-4, milestones=(150, 180, 210), num_workers=4)
+        if preset == "imagenet-diffkd":
+            # DiffKD's official B1 recipe (image_classification_sota configs/strategies/distill/diffkd/diffkd_b1.yaml,
+            # lib/utils/optim.py, tools/train.py): 8 GPUs x 32, SGD lr 0.1 *Nesterov*, wd 1e-4 but none on biases and
+            # 1-D (BN) parameters, x0.1 every 30 epochs, 100 epochs, no warm-up. Any method can run with it.
+            return Recipe(epochs=100, batch_size=256, lr=0.1, weight_decay=1e-4, nesterov=True, weight_decay_1d=False,
+                          milestones=(30, 60, 90), num_workers=8)
         if preset in ("imagenet", "imagenet-b512"):
             big = preset == "imagenet-b512"
             return Recipe(epochs=100, batch_size=512 if big else 256, lr=0.2 if big else 0.1, weight_decay=1e-4,
