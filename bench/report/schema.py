@@ -6,6 +6,7 @@ importing each other.
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 #: The primary metric of each task: it picks the summary metric and the reference rows that apply.
@@ -14,8 +15,9 @@ PRIMARY_METRIC: dict[str, str] = {"classification": "top1", "detection": "bbox_A
 #: Method columns come in this order (others follow alphabetically), as in the DiffKD tables.
 METHOD_ORDER: tuple[str, ...] = ("vanilla", "kd", "dkd", "fitnet", "diffkd")
 
-#: Where the published numbers live in a source checkout.
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "results" / "reference" / "published.csv"
+#: The published numbers: package data of :mod:`bench.reference`, so an installed wheel has them too (pip unpacks
+#: wheels, hence a real file path).
+DEFAULT_REFERENCE = Path(str(files("bench.reference").joinpath("published.csv")))
 
 FORMATS: tuple[str, ...] = ("markdown", "csv", "html", "latex", "json")
 EPOCHS: tuple[str, ...] = ("best", "last")

@@ -1,6 +1,6 @@
 """Published numbers appear only beside runs trained with the paper's recipe preset (``--published match``).
 
-Uses the shipped ``results/reference/published.csv``: RepDistiller/mdistiller's CIFAR-100 numbers were
+Uses the shipped ``bench/reference/published.csv`` (package data): RepDistiller/mdistiller's CIFAR-100 numbers were
 obtained with the ``cifar100`` recipe (240 epochs, lr 0.05, batch 64).
 """
 
