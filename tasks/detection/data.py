@@ -153,9 +153,10 @@ class _quiet:
 
 # -- the embedded "shapes" set ---------------------------------------------------------------------
 def default_shapes_dir() -> Path:
-    """``$XDG_CACHE_HOME/diffbench/shapes-det`` (``~/.cache/...``): generated once, reused by every run."""
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "diffbench" / "shapes-det"
+    """``<cache>/shapes-det`` (:func:`tasks.cache.cache_dir`): generated once, reused by every run."""
+    from tasks.cache import cache_dir
+
+    return cache_dir() / "shapes-det"
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, size: float, colour: tuple) -> list[float]:

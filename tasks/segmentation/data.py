@@ -21,7 +21,6 @@ they are run (whole image or sliding window) is the val set's ``eval_cfg``.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -276,8 +275,10 @@ def ade20k_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
 
 # -- shapes generator ------------------------------------------------------------------------------
 def default_cache_dir() -> Path:
-    """``$DIFFBENCH_CACHE`` or ``~/.cache/diffbench``."""
-    return Path(os.environ.get("DIFFBENCH_CACHE") or Path.home() / ".cache" / "diffbench")
+    """diffbench's cache folder (:func:`tasks.cache.cache_dir`: ``$DIFFBENCH_CACHE`` or the XDG default)."""
+    from tasks.cache import cache_dir
+
+    return cache_dir()
 
 
 #: Typical colour of each shape class (circle reddish, rectangle greenish, triangle bluish). A shape takes
