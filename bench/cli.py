@@ -82,48 +82,8 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def split_list(values: list[str] | None) -> list[str]:
-    """Comma lists and repeated flags both work: ``--methods kd,dkd --methods fitnet``."""
-    out: list[str] = []
-    for v in values or []:
-        out += [x.strip() for x in v.split(",") if x.strip()]
-    return list(dict.fromkeys(out))
-
-
-def parse_sets(values: list[str] | None, default_scope: str | None = None) -> dict[str, dict[str, Any]]:
-    """``--set dkd.beta=6 --set kd.temperature=2`` → ``{"dkd": {"beta": 6}, "kd": {"temperature": 2}}``.
-
-    Values are parsed as YAML scalars (numbers, booleans, null). Without a ``method.`` prefix the
-    setting goes to ``default_scope`` (the single method of ``diffbench train``).
-    """
-    import yaml
-
-    out: dict[str, dict[str, Any]] = {}
-    for item in values or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set {item!r}: expected method.name=value, e.g. --set dkd.beta=6")
-        scope, dot, name = key.rpartition(".")
-        if not dot:
-            if default_scope is None:
-                raise UserError(f"--set {item!r}: name the method, e.g. --set dkd.{key}={raw}")
-            scope, name = default_scope, key
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        out.setdefault(scope, {})[name] = value
-    return out
-
-
-def _train_sets(sets: list[str] | None, method: str) -> dict[str, Any] | None:
-    """``diffbench train``'s ``--set``: settings of the one method trained (a prefix naming another is an error)."""
-    parsed = parse_sets(sets, default_scope=method)
-    other = sorted(set(parsed) - {method})
-    if other:
-        raise UserError(f"--set names {', '.join(other)}, but this job trains {method!r}")
-    return parsed.get(method)
-
+# The one schema and the one --set syntax (see bench.config); re-exported for the commands below.
+from bench.config import effective, parse_sets, split_list  # noqa: E402
 
 TaskOpt = Annotated[str, typer.Option("--task", help="classification | detection | segmentation")]
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Data set name; default: the task's embedded one.")]
@@ -157,31 +117,30 @@ DataPipelineOpt = Annotated[
 ]
 
 
-def speed_settings(
-    precision: str | None, channels_last: str | None, compile_mode: str | None, data_pipeline: str | None,
-    sync_bn: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """The recipe fields of the speed flags (``None`` where a flag was not given)."""
-    for flag, value in (("--channels-last", channels_last), ("--sync-bn", sync_bn)):
-        if value not in (None, "auto", "on", "off"):
-            raise UserError(f"{flag} {value!r}: expected auto, on or off")
-    out: dict[str, Any] = {
-        "precision": precision,
-        "compile": {"on": "default"}.get(compile_mode, compile_mode) if compile_mode else None,
-        "data_pipeline": data_pipeline,
-    }
-    if channels_last is not None:
-        out["channels_last"] = {"on": True, "off": False, "auto": None}[channels_last]
-    if sync_bn is not None:
-        out["sync_bn"] = {"on": True, "off": False, "auto": None}[sync_bn]
-    return out
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder (jobs, MLflow store, reports).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="SCOPE.NAME=VALUE, scope a method, recipe or teacher: --set dkd.beta=6, "
+                 "--set recipe.weight_decay=1e-4, --set teacher.epochs=40 (repeatable)."),
+]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Training epochs (default: the recipe preset's).")]
+BatchOpt = Annotated[
+    int | None, typer.Option("--batch-size", help="Global batch size (default: the recipe preset's).")
+]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Base learning rate (default: the recipe preset's).")]
+MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Cap on steps per epoch (smoke runs).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="experiment.yaml: keys are this command's option names.")
+]
+TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server; default: OUTPUT/mlflow.db.")]
+ExperimentOpt = Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")]
 
 
 @app.command()
 @user_errors
 def train(
-    student: Annotated[str, typer.Option("--student", help="Student architecture.")],
+    ctx: typer.Context,
+    student: Annotated[str | None, typer.Option("--student", help="Student architecture.")] = None,
     task: TaskOpt = "classification",
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
@@ -190,16 +149,16 @@ def train(
     teacher_checkpoint: Annotated[
         Path | None, typer.Option("--teacher-checkpoint", help="Teacher weights (mdistiller, torchvision or ours).")
     ] = None,
-    sets: Annotated[list[str] | None, typer.Option("--set", help="Method hyper-parameter, e.g. --set beta=6.")] = None,
+    sets: SetOpt = None,
     preset: Annotated[
         str | None, typer.Option("--preset", help="Recipe preset (see `diffbench list presets`).")
     ] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    lr: Annotated[float | None, typer.Option("--lr")] = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    lr: LrOpt = None,
     num_workers: Annotated[int | None, typer.Option("--num-workers", help="Data-loader worker processes.")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on steps per epoch (smoke runs).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="The job's random seed.")] = 0,
+    max_steps: MaxStepsOpt = None,
     precision: PrecisionOpt = None,
     channels_last: ChannelsLastOpt = None,
     compile_mode: CompileOpt = None,
@@ -209,104 +168,89 @@ def train(
     ] = 1,
     scale_lr: ScaleLrOpt = None,
     sync_bn: SyncBnOpt = None,
+    config: ConfigOpt = None,
     output: OutputOpt = Path("results"),
+    tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = "diffbench",
     device: DeviceOpt = "auto",
 ) -> None:
-    """Train one job in-process: a vanilla student, or a student distilled from a teacher checkpoint.
+    """Train one job in this process: a vanilla student, or a student distilled from a teacher checkpoint.
 
-    Prints per-epoch progress; writes the checkpoint, metrics and the exported student
-    (student weights only) to OUTPUT/jobs/<job hash>/. With --workers N the job runs as N data-parallel
+    A grid of one job: it takes the output folder's lock, logs an MLflow run that `diffbench report`
+    shows, and resumes from its checkpoint when run again. Writes the checkpoint, metrics and the exported
+    student (weights only) to OUTPUT/jobs/<job hash>/. With --workers N the job runs as N data-parallel
     workers on Ray Train (one GPU each on CUDA, gloo on CPU), the recipe's batch split between them.
     """
-    from bench.spec import VANILLA, resolve_job
-    from bench.train import JobFailed, pick_device, run_job
+    from bench.cli_run import train_job
 
-    if method != VANILLA and teacher_checkpoint is None:
-        raise UserError(
-            f"method {method!r} needs --teacher and --teacher-checkpoint (or use `diffbench run`, "
-            "which trains missing teachers)"
-        )
-    if teacher_checkpoint is not None and not teacher_checkpoint.is_file():
-        raise UserError(f"teacher checkpoint {str(teacher_checkpoint)!r} does not exist")
-    spec = resolve_job(
-        task=task,
-        dataset=dataset,
-        student=student,
-        method=method,
-        teacher=teacher,
-        teacher_ref=f"file:{teacher_checkpoint.resolve()}" if teacher_checkpoint else None,
-        seed=seed,
-        data_dir=data_dir,
-        preset=preset,
-        recipe_overrides={
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "num_workers": num_workers,
-            "max_steps": max_steps,
-            **speed_settings(precision, channels_last, compile_mode, data_pipeline, sync_bn),
-        },
-        hparam_overrides=_train_sets(sets, method),
-        device=pick_device(device).type,
-        scale_lr=scale_lr,
-    )
-    if workers != 1:
-        _train_workers(spec, output, workers, pick_device(device).type)
+    p = effective(ctx, config)
+    if not p.get("student"):
+        raise UserError("train needs --student (or `student:` in --config)")
+    spec = train_job(p)
+    if p["workers"] != 1:
+        _train_workers(spec, p["output"], p["workers"], p["device"])
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from bench.config import command_line
+    from bench.run import run_grid
 
-    columns = (
-        TextColumn("epoch {task.fields[epoch]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4g}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
-        task_id = bar.add_task("train", total=None, epoch=0, loss=float("nan"))
+    code = _grid_exit(lambda: run_grid([spec], output=p["output"], executor="local", tracking_uri=p.get("tracking_uri"),
+                                       experiment=p["experiment"], device=p["device"], console=console,
+                                       max_failures=0, step_progress=True, command=command_line(ctx, p)))  # fmt: skip
+    from bench.spec import job_dir
+    from bench.train import read_result
 
-        def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
-            bar.update(task_id, completed=step, total=steps, epoch=epoch, loss=loss)
-
-        try:
-            result = run_job(spec, output, device=device, log=console.print, on_step=on_step)
-        except JobFailed as err:
-            err_console.print(f"[bold red]job failed:[/] {err}")
-            raise typer.Exit(1) from None
-    table = Table(title=spec.label)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in result.metrics.items():
-        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
-    console.print(table)
-    console.print(f"student weights: {result.student_path}")
+    result = read_result(job_dir(Path(p["output"]).resolve(), spec.job_hash))
+    if result is not None:
+        _result_table(spec.label, result)
+    raise typer.Exit(code)
 
 
-def _train_workers(spec: Any, output: Path, workers: int, device_type: str) -> None:
-    """``diffbench train --workers N``: the job as one Ray Train run on a local Ray instance."""
-    from bench.executors import init_ray
-    from bench.lock import check_writable
-    from bench.ray_train import Workers, train_one
-    from bench.train import JobFailed
-
-    if workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}")
-    if spec.recipe["batch_size"] % workers:
-        raise UserError(f"batch size {spec.recipe['batch_size']} does not divide over {workers} workers")
-    output = check_writable(output)
-    console.print(init_ray(None), highlight=False)
-    try:
-        result = train_one(spec, output, Workers(workers, 1.0, 1.0 if device_type == "cuda" else 0.0))
-    except JobFailed as err:
-        err_console.print(f"[bold red]job failed:[/] {err}", highlight=False)
-        raise typer.Exit(1) from None
-    table = Table(title=f"{spec.label} ({workers} workers)")
+def _result_table(title: str, result: dict[str, Any]) -> None:
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in result["metrics"].items():
         table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     console.print(table)
-    console.print(f"student weights: {result['student_path']}")
+    console.print(f"student weights: {result['student_path']}", highlight=False)
+
+
+def _grid_exit(start: Callable[[], int]) -> int:
+    """Run a grid; its exit code: 0, 1 (jobs failed), 3 (storage), 130 (Ctrl-C) or 143 (SIGTERM)."""
+    from bench.cli_run import EXIT_JOBS_FAILED
+    from bench.run import EXIT_STORAGE, StorageFull
+
+    try:
+        failed = start()
+    except KeyboardInterrupt as err:
+        return getattr(err, "exit_code", 130)
+    except StorageFull as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return EXIT_STORAGE
+    return EXIT_JOBS_FAILED if failed else 0
+
+
+def _train_workers(spec: Any, output: Path, workers: int, device: str) -> None:
+    """``diffbench train --workers N``: the job as one Ray Train run on a local Ray instance."""
+    from bench.executors import init_ray
+    from bench.lock import OutputLock, check_writable
+    from bench.ray_train import Workers, train_one
+    from bench.train import JobFailed, pick_device
+
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if spec.recipe["batch_size"] % workers:
+        raise UserError(f"batch size {spec.recipe['batch_size']} does not divide over {workers} workers")
+    gpus = 1.0 if pick_device(device).type == "cuda" else 0.0
+    output = check_writable(output)
+    with OutputLock(output):
+        console.print(init_ray(None), highlight=False)
+        try:
+            result = train_one(spec, output, Workers(workers, 1.0, gpus))
+        except JobFailed as err:
+            err_console.print(f"[bold red]job failed:[/] {err}", highlight=False)
+            raise typer.Exit(1) from None
+    _result_table(f"{spec.label} ({workers} workers)", result)
 
 
 @app.command("eval")
@@ -414,6 +358,7 @@ def speed(
 @app.command()
 @user_errors
 def run(
+    ctx: typer.Context,
     task: Annotated[str | None, typer.Option("--task", help="classification | detection | segmentation")] = None,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
@@ -423,14 +368,14 @@ def run(
     methods: Annotated[
         list[str] | None, typer.Option("--methods", help="kd,dkd,fitnet,diffkd (vanilla is always added).")
     ] = None,
-    seeds: Annotated[int | None, typer.Option("--seeds", help="Seeds per pair and method.")] = None,
-    sets: Annotated[
-        list[str] | None, typer.Option("--set", help="Hyper-parameter override, e.g. --set dkd.beta=6.")
+    seeds: Annotated[
+        str | None, typer.Option("--seeds", help="A count (3: seeds 0,1,2) or a comma list of seeds (0,5,7).")
     ] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    lr: Annotated[float | None, typer.Option("--lr")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="experiment.yaml with the same keys.")] = None,
+    sets: SetOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    lr: LrOpt = None,
+    config: ConfigOpt = None,
     preset: Annotated[
         str | None,
         typer.Option("--preset", help="Named grid: default, smoke, cifar100, imagenet, detection, segmentation."),
@@ -441,17 +386,21 @@ def run(
     teacher_checkpoint: Annotated[
         list[str] | None, typer.Option("--teacher-checkpoint", help="ARCH=PATH: use these teacher weights.")
     ] = None,
-    executor: Annotated[str, typer.Option("--executor", help="ray | local")] = "ray",
+    executor: Annotated[
+        str, typer.Option("--executor", help="ray | local (one job at a time, in this process)")
+    ] = "ray",
     cpus_per_job: Annotated[
         float | None, typer.Option("--cpus-per-job", help="Default: the cluster's CPUs shared by the stage's jobs.")
     ] = None,
     gpus_per_job: Annotated[float, typer.Option("--gpus-per-job", help="Fractions share a GPU, e.g. 0.25.")] = 0.0,
-    max_concurrent: Annotated[int | None, typer.Option("--max-concurrent")] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option("--max-concurrent", help="Jobs at once (default: as many as fit).")
+    ] = None,
     max_failures: Annotated[
         int, typer.Option("--max-failures", min=0, help="Retries of a crashed job (from its checkpoint).")
     ] = 1,
     address: Annotated[str | None, typer.Option("--address", help="Join a Ray cluster: auto or HOST:PORT.")] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on steps per epoch (smoke runs).")] = None,
+    max_steps: MaxStepsOpt = None,
     precision: PrecisionOpt = None,
     channels_last: ChannelsLastOpt = None,
     compile_mode: CompileOpt = None,
@@ -464,109 +413,29 @@ def run(
     scale_lr: ScaleLrOpt = None,
     sync_bn: SyncBnOpt = None,
     output: OutputOpt = Path("results"),
-    tracking_uri: Annotated[
-        str | None, typer.Option("--tracking-uri", help="MLflow server; default: OUTPUT/mlflow.db.")
-    ] = None,
-    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "diffbench",
+    tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = "diffbench",
     device: DeviceOpt = "auto",
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue a grid (the default behaviour: finished jobs are skipped).")
+    rerun: Annotated[
+        bool, typer.Option("--rerun", help="Train matching jobs again from scratch; their old runs are kept, "
+                           "marked superseded. (Without it, finished jobs are skipped and unfinished ones resume.)")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded grid and exit.")] = False,
 ) -> None:
     """Run a grid: teachers first, then vanilla and distilled students, every job recorded in MLflow.
 
-    With no arguments: the embedded default (classification on digits, methods vanilla, kd, dkd,
-    fitnet, diffkd). Re-running the same command skips finished jobs and resumes interrupted ones.
+    With no arguments: the embedded default (classification, methods vanilla, kd, dkd, fitnet, diffkd).
+    Re-running the same command skips finished jobs and resumes interrupted ones. --config takes an
+    experiment.yaml whose keys are these options' names (batch_size, set, teacher_checkpoint, ...);
+    flags given on the command line win over it. The resolved configuration of every grid is written to
+    OUTPUT/grids/<grid hash>.yaml and to the grid's MLflow run.
     Exit code: 0 when every job finished, 1 when some failed, 2 for bad input (nothing started),
     3 when the output folder or MLflow store stopped taking writes, 130 after Ctrl-C, 143 after SIGTERM.
     """
-    from bench.grid import GridSpec, expand, grid_from_preset, load_config, parse_pair
-    from bench.preflight import check_device
+    from bench.cli_run import run_command
 
-    if executor not in ("ray", "local"):
-        raise UserError(f"unknown executor {executor!r}; valid: ray, local")
-    from bench.executors import validate_request
-
-    validate_request(cpus_per_job, gpus_per_job, max_concurrent)
-    device_kind = check_device(device, executor, gpus_per_job, address).split(":")[0]
-    grid = grid_from_preset(preset) if preset else GridSpec()
-    if config is not None:
-        grid = grid.merged(**load_config(config))
-    elif preset is None and task is not None:
-        grid = GridSpec(task=task)
-    checkpoints = {}
-    for item in teacher_checkpoint or []:
-        arch, sep, path = item.partition("=")
-        if not sep or not arch or not path:
-            raise UserError(f"--teacher-checkpoint {item!r}: expected ARCH=PATH")
-        checkpoints[arch] = path
-    grid = grid.merged(
-        task=task,
-        dataset=dataset,
-        data_dir=str(data_dir.resolve()) if data_dir else None,
-        pairs=tuple(parse_pair(p) for p in split_list(pairs)),
-        methods=tuple(split_list(methods)),
-        seeds=seeds,
-        sets=parse_sets(sets),
-        recipe={
-            k: v
-            for k, v in {
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "lr": lr,
-                "max_steps": max_steps,
-                **speed_settings(precision, channels_last, compile_mode, data_pipeline, sync_bn),
-            }.items()
-            if v is not None
-        },
-        preset=recipe,
-        teacher_checkpoints=checkpoints,
-        scale_lr=scale_lr,
-    )
-    jobs = expand(grid, device=device_kind)
-    if dry_run:
-        table = Table(title=f"{len(jobs)} jobs")
-        for col in ("hash", "role", "method", "teacher", "student", "seed", "epochs", "hyper-parameters"):
-            table.add_column(col)
-        for j in jobs:
-            table.add_row(
-                j.job_hash,
-                j.role,
-                j.method,
-                j.teacher or "",
-                j.student,
-                str(j.seed),
-                str(j.recipe.get("epochs")),
-                ", ".join(f"{k}={v}" for k, v in j.hparams),
-            )
-        console.print(table)
-        return
-    from bench.run import EXIT_STORAGE, StorageFull, run_grid
-
-    try:
-        failed = run_grid(
-            jobs,
-            output=output,
-            executor=executor,
-            tracking_uri=tracking_uri,
-            experiment=experiment,
-            device=device,
-            cpus_per_job=cpus_per_job,
-            gpus_per_job=gpus_per_job,
-            max_concurrent=max_concurrent,
-            max_failures=max_failures,
-            address=address,
-            console=console,
-            workers_per_job=workers_per_job,
-        )
-    except KeyboardInterrupt as err:
-        raise typer.Exit(getattr(err, "exit_code", 130)) from None
-    except StorageFull as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_STORAGE) from None
-    if failed:
-        raise typer.Exit(EXIT_JOBS_FAILED)
+    p = effective(ctx, config)
+    raise typer.Exit(_grid_exit(lambda: run_command(ctx, p, console)))
 
 
 def _report_filters(**given: Any) -> str:

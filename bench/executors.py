@@ -64,6 +64,7 @@ def run_local(grid: GridRun, jobs: list[JobSpec], max_failures: int = 1, live: L
                         log=lambda _m: None,
                         reporter=lambda e, m, _p, s=spec: grid.on_epoch(s, e, m),
                         on_begin=lambda done, s=spec: grid.on_begin(s, done),
+                        on_step=lambda e, i, n, loss, s=spec: grid.on_step(s, e, i, n, loss),
                         claim_token=grid.lock.token if grid.lock is not None else None,
                     )
                     grid.on_finish(spec, result.metrics)
@@ -79,7 +80,7 @@ def run_local(grid: GridRun, jobs: list[JobSpec], max_failures: int = 1, live: L
                     else:
                         grid.console.print(f"[yellow]{spec.label} crashed ({err}); retrying from its checkpoint[/]")
             if live is not None:
-                live.update(grid.view())
+                live.refresh()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -318,7 +319,7 @@ def run_ray(
 
     def refresh() -> None:
         if live is not None:
-            live.update(grid.view())
+            live.refresh()
 
     import ray
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bench.spec import VANILLA, JobSpec, resolve_job
+from bench.spec import VANILLA, JobSpec, file_identity, resolve_job
 from methods.base import UserError
 from tasks.base import get_task
 
@@ -26,7 +26,7 @@ class GridSpec:
     Attributes:
         pairs: ``(teacher, student)`` architecture pairs; empty → the task's default pairs.
         methods: methods besides ``vanilla`` (added anyway).
-        seeds: how many seeds per (pair, method): seeds ``0..seeds-1``.
+        seeds: how many seeds per (pair, method) (``3``: seeds 0, 1, 2), or the seeds themselves.
         sets: per-method hyper-parameter overrides ``{"dkd": {"beta": 6}}``.
         recipe: recipe overrides (``epochs``, ``batch_size``, ``lr``, ...), students and teachers alike.
         teacher_recipe: extra overrides for teacher jobs only (e.g. more epochs).
@@ -39,7 +39,7 @@ class GridSpec:
     data_dir: str | None = None
     pairs: tuple[tuple[str, str], ...] = ()
     methods: tuple[str, ...] = ALL_METHODS
-    seeds: int = 1
+    seeds: int | tuple[int, ...] = 1
     sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
     teacher_recipe: dict[str, Any] = field(default_factory=dict)
@@ -77,7 +77,23 @@ GRID_PRESETS: dict[str, dict[str, Any]] = {
     "segmentation": {"task": "segmentation"},
 }
 
-_CONFIG_KEYS = {f.name for f in fields(GridSpec)} | {"epochs", "batch_size", "lr", "set"}
+def seeds_of(seeds: int | tuple[int, ...] | str) -> list[int]:
+    """``3`` → seeds 0, 1, 2; ``"0,5,7"`` or ``(0, 5, 7)`` → those seeds (``--seeds`` takes a count or a list)."""
+    if isinstance(seeds, str):
+        parts = [p.strip() for p in seeds.split(",") if p.strip()]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise UserError(f"--seeds {seeds!r}: expected a count (3) or a comma list of seeds (0,1,2)") from None
+        seeds = values[0] if len(values) == 1 and "," not in seeds else tuple(values)
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise UserError(f"--seeds must be at least 1 (got {seeds})")
+        return list(range(seeds))
+    out = list(dict.fromkeys(int(x) for x in seeds))
+    if not out or any(x < 0 for x in out):
+        raise UserError(f"--seeds {seeds!r}: seeds must be integers >= 0")
+    return out
 
 
 def parse_pair(text: str) -> tuple[str, str]:
@@ -93,74 +109,6 @@ def grid_from_preset(name: str) -> GridSpec:
     return GridSpec(**GRID_PRESETS[name])
 
 
-def load_config(path: Path) -> dict[str, Any]:
-    """Read and validate ``experiment.yaml`` into :meth:`GridSpec.merged` keywords."""
-    import yaml
-
-    if not path.is_file():
-        raise UserError(f"config {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"config {str(path)!r} is not a text file (not UTF-8); expected YAML") from None
-    except OSError as err:
-        raise UserError(f"config {str(path)!r} cannot be read: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"config {str(path)!r} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"config {str(path)!r}: expected a mapping of keys, got {type(data).__name__}")
-    unknown = sorted(set(data) - _CONFIG_KEYS)
-    if unknown:
-        raise UserError(
-            f"config {str(path)!r}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_CONFIG_KEYS))}"
-        )
-    out: dict[str, Any] = {}
-
-    def want(key: str, types: type | tuple[type, ...], what: str) -> Any:
-        value = data[key]
-        if not isinstance(value, types) or isinstance(value, bool):  # YAML's true is an int to Python
-            raise UserError(f"config {str(path)!r}: {key} must be {what}, got {value!r}")
-        return value
-
-    for key in ("task", "dataset", "data_dir", "preset"):
-        if key in data:
-            out[key] = str(want(key, str, "a string"))
-    if "pairs" in data:
-        pairs = want("pairs", list, "a list of teacher:student strings")
-        out["pairs"] = tuple(parse_pair(str(p)) for p in pairs)
-    if "methods" in data:
-        methods = data["methods"]
-        methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else methods
-        if not isinstance(methods, list):
-            raise UserError(f"config {str(path)!r}: methods must be a list, got {methods!r}")
-        out["methods"] = tuple(str(m) for m in methods)
-    if "seeds" in data:
-        out["seeds"] = want("seeds", int, "a positive integer")
-    for key in ("set", "sets"):
-        if key in data:
-            sets = want(key, dict, "a mapping method -> {name: value}")
-            for m, kv in sets.items():
-                if not isinstance(kv, dict):
-                    raise UserError(f"config {str(path)!r}: {key}.{m} must be a mapping name -> value")
-            out["sets"] = {str(m): dict(kv) for m, kv in sets.items()}
-    recipe = dict(want("recipe", dict, "a mapping")) if "recipe" in data else {}
-    for key in ("epochs", "batch_size", "lr"):
-        if key in data:
-            recipe[key] = want(key, (int, float), "a number")
-    if recipe:
-        out["recipe"] = recipe
-    if "teacher_recipe" in data:
-        out["teacher_recipe"] = dict(want("teacher_recipe", dict, "a mapping"))
-    if "teacher_checkpoints" in data:
-        tc = want("teacher_checkpoints", dict, "a mapping arch -> path")
-        out["teacher_checkpoints"] = {str(k): str(v) for k, v in tc.items()}
-    return out
-
-
 def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
     """Teacher jobs first, then vanilla students, then every (pair, method, seed).
 
@@ -174,8 +122,7 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
     pairs = list(grid.pairs) or list(task.default_pairs(dataset))
     if not pairs:
         raise UserError(f"task {grid.task!r} has no default pairs for {dataset!r}; give --pairs teacher:student")
-    if grid.seeds < 1:
-        raise UserError(f"--seeds must be at least 1 (got {grid.seeds})")
+    seed_list = seeds_of(grid.seeds)
     methods = [m for m in dict.fromkeys(grid.methods) if m != VANILLA]
     valid_recipe = {f.name for f in fields(Recipe)}
     bad = sorted((set(grid.recipe) | set(grid.teacher_recipe)) - valid_recipe)
@@ -192,6 +139,7 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
 
     jobs: list[JobSpec] = []
     teacher_refs: dict[str, str] = {}
+    teacher_paths: dict[str, str | None] = {}
     for teacher, _ in pairs:
         if teacher in teacher_refs:
             continue
@@ -199,7 +147,7 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
             path = Path(grid.teacher_checkpoints[teacher]).expanduser().resolve()
             if not path.is_file():
                 raise UserError(f"teacher checkpoint for {teacher!r} not found: {path}")
-            teacher_refs[teacher] = f"file:{path}"
+            teacher_refs[teacher], teacher_paths[teacher] = file_identity(path)
         else:
             tjob = resolve_job(
                 **common, student=teacher, role="teacher", recipe_overrides={**grid.recipe, **grid.teacher_recipe}
@@ -210,17 +158,18 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
     if unused:
         raise UserError(f"--teacher-checkpoint given for {', '.join(unused)}, which no pair uses as teacher")
     for student in dict.fromkeys(s for _, s in pairs):
-        for seed in range(grid.seeds):
+        for seed in seed_list:
             jobs.append(resolve_job(**common, student=student, seed=seed, recipe_overrides=grid.recipe))
     for teacher, student in pairs:
         for method in methods:
-            for seed in range(grid.seeds):
+            for seed in seed_list:
                 jobs.append(
                     resolve_job(
                         **common,
                         student=student,
                         teacher=teacher,
                         teacher_ref=teacher_refs[teacher],
+                        teacher_path=teacher_paths.get(teacher),
                         method=method,
                         seed=seed,
                         recipe_overrides=grid.recipe,

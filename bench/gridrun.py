@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
-from rich.table import Table
 
 from bench.lock import OutputLock, StorageFull
+from bench.progress import GridProgress
 from bench.spec import JobSpec, job_dir
 from bench.tracking import Tracker
 from bench.train import previous_path, read_result
@@ -50,6 +50,15 @@ class JobState:
     supersede: Any | None = None
     #: when it last changed state, for the view.
     since: float = field(default_factory=time.monotonic)
+    # timing and progress for the view (bench.progress)
+    t_start: float | None = None
+    t_end: float | None = None
+    t_epoch: float | None = None
+    epoch_times: list[float] = field(default_factory=list)
+    step: int = 0
+    steps: int = 0
+    loss: float | None = None
+    resumed_from: int = 0
 
 
 @dataclass
@@ -70,11 +79,17 @@ class GridRun:
     notice: str = ""
     #: the error that must end the grid (a store write that failed inside a Tune callback).
     fatal: BaseException | None = None
+    #: the grid's fully resolved configuration (YAML), written next to its jobs and to its parent run.
+    config_text: str | None = None
+    #: the command that started the grid (``run --task detection ...``), for the parent run's name.
+    command: str = "run"
+    progress: GridProgress | None = None
 
     def __post_init__(self) -> None:
         from tasks.base import get_task
 
         self.output = Path(self.output).resolve()
+        self.progress = GridProgress(self, self.console)
         self.states = {j.job_hash: JobState(j) for j in self.jobs}
         self.primary = {j.task: get_task(j.task).primary_metric for j in self.jobs}
         self._existing = self.tracker.job_runs([j.job_hash for j in self.jobs], supersede_duplicates=True)
@@ -96,14 +111,25 @@ class GridRun:
             return False
         return True
 
-    def plan(self) -> list[JobSpec]:
+    def plan(self, rerun: bool = False) -> list[JobSpec]:
         """Mark finished jobs as skipped; return the jobs to run, each knowing which run it logs into.
 
         Jobs finished on disk whose MLflow run is missing or unfinished (the driver died before it
         logged the end) are set aside in :attr:`to_recover`: :meth:`recover` logs them without training.
+        With ``rerun`` every job trains again from scratch: its folder is kept aside as
+        ``jobs/<hash>.superseded-<time>`` and its run is superseded by the new one.
         """
         todo = []
         self.to_recover = []
+        if rerun:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for h, st in self.states.items():
+                wd = job_dir(self.output, h)
+                if wd.exists():
+                    wd.rename(wd.with_name(f"{h}.superseded-{stamp}"))
+                st.supersede = self._existing.get(h)
+                todo.append(st.spec)
+            return todo
         for h, st in self.states.items():
             run = self._existing.get(h)
             finished_run = run is not None and run.info.status == "FINISHED"
@@ -167,6 +193,9 @@ class GridRun:
                 if st.reuse is not None:
                     st.logged = self.tracker.logged_epochs(st.run_id)
         st.status, st.since = "running", time.monotonic()
+        st.t_start = st.t_epoch = time.monotonic()
+        st.epoch_times, st.t_end = [], None
+        self.progress.job_started(st)
 
     def _replace_run(self, st: JobState, old: Any) -> None:
         st.run_id = self.tracker.start_job(st.spec, self.parent_id, self.device)
@@ -182,6 +211,10 @@ class GridRun:
         st = self.states[spec.job_hash]
         if st.run_id is None:
             self.on_start(spec)
+        st.t_epoch, st.epoch = time.monotonic(), done
+        if done:
+            st.resumed_from = done
+            self.progress.job_resumed(st)
         if done == 0 and st.logged:
             old = self.tracker.get_run(st.run_id)
             self._replace_run(st, old)
@@ -195,9 +228,23 @@ class GridRun:
         key = f"val/{self.primary[spec.task]}"
         if key in metrics:
             st.metric = float(metrics[key])
+        if isinstance(metrics.get("train/loss"), int | float):
+            st.loss = float(metrics["train/loss"])
+        now = time.monotonic()
+        if st.t_epoch is not None:
+            st.epoch_times.append(now - st.t_epoch)
+        st.t_epoch, st.step = now, 0
         if epoch not in st.logged:
             self.tracker.log_epoch(st.run_id, epoch, epoch_metrics(metrics))
             st.logged.add(epoch)
+        self.progress.job_epoch(st)
+
+    def on_step(self, spec: JobSpec, epoch: int, step: int, steps: int, loss: float) -> None:
+        """Progress inside an epoch (jobs running in this process report every step)."""
+        st = self.states[spec.job_hash]
+        st.step, st.steps = step, steps
+        if loss == loss:  # not NaN
+            st.loss = loss
 
     def on_finish(self, spec: JobSpec, summary: dict[str, float]) -> None:
         st = self.states[spec.job_hash]
@@ -207,7 +254,12 @@ class GridRun:
         self._fill_missing_epochs(st, read_result(wd))
         self.tracker.finish_job(st.run_id, summary, wd)
         st.status, st.since = "finished", time.monotonic()
+        st.t_end = time.monotonic()
+        key = f"best_{self.primary[spec.task]}"
+        if isinstance(summary.get(key), int | float):
+            st.metric = float(summary[key])
         self._unclaim(spec)
+        self.progress.job_finished(st)
 
     def _fill_missing_epochs(self, st: JobState, result: dict[str, Any] | None) -> None:
         """Log epochs the run lacks from the job's own history (``result.json``).
@@ -232,8 +284,10 @@ class GridRun:
             st.status = "running"
             raise StorageFull(reason)
         st.status, st.reason, st.since = "failed", reason, time.monotonic()
+        st.t_end = time.monotonic()
         self.tracker.fail_job(st.run_id, reason, job_dir(self.output, spec.job_hash))
         self._unclaim(spec)
+        self.progress.job_failed(st)
 
     def _unclaim(self, spec: JobSpec) -> None:
         if self.lock is not None:
@@ -264,26 +318,8 @@ class GridRun:
         return out
 
     def view(self) -> Group:
-        c = self.counts()
-        head = (
-            f"[bold]{len(self.states)} jobs[/]: [green]{c['finished']} done[/], {c['skipped']} already done, "
-            f"[cyan]{c['running']} running[/], [red]{c['failed']} failed[/], {c['queued']} queued"
-        )
-        table = Table(box=None, pad_edge=False, show_header=True)
-        for col in ("job", "hash", "status", "epoch", "metric"):
-            table.add_column(col)
-        shown = [s for s in self.states.values() if s.status in ("running", "failed")]
-        for st in shown[:20]:
-            total = st.spec.recipe.get("epochs", "?")
-            metric = f"{self.primary[st.spec.task]} {st.metric:.2f}" if st.metric is not None else ""
-            status = "[red]failed[/]" if st.status == "failed" else "[cyan]running[/]"
-            table.add_row(st.spec.label, st.spec.job_hash, status, f"{st.epoch}/{total}", metric or st.reason[:60])
-        parts: list[Any] = [head]
-        if shown:
-            parts.append(table)
-        if self.notice:
-            parts.append(f"[yellow]{self.notice}[/]")
-        return Group(*parts)
+        """The live table (see :mod:`bench.progress`)."""
+        return self.progress.render()
 
 
 def epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:

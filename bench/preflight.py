@@ -84,7 +84,7 @@ def preflight(jobs: list[JobSpec], output: Path, console: Console | None = None)
             raise UserError(f"{spec.dataset}: the validation split is empty")
     checked: set[tuple[str, str, str]] = set()
     for spec in jobs:
-        if spec.method == VANILLA or not (spec.teacher_ref or "").startswith("file:"):
+        if spec.method == VANILLA or not (spec.teacher_ref or "").startswith(("sha256:", "file:")):
             continue
         path = spec.teacher_checkpoint(output)
         key = (spec.task, spec.teacher or "", str(path))
@@ -110,3 +110,10 @@ def _check_data(spec: JobSpec) -> tuple[int, int, int]:
         where = f" in {spec.data_dir}" if spec.data_dir else ""
         raise UserError(f"{spec.dataset}{where}: cannot be read ({type(err).__name__}: {first})") from None
     return len(bundle.train), len(bundle.val), bundle.num_classes
+
+
+def teacher_identity(path: str | Path) -> tuple[str, str]:
+    """``(teacher_ref, teacher_path)`` of a given checkpoint file: its content hash and where it is."""
+    from bench.spec import file_identity
+
+    return file_identity(path)

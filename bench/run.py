@@ -20,7 +20,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,26 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def _status(console: Console) -> Callable[[str], None]:
+    """Say what the driver is doing before the first job starts (the first lines come within seconds)."""
+
+    def say(text: str) -> None:
+        console.print(f"[dim]{text}…[/]", highlight=False)
+
+    return say
+
+
+def grid_name(command: str, jobs: int) -> str:
+    """A parent run's name built from its command: ``run --task detection --methods diffkd,fitnet (7 jobs)``.
+
+    The MLflow UI lists grids by name; "grid 2026-12-01 10:00:00" said nothing about what ran.
+    """
+    words = command.removeprefix("diffbench ").split()
+    kept = [w for i, w in enumerate(words) if w not in ("--output", "-o") and (i == 0 or words[i - 1] not in
+                                                                               ("--output", "-o"))]  # fmt: skip
+    return f"{' '.join(kept)[:200]} ({jobs} jobs)"
+
+
 def run_grid(
     jobs: list[JobSpec],
     output: Path,
@@ -84,6 +105,10 @@ def run_grid(
     address: str | None = None,
     console: Console | None = None,
     workers_per_job: int | None = None,
+    config_text: str | None = None,
+    rerun: bool = False,
+    step_progress: bool = False,
+    command: str | None = None,
 ) -> int:
     """Run ``jobs`` and return how many failed. Finished jobs (by hash) are skipped, never re-trained.
 
@@ -120,14 +145,18 @@ def run_grid(
 
         check_reachable(address)
     check_tracking_uri(tracking_uri)
+    say = _status(console)
+    say(f"checking the data and teacher checkpoints of {len(jobs)} jobs")
     preflight(jobs, Path(output), console)
     output = check_writable(output)
     with OutputLock(output) as lock, sigterm_as_interrupt():
+        say(f"opening the MLflow store in {output}")
         tracker = Tracker(output, tracking_uri, experiment)
-        grid = GridRun(jobs, output, tracker, device_tag, console, lock=lock)
+        grid = GridRun(jobs, output, tracker, device_tag, console, lock=lock, config_text=config_text,
+                       command=command or shlex.join(["diffbench", *sys.argv[1:]]))  # fmt: skip
         hashes = [j.job_hash for j in jobs]
         adopt = tracker.close_stale(hashes)
-        todo = grid.plan()
+        todo = grid.plan(rerun=rerun)
         skipped = len(jobs) - len(todo)
         console.print(
             f"{len(jobs)} jobs, {skipped} already finished, {len(todo)} to run "
@@ -142,6 +171,7 @@ def run_grid(
         if executor == "ray":
             from bench.executors import check_resources, init_ray
 
+            say("starting Ray" if not address else f"joining the Ray cluster at {address}")
             console.print(init_ray(address), highlight=False)
             if workers.distributed:
                 from bench.ray_train import check_cluster
@@ -171,16 +201,20 @@ def _execute(
     started = time.perf_counter()
     try:
         grid.parent_id = tracker.start_grid(
-            f"grid {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            {"command": shlex.join(["diffbench", *sys.argv[1:]])[:5000], "jobs": str(len(grid.jobs)),
-             "executor": executor},
+            grid_name(grid.command, len(grid.jobs)),
+            {"command": f"diffbench {grid.command}"[:5000], "jobs": str(len(grid.jobs)), "executor": executor},
             [j.job_hash for j in grid.jobs],
             adopt=adopt,
+            config_text=grid.config_text,
         )
         todo = grid.claim(todo)
         grid.recover()
+        # A terminal gets a live table (refreshed from the grid's state twice a second, whatever the executor
+        # is doing); a log gets event lines only (bench.progress).
+        live_view = Live(get_renderable=grid.view, console=console, refresh_per_second=2, transient=False) \
+            if console.is_terminal else nullcontext(None)
         try:
-            with Live(grid.view(), console=console, refresh_per_second=2, transient=False) as live:
+            with live_view as live:
                 try:
                     if executor == "local":
                         run_local(grid, todo, max_failures=max_failures, live=live)
@@ -189,9 +223,10 @@ def _execute(
                                 max_concurrent=max_concurrent, max_failures=max_failures, live=live,
                                 workers=workers)
                 finally:
-                    live.update(grid.view())
+                    if live is not None:
+                        live.refresh()
         finally:
-            if not console.is_terminal:  # the last frame of the view ends without a newline
+            if not console.is_terminal:  # end the last event line
                 console.print()
     except KeyboardInterrupt:
         # Finished jobs stay finished; running ones keep their last checkpoint and resume on a re-run.

@@ -23,6 +23,8 @@ from tasks.base import Recipe, get_task
 
 #: Recipe fields that do not change a job's result, so are not part of its identity.
 _NOT_IDENTITY = {"num_workers", "eval_batch_size"}
+#: Job fields that say *where* things are, not what they are: identity uses ``data_id`` / ``teacher_ref``.
+_LOCATIONS = {"data_dir", "teacher_path"}
 
 #: The method name of a run without distillation: the student (or a teacher) alone.
 VANILLA = "vanilla"
@@ -33,10 +35,14 @@ class JobSpec:
     """One training run, fully resolved: everything that changes its result is in here.
 
     Attributes:
-        task / dataset / data_dir: what to train on (``data_dir`` absolute, or ``None`` for defaults).
+        task / dataset: what to train on.
+        data_dir: where the data set is (absolute, ``None`` for embedded data). Not part of the identity:
+            moving the files or mounting them elsewhere on another node keeps every job's hash.
+        data_id: what the data is — the data set's content fingerprint (``Task.data_fingerprint``).
         student: the architecture being trained (for a teacher job, the teacher architecture).
         teacher: the teacher architecture (``None`` for vanilla and teacher jobs).
-        teacher_ref: ``"job:<hash>"`` of the teacher job, or ``"file:<abs path>"`` of a given checkpoint.
+        teacher_ref: ``"job:<hash>"`` of the teacher job, or ``"sha256:<hex>"`` of a given checkpoint file.
+        teacher_path: where that file is (not part of the identity).
         method: ``vanilla`` or a registered method name.
         hparams: the method's resolved hyper-parameters, sorted ``(name, value)`` pairs.
         recipe: the training recipe as a plain dict (JSON-able).
@@ -55,6 +61,8 @@ class JobSpec:
     seed: int = 0
     data_dir: str | None = None
     role: str = "student"
+    data_id: str | None = None
+    teacher_path: str | None = None
 
     # -- identity ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -73,9 +81,12 @@ class JobSpec:
         """12 hex digits of SHA-1 over the canonical JSON of every field that can change the result.
 
         ``recipe.num_workers`` and ``recipe.eval_batch_size`` are left out: they change speed, not the
-        numbers, so resuming a grid with another worker count must find its finished jobs.
+        numbers, so resuming a grid with another worker count must find its finished jobs. So are the
+        locations ``data_dir`` and ``teacher_path``: the data and teacher weights are identified by content.
         """
         d = self.to_dict()
+        for key in _LOCATIONS:
+            d.pop(key, None)
         d["recipe"] = {k: v for k, v in d["recipe"].items() if k not in _NOT_IDENTITY}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
@@ -97,10 +108,34 @@ class JobSpec:
         """Where this job's teacher weights are, given the grid's output folder."""
         if self.teacher_ref is None:
             return None
+        if self.teacher_path is not None:
+            return Path(self.teacher_path)
         kind, _, ref = self.teacher_ref.partition(":")
-        if kind == "file":
+        if kind == "file":  # a job planned before teacher files were identified by content
             return Path(ref)
         return job_dir(output, ref) / "student.pt"
+
+
+_FILE_IDS: dict[tuple[str, int, int], str] = {}
+
+
+def file_identity(path: str | Path) -> tuple[str, str]:
+    """``("sha256:<hex>", absolute path)`` of a teacher checkpoint: the job is tied to the weights, not the path.
+
+    Hashed once per file version per process (keyed by size and modification time).
+    """
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise UserError(f"teacher checkpoint {str(p)!r} does not exist")
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_IDS:
+        digest = hashlib.sha256()
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _FILE_IDS[key] = f"sha256:{digest.hexdigest()}"
+    return _FILE_IDS[key], str(p)
 
 
 def job_dir(output: Path, job_hash: str) -> Path:
@@ -124,6 +159,7 @@ def resolve_job(
     role: str = "student",
     device: str = "cpu",
     scale_lr: str | None = None,
+    teacher_path: str | None = None,
 ) -> JobSpec:
     """Resolve defaults (dataset, recipe, method hyper-parameters) into a frozen :class:`JobSpec`.
 
@@ -153,7 +189,7 @@ def resolve_job(
         }
         check_hparams(method, hparams)
     else:
-        teacher, teacher_ref = None, None
+        teacher, teacher_ref, teacher_path = None, None, None
         if hparam_overrides:
             raise UserError(f"vanilla runs take no method hyper-parameters (got {', '.join(hparam_overrides)})")
     base = t.recipe(dataset, student, preset)
@@ -182,4 +218,6 @@ def resolve_job(
         seed=seed,
         data_dir=str(Path(data_dir).expanduser().resolve()) if data_dir else None,
         role=role,
+        data_id=t.data_fingerprint(dataset, Path(data_dir).expanduser() if data_dir else None, recipe),
+        teacher_path=teacher_path,
     )

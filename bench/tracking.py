@@ -180,7 +180,10 @@ class Tracker:
             raise UserError(f"MLflow tracking store {self.uri!r} is not usable: {first[:300]}") from None
 
     # -- grid --------------------------------------------------------------------------------
-    def start_grid(self, name: str, tags: dict[str, str], job_hashes: list[str], adopt: str | None = None) -> str:
+    def start_grid(
+        self, name: str, tags: dict[str, str], job_hashes: list[str], adopt: str | None = None,
+        config_text: str | None = None,
+    ) -> str:  # fmt: skip
         """The grid's parent run (a new one, or the stale one of an earlier run of this grid, ``adopt``).
 
         Tags: ``grid_hash`` (the grid's identity: its sorted job hashes), ``diffbench.output``; artifact
@@ -203,6 +206,12 @@ class Tracker:
         else:
             run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
         self.client.log_text(run_id, json.dumps(sorted(job_hashes)), GRID_JOBS_ARTIFACT)
+        if config_text:
+            # The resolved configuration, as `diffbench run --config` reads it back: in the run and the output.
+            self.client.log_text(run_id, config_text, "config.yaml")
+            folder = self.output / "grids"
+            folder.mkdir(exist_ok=True)
+            (folder / f"{tags['grid_hash']}.yaml").write_text(config_text)
         return run_id
 
     def close_stale(self, job_hashes: list[str]) -> str | None:

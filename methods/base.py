@@ -19,6 +19,7 @@ applied to the rows a task flattened out: the method cannot tell them apart.
 
 from __future__ import annotations
 
+import importlib
 import math
 import types
 import typing
@@ -28,6 +29,8 @@ from typing import Annotated, Any, ClassVar, get_args, get_origin
 
 import torch
 from torch import nn
+
+from methods.errors import UserError
 
 #: Roles a tap can play. ``hint``: FitNet's hint layer; ``feature``: the feature map(s) DiffKD
 #: denoises; ``logits``: class scores.
@@ -42,12 +45,6 @@ def upcast(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-class UserError(ValueError):
-    """An error the user caused (unknown name, bad file, impossible combination).
-
-    The CLI prints ``str(err)`` as one line and exits non-zero, without a traceback. Everything below
-    ``bench`` raises this for input problems so the message can name what is wrong and what is valid.
-    """
 
 
 @dataclass(frozen=True)
@@ -326,3 +323,10 @@ def build_method(
     """Build the method ``name``; unknown hyper-parameters are a :class:`UserError`."""
     check_hparams(name, hparams)
     return METHODS.get(name)(student_taps, teacher_taps, **hparams)
+
+
+#: The built-in methods, one module each. Imported here, once the registry exists, so that importing any part
+#: of ``methods`` registers all of them before a plugin can register (and collide with) a name.
+BUILTIN_METHODS = ("kd", "dkd", "fitnet", "diffkd")
+for _mod in BUILTIN_METHODS:
+    importlib.import_module(f"methods.{_mod}")

@@ -340,6 +340,21 @@ class Task(ABC):
         """
         raise UserError(f"task {self.name!r} has no device-resident data pipeline; use --data-pipeline pil")
 
+    def data_fingerprint(self, dataset: str, data_dir: Path | None, recipe: Recipe) -> str:
+        """What the data is, for a job's identity: ``<dataset>:<digest>`` (never where it is).
+
+        Embedded and generated data sets (``data_dir`` ``None``) are their name and generator version; a
+        folder is fingerprinted by :func:`fingerprint_files` over the files the task reads (tasks narrow
+        the set: the CIFAR-100 pickles, the ImageNet class folders...), so a copy of the same files in
+        another folder, or on another node's mount point, gives the same jobs.
+        """
+        if data_dir is None:
+            return f"{dataset}:embedded"
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise UserError(f"{dataset}: data directory {root} does not exist or is not a folder")
+        return f"{dataset}:{fingerprint_files(root)}"
+
     def default_num_classes(self, dataset: str) -> int:
         """Classes of ``dataset`` without loading it (for ``diffbench speed`` on synthetic data)."""
         raise UserError(f"task {self.name!r} does not know the class count of {dataset!r}; pass --num-classes")
@@ -350,6 +365,47 @@ class Task(ABC):
     ) -> Any:
         """A random batch shaped like ``dataset``'s (for ``arch``'s input size), for ``diffbench speed``."""
         raise UserError(f"task {self.name!r} has no synthetic batches")
+
+
+# -- data identity -------------------------------------------------------------------------------
+#: Files at most this large are hashed whole; larger ones by size and their first and last MiB.
+_SMALL_FILE = 1 << 20
+_FINGERPRINTS: dict[tuple[str, ...], str] = {}
+
+
+def fingerprint_files(*roots: Path, max_listed: int = 5_000_000) -> str:
+    """16 hex digits identifying the contents of ``roots`` (files or folders), cheaply, independent of location.
+
+    Every file contributes its path *relative to its root* and its size; small files their whole bytes,
+    large ones their first and last MiB (a pickle's header and tail, a COCO json's start and end). A folder
+    of a million JPEGs costs a directory walk, not a read. Cached per process.
+    """
+    import hashlib
+
+    key = tuple(str(Path(r).resolve()) for r in roots)
+    if key in _FINGERPRINTS:
+        return _FINGERPRINTS[key]
+    digest = hashlib.sha256()
+    listed = 0
+    for root in map(Path, roots):
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            listed += 1
+            if listed > max_listed:
+                raise UserError(f"{root}: more than {max_listed} files; point --data-dir at the data set's own folder")
+            size = f.stat().st_size
+            rel = f.name if f == root else f.relative_to(root).as_posix()
+            digest.update(f"{rel}\0{size}\0".encode())
+            if len(files) <= 10_000:  # contents of the files of a small folder (pickles, json, lists)
+                with f.open("rb") as fh:
+                    if size <= _SMALL_FILE:
+                        digest.update(fh.read())
+                    else:
+                        digest.update(fh.read(_SMALL_FILE))
+                        fh.seek(size - _SMALL_FILE)
+                        digest.update(fh.read(_SMALL_FILE))
+    _FINGERPRINTS[key] = digest.hexdigest()[:16]
+    return _FINGERPRINTS[key]
 
 
 # -- data-parallel evaluation --------------------------------------------------------------------

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from methods.base import TapSpec, UserError
-from tasks.base import DataBundle, PairedOutput, Recipe, Task, all_reduce_sum, register_task
+from tasks.base import DataBundle, PairedOutput, Recipe, Task, all_reduce_sum, fingerprint_files, register_task
 from tasks.classification import data as cdata
 from tasks.classification import resident
 from tasks.classification.models import zoo
@@ -96,6 +96,19 @@ class ClassificationTask(Task):
     ) -> ResidentLoader:  # fmt: skip
         """A :class:`~tasks.classification.resident.ResidentLoader`: training drops the remainder so every
         rank has the same full batches; validation keeps every image exactly once."""
+    def data_fingerprint(self, dataset: str, data_dir: Path | None, recipe: Recipe) -> str:
+        """CIFAR-100: its three pickles (wherever they are); ImageNet: the train/ and val/ class folders."""
+        if data_dir is None or dataset not in ("cifar100", "imagenet"):
+            return super().data_fingerprint(dataset, data_dir, recipe)
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise UserError(f"{dataset}: data directory {root} does not exist or is not a folder")
+        if dataset == "cifar100":
+            pickles = cdata._find_cifar100_root(root)  # noqa: SLF001 - the task owns its data module
+            return f"cifar100:{fingerprint_files(*(pickles / f for f in cdata.CIFAR100_FILES))}"
+        splits = [root / s for s in ("train", "val") if (root / s).is_dir()]
+        return f"imagenet:{fingerprint_files(*splits) if splits else fingerprint_files(root)}"
+
         if not resident.supports(data):
             raise UserError(f"{type(data).__name__} with this transform cannot live on the device; "
                             "use --data-pipeline pil")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.grid import GridSpec, expand, grid_from_preset, load_config
+from bench.grid import GridSpec, expand, grid_from_preset
 from methods.base import UserError
 
 
@@ -62,36 +62,4 @@ def test_expansion_is_deterministic():
 def test_bad_grids_name_the_problem(grid, needle):
     with pytest.raises(UserError, match=None) as err:
         expand(grid)
-    assert needle in str(err.value)
-
-
-def test_config_file(tmp_path):
-    cfg = tmp_path / "experiment.yaml"
-    cfg.write_text(
-        "task: classification\ndataset: digits\npairs: [resnet20:resnet8]\nmethods: [kd]\nseeds: 2\n"
-        "epochs: 3\nset: {kd: {temperature: 2}}\n"
-    )
-    grid = GridSpec().merged(**load_config(cfg))
-    jobs = expand(grid)
-    kd = [j for j in jobs if j.method == "kd"]
-    assert len(kd) == 2 and dict(kd[0].hparams)["temperature"] == 2
-    assert all(j.recipe["epochs"] == 3 for j in jobs)
-
-
-@pytest.mark.parametrize(
-    ("text", "needle"),
-    [
-        ("task: [unclosed", "not valid YAML at line 1"),
-        ("- a\n- b\n", "expected a mapping"),
-        ("tsk: classification\n", "unknown key(s) tsk"),
-        ("seeds: many\n", "seeds must be a positive integer"),
-        ("seeds: true\n", "seeds must be a positive integer"),
-        ("pairs: [resnet20]\n", "expected teacher:student"),
-    ],
-)
-def test_bad_config_files(tmp_path, text, needle):
-    cfg = tmp_path / "experiment.yaml"
-    cfg.write_text(text)
-    with pytest.raises(UserError) as err:
-        load_config(cfg)
     assert needle in str(err.value)

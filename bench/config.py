@@ -1,0 +1,214 @@
+"""One configuration schema: an ``experiment.yaml`` takes exactly the command's flags, under the same names.
+
+The definition is the command itself: the keys a YAML file may hold are the long names of the command's
+options (``--batch-size`` → ``batch_size``, ``--set`` → ``set``), and each value is converted by the
+option's own type, so a key and its flag can never drift apart. Precedence: a flag given on the command
+line wins over the file, the file over the option's default.
+
+Overrides have one syntax everywhere, ``--set SCOPE.NAME=VALUE`` (in YAML: ``set: {SCOPE: {NAME: VALUE}}``),
+with the scope a method (``--set dkd.beta=6``), ``recipe`` (``--set recipe.weight_decay=1e-4``: every
+job) or ``teacher`` (``--set teacher.epochs=40``: teacher jobs only, on top of ``recipe``), in the spirit
+of MMEngine's ``--cfg-options``.
+
+Imports neither torch nor Ray: ``--help`` and a bad YAML file answer at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from methods.errors import UserError
+
+#: ``--set`` scopes that are not method names.
+RECIPE_SCOPES = ("recipe", "teacher")
+#: Options that never come from a file.
+_NOT_IN_FILES = {"config", "help"}
+
+
+def split_list(values: list[str] | None) -> list[str]:
+    """Comma lists and repeated flags both work: ``--methods kd,dkd --methods fitnet``."""
+    out: list[str] = []
+    for v in values or []:
+        out += [x.strip() for x in str(v).split(",") if x.strip()]
+    return list(dict.fromkeys(out))
+
+
+def parse_sets(values: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``--set dkd.beta=6 --set recipe.lr=0.1`` → ``{"dkd": {"beta": 6}, "recipe": {"lr": 0.1}}``.
+
+    Values are parsed as YAML scalars (numbers, booleans, null, lists).
+    """
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in values or []:
+        key, sep, raw = str(item).partition("=")
+        scope, dot, name = key.strip().partition(".")
+        if not sep or not dot or not scope or not name:
+            raise UserError(
+                f"--set {item!r}: expected SCOPE.NAME=VALUE with SCOPE a method, recipe or teacher "
+                "(e.g. --set dkd.beta=6, --set recipe.lr=0.1)"
+            )
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        out.setdefault(scope, {})[name] = value
+    return out
+
+
+def _options(command: Any) -> dict[str, Any]:
+    """YAML key → click option of ``command``: the option's longest flag, dashes as underscores."""
+    out = {}
+    for param in command.params:
+        flags = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+        if not flags or param.name in _NOT_IN_FILES:
+            continue
+        out[max(flags, key=len)[2:].replace("-", "_")] = param
+    return out
+
+
+def _as_strings(key: str, value: Any) -> list[str]:
+    """A list-valued option from YAML: a list, a comma string, or a mapping (``set``, ``teacher_checkpoint``)."""
+    if key == "set" and isinstance(value, dict):
+        items = []
+        for scope, kv in value.items():
+            if not isinstance(kv, dict):
+                raise UserError(f"config key set.{scope} must be a mapping NAME: VALUE")
+            import yaml
+
+            items += [f"{scope}.{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                      for k, v in kv.items()]  # fmt: skip
+        return items
+    if isinstance(value, dict):  # teacher_checkpoint: {arch: path}
+        return [f"{k}={v}" for k, v in value.items()]
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+_OLD_KEYS = {
+    "sets": "set",
+    "teacher_checkpoints": "teacher_checkpoint",
+    "teacher_recipe": "set: {teacher: {...}}",
+}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in ``path``; one-line errors for a missing, binary or malformed file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"config {str(path)!r} is not a text file (not UTF-8); expected YAML") from None
+    except OSError as err:
+        raise UserError(f"config {str(path)!r} cannot be read: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"config {str(path)!r} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config {str(path)!r}: expected a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def effective(ctx: Any, config: Path | None) -> dict[str, Any]:
+    """Every parameter of the running command: command line > ``config`` file > default.
+
+    Args:
+        ctx: the click/Typer context of the command (its params and where each value came from).
+        config: an ``experiment.yaml`` whose keys are the command's long option names.
+    """
+    params = dict(ctx.params)
+    if config is None:
+        return params
+    data = read_yaml(config)
+    data.pop("resolved", None)  # what a written-out config records for the reader, not an option
+    options = _options(ctx.command)
+    unknown = sorted(set(data) - set(options))
+    if unknown:
+        hints = [f"{k} (now {_OLD_KEYS[k]})" for k in unknown if k in _OLD_KEYS]
+        raise UserError(
+            f"config {str(config)!r}: unknown key(s) {', '.join(unknown)}"
+            + (f"; renamed: {', '.join(hints)}" if hints else "")
+            + f"; valid (the command's flags): {', '.join(sorted(options))}"
+        )
+    for key, value in data.items():
+        param = options[key]
+        if _given_on_command_line(ctx, param.name):
+            continue
+        raw = _as_strings(key, value) if getattr(param, "multiple", False) else value
+        try:
+            params[param.name] = None if raw is None else _convert(param, ctx, raw)
+        except Exception as err:  # noqa: BLE001 - click's BadParameter and friends: one line
+            message = err.format_message() if hasattr(err, "format_message") else str(err)
+            raise UserError(f"config {str(config)!r}: {key}: {message}") from None
+    return params
+
+
+def _convert(param: Any, ctx: Any, value: Any) -> Any:
+    """A file value through the option's own conversion (the same code that parses the flag)."""
+    if hasattr(param, "type_cast_value"):  # click
+        return param.type_cast_value(ctx, value)
+    if not isinstance(value, list | tuple | bool) and value is not None:
+        value = str(value) if not isinstance(value, int | float) else value
+    return param.process_value(ctx, value)  # Typer >= 0.20 (its vendored click)
+
+
+def _given_on_command_line(ctx: Any, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+
+
+def command_line(ctx: Any, params: dict[str, Any]) -> str:
+    """The command as the user gave it (the options given on the command line or in ``--config``).
+
+    Rebuilt from the parsed options rather than ``sys.argv``, so it is the same however the command was
+    invoked (console script, ``python -m``, a test runner).
+    """
+    import shlex
+
+    words = [ctx.command_path.split()[-1] if ctx.command_path else ctx.command.name]
+    for param in ctx.command.params:
+        flags = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+        source = ctx.get_parameter_source(param.name)
+        if not flags or source is None or source.name == "DEFAULT":
+            continue
+        value = params.get(param.name)
+        flag = max(flags, key=len)
+        if isinstance(value, bool):
+            words += [flag] if value else []
+        elif isinstance(value, list | tuple):
+            words += [w for v in value for w in (flag, str(v))]
+        elif value is not None:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def resolved_yaml(ctx: Any, params: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+    """The fully resolved configuration as YAML: every option of the command, as ``--config`` reads it back.
+
+    ``extra`` is appended under ``resolved`` (e.g. the expanded job list) for the record; it is not an option.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for key, param in _options(ctx.command).items():
+        if param.name == "dry_run":
+            continue
+        value = params.get(param.name)
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, list | tuple):
+            value = [str(v) if isinstance(v, Path) else v for v in value]
+        out[key] = value
+    if extra:
+        out["resolved"] = extra
+    return yaml.safe_dump(out, sort_keys=False, default_flow_style=None, width=120)

@@ -1,0 +1,113 @@
+"""One configuration schema (issue 11): experiment.yaml keys are the command's flags, flags win, one --set syntax,
+and every grid writes its resolved configuration, which --config reads back into the same jobs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from bench.cli import app
+
+runner = CliRunner()
+BASE = ["--dataset", "digits", "--pairs", "resnet20:resnet8", "--dry-run"]
+
+
+def _hashes(result) -> list[str]:
+    assert result.exit_code == 0, result.output
+    return re.findall(r"\b[0-9a-f]{12}\b", result.output)
+
+
+def _run(*args: str):
+    return runner.invoke(app, ["run", *args])
+
+
+@pytest.mark.parametrize(
+    ("flags", "yaml_text"),
+    [
+        (["--methods", "kd,dkd", "--seeds", "2"], "methods: [kd, dkd]\nseeds: 2\n"),
+        (["--methods", "kd", "--seeds", "0,5"], "methods: kd\nseeds: '0,5'\n"),
+        (["--methods", "kd", "--epochs", "3", "--batch-size", "32", "--lr", "0.1"],
+         "methods: [kd]\nepochs: 3\nbatch_size: 32\nlr: 0.1\n"),
+        (["--methods", "dkd", "--set", "dkd.beta=6", "--set", "recipe.weight_decay=0.0001"],
+         "methods: [dkd]\nset: {dkd: {beta: 6}, recipe: {weight_decay: 0.0001}}\n"),
+        (["--methods", "kd", "--set", "teacher.epochs=20"], "methods: [kd]\nset: {teacher: {epochs: 20}}\n"),
+        (["--methods", "kd", "--max-steps", "4", "--recipe", "smoke"], "methods: [kd]\nmax_steps: 4\nrecipe: smoke\n"),
+        (["--methods", "kd", "--precision", "bf16", "--channels-last", "on"],
+         "methods: [kd]\nprecision: bf16\nchannels_last: 'on'\n"),
+    ],
+)
+def test_a_yaml_key_means_exactly_its_flag(tmp_path, flags, yaml_text):
+    cfg = tmp_path / "experiment.yaml"
+    cfg.write_text(yaml_text)
+    assert _hashes(_run(*BASE, *flags)) == _hashes(_run(*BASE, "--config", str(cfg)))
+
+
+def test_every_run_option_is_a_yaml_key(tmp_path):
+    """The schema is generated from the command: no flag the file cannot hold, no key without a flag."""
+    from bench.config import _options
+
+    command = get_command(app).commands["run"]
+    keys = set(_options(command))
+    flags = {max((o for o in p.opts if o.startswith("--")), key=len)[2:].replace("-", "_")
+             for p in command.params if any(o.startswith("--") for o in getattr(p, "opts", []))}
+    assert keys == flags - {"config", "help"}
+    for key in ("max_steps", "executor", "preset", "recipe", "set", "teacher_checkpoint", "workers_per_job"):
+        assert key in keys
+
+
+def test_flags_win_over_the_file(tmp_path):
+    cfg = tmp_path / "experiment.yaml"
+    cfg.write_text("methods: [kd]\nepochs: 7\n")
+    assert _hashes(_run(*BASE, "--config", str(cfg), "--epochs", "3")) == _hashes(_run(*BASE, "--methods", "kd",
+                                                                                       "--epochs", "3"))
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("task: [unclosed", "not valid YAML at line 1"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("tsk: classification\n", "unknown key(s) tsk"),
+        ("teacher_checkpoints: {a: b}\n", "now teacher_checkpoint"),
+        ("epochs: many\n", "epochs"),
+        ("pairs: [resnet20]\n", "expected teacher:student"),
+        ("set: {dkd: 3}\n", "set.dkd must be a mapping"),
+    ],
+)
+def test_bad_config_files_are_one_line(tmp_path, text, needle):
+    cfg = tmp_path / "experiment.yaml"
+    cfg.write_text(text)
+    result = _run("--config", str(cfg), "--dry-run")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().startswith("error:") and needle in result.output, result.output
+
+
+def test_set_has_one_syntax():
+    result = _run(*BASE, "--methods", "kd", "--set", "temperature=2")
+    assert result.exit_code == 2 and "SCOPE.NAME=VALUE" in result.output
+    result = runner.invoke(app, ["train", "--student", "resnet8", "--set", "beta=6", "--dataset", "digits"])
+    assert result.exit_code == 2 and "SCOPE.NAME=VALUE" in result.output
+
+
+def test_a_grid_writes_its_resolved_config_and_it_reads_back(tmp_path):
+    out = tmp_path / "out"
+    args = ["--dataset", "digits", "--pairs", "resnet8:resnet8", "--methods", "kd", "--epochs", "1", "--max-steps",
+            "1", "--batch-size", "16", "--executor", "local", "--output", str(out)]
+    result = _run(*args)
+    assert result.exit_code == 0, result.output
+    (written,) = (out / "grids").glob("*.yaml")
+    data = yaml.safe_load(written.read_text())
+    assert data["epochs"] == 1 and data["methods"] == ["kd"] and len(data["resolved"]["jobs"]) == 3
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("diffbench").experiment_id
+    (grid,) = client.search_runs([exp], "tags.`diffbench.kind` = 'grid'")
+    assert "config.yaml" in [a.path for a in client.list_artifacts(grid.info.run_id)]
+    assert grid.info.run_name.startswith("run --dataset digits")  # named from its command
+    again = _run("--config", str(written))  # the same grid: nothing to do
+    assert again.exit_code == 0 and "nothing to do" in again.output, again.output
