@@ -256,21 +256,38 @@ def _train_workers(spec: Any, output: Path, workers: int, device: str) -> None:
 @app.command("eval")
 @user_errors
 def eval_cmd(
-    arch: Annotated[str, typer.Option("--arch", help="Architecture of the checkpoint.")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Weights: ours, mdistiller's or torchvision's.")],
-    task: TaskOpt = "classification",
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="Architecture (default: the one our student.pt records).")
+    ] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Default: recorded, else classification.")] = None,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch.")] = 128,
+    num_workers: Annotated[int, typer.Option("--num-workers", help="Data-loader worker processes.")] = 2,
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
-    """Evaluate a checkpoint on the data set's test split (top-1/top-5, box AP or mIoU)."""
-    from bench.train import evaluate_checkpoint
+    """Evaluate a checkpoint on the data set's test split (top-1/top-5, box AP or mIoU).
+
+    A diffbench student.pt records its architecture, task, data set and data folder: they are the defaults
+    (an explicit option that contradicts the record is refused).
+    """
+    from bench.train import evaluate_checkpoint, recorded_job
+
+    rec = recorded_job(checkpoint)
+    for name, given in (("arch", arch), ("task", task), ("dataset", dataset)):
+        if given is not None and rec.get(name) not in (None, given):
+            raise UserError(f"--{name} {given!r} contradicts the checkpoint, which records {rec[name]!r}")
+    arch, task = arch or rec.get("arch"), task or rec.get("task") or "classification"
+    if arch is None:
+        raise UserError("--arch is needed: the checkpoint does not record its architecture (not a diffbench student)")
     from tasks.base import get_task
 
-    dataset = dataset or get_task(task).default_dataset
-    result = evaluate_checkpoint(task, dataset, data_dir, arch, checkpoint, device=device, batch_size=batch_size)
+    dataset = dataset or rec.get("dataset") or get_task(task).default_dataset
+    data_dir = data_dir or (Path(rec["data_dir"]) if rec.get("data_dir") else None)
+    result = evaluate_checkpoint(task, dataset, data_dir, arch, checkpoint, device=device, batch_size=batch_size,
+                                 num_workers=num_workers)  # fmt: skip
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
@@ -589,11 +606,16 @@ def list_cmd(
 
     tasks = [task] if task else task_names()
     if what == "methods":
-        console.print("vanilla (the student alone)")
-        for name in methods_pkg.METHODS.names():
+        import re
+
+        console.print("vanilla: the student alone (every grid's baseline)", highlight=False)
+        order = ["kd", "dkd", "fitnet", "diffkd"]  # the papers' order; plugins follow alphabetically
+        names = sorted(methods_pkg.METHODS.names(), key=lambda n: (order.index(n) if n in order else 99, n))
+        for name in names:
             cls = methods_pkg.METHODS.get(name)
             doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-            console.print(f"{name}: {doc}")
+            doc = re.sub(r":\w+:`~?([^`]+)`", r"\1", doc).replace("``", "")  # reST roles and literals as text
+            console.print(f"{name}: {doc}", highlight=False, markup=False)
     elif what == "tasks":
         for name in tasks:
             t = get_task(name)

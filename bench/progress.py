@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class GridProgress:
     def job_started(self, st: JobState) -> None:
         log = self.grid.output / "jobs" / st.spec.job_hash / "train.log"
         word = "start " if st.attempts <= 1 else f"retry {st.attempts - 1}"
-        self._line(f"[cyan]{word}[/] {st.spec.label} [{st.spec.job_hash}] log: {log}")
+        self._line(f"[cyan]{word}[/] {escape(st.spec.label)} \\[{st.spec.job_hash}] log: {escape(str(log))}")
 
     def job_resumed(self, st: JobState) -> None:
         self._line(f"[cyan]resume[/] {st.spec.label} from epoch {st.resumed_from} (its checkpoint)")
@@ -71,10 +72,11 @@ class GridProgress:
         self._line(f"[green]done  [/] {st.spec.label}{metric} in {clock(self.job_elapsed(st))}; {self.summary()}")
 
     def job_failed(self, st: JobState) -> None:
-        self._line(f"[red]FAILED[/] {st.spec.label} [{st.spec.job_hash}]: {st.reason}; {self.summary()}")
+        self._line(f"[red]FAILED[/] {escape(st.spec.label)} \\[{st.spec.job_hash}]: {escape(st.reason)}; "
+                   f"{self.summary()}")  # fmt: skip
 
     def waiting(self, notice: str) -> None:
-        self._line(f"[yellow]waiting[/] {notice}")
+        self._line(f"[yellow]waiting[/] {escape(notice)}")
 
     # -- estimates ---------------------------------------------------------------------------
     @staticmethod
@@ -136,7 +138,7 @@ class GridProgress:
         finished = [s for s in self.grid.states.values() if s.status in ("finished", "failed")]
         for st in finished[-8:]:
             if st.status == "failed":
-                parts.append(f"[red]✗ {st.spec.label}[/]: {st.reason[:100]}")
+                parts.append(f"[red]✗ {escape(st.spec.label)}[/]: {escape(st.reason[:100])}")
             else:
                 metric = f" {st.metric:.2f}" if st.metric is not None else ""
                 parts.append(f"[dim]✓ {st.spec.label}{metric} ({clock(self.job_elapsed(st))})[/]")

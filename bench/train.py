@@ -366,6 +366,19 @@ def _export(spec: JobSpec, built: Built) -> dict[str, Any]:
     }
 
 
+def recorded_job(checkpoint: Path) -> dict[str, Any]:
+    """What a diffbench ``student.pt`` says it is (arch, task, dataset, data_dir); ``{}`` for other files."""
+    try:
+        obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the strict loader
+        return {}
+    if not isinstance(obj, dict) or "arch" not in obj or "student" not in obj:
+        return {}
+    job = obj.get("job") or {}
+    return {"arch": obj.get("arch"), "task": obj.get("task"), "dataset": obj.get("dataset"),
+            "data_dir": job.get("data_dir")}  # fmt: skip
+
+
 def evaluate_checkpoint(
     task_name: str,
     dataset: str,
@@ -375,6 +388,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     batch_size: int = 128,
     precision: str = "fp32",
+    num_workers: int = 2,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint (ours, mdistiller's or torchvision's) on the dataset's test split."""
     task = get_task(task_name)
@@ -385,9 +399,11 @@ def evaluate_checkpoint(
     model = task.build_model(arch, bundle.num_classes, dataset)
     task.load_weights(model, checkpoint)
     model.to(dev)
-    loader = DataLoader(
-        bundle.val, batch_size=batch_size, shuffle=False, collate_fn=bundle.collate_fn, num_workers=recipe.num_workers
-    )
+    from bench.build import available_cpus
+
+    workers = min(num_workers, max(0, available_cpus() - 1))
+    loader = DataLoader(bundle.val, batch_size=batch_size, shuffle=False, collate_fn=bundle.collate_fn,
+                        num_workers=workers)  # fmt: skip
     ctx = autocast(dev, precision) if task.eval_autocast else torch.autocast(dev.type, enabled=False)
     with torch.inference_mode(), ctx:
         metrics = task.evaluate(model, loader, dev)
