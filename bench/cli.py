@@ -7,6 +7,7 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import sys
 from collections.abc import Callable
@@ -135,6 +136,19 @@ ConfigOpt = Annotated[
 TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server; default: OUTPUT/mlflow.db.")]
 ExperimentOpt = Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")]
 
+ImportOpt = Annotated[
+    list[str] | None,
+    typer.Option("--import", "--imports", help="Plugin module(s) to import first: a module name or a .py file that "
+                 "registers methods or architectures (repeatable or comma list; installed entry points load anyway)."),
+]
+
+
+def _load_plugins(modules: list[str] | None) -> None:
+    """Entry-point plugins and ``--import`` modules: loaded by the commands that use the registries, never at --help."""
+    from bench.plugins import load_plugins
+
+    load_plugins(modules)
+
 
 @app.command()
 @user_errors
@@ -169,6 +183,7 @@ def train(
     scale_lr: ScaleLrOpt = None,
     sync_bn: SyncBnOpt = None,
     config: ConfigOpt = None,
+    imports: ImportOpt = None,
     output: OutputOpt = Path("results"),
     tracking_uri: TrackingOpt = None,
     experiment: ExperimentOpt = "diffbench",
@@ -184,6 +199,7 @@ def train(
     from bench.cli_run import train_job
 
     p = effective(ctx, config)
+    _load_plugins(p.get("imports"))
     if not p.get("student"):
         raise UserError("train needs --student (or `student:` in --config)")
     spec = train_job(p)
@@ -393,6 +409,7 @@ def run(
     batch_size: BatchOpt = None,
     lr: LrOpt = None,
     config: ConfigOpt = None,
+    imports: ImportOpt = None,
     preset: Annotated[
         str | None,
         typer.Option("--preset", help="Named grid: default, smoke, cifar100, imagenet, detection, segmentation."),
@@ -452,6 +469,7 @@ def run(
     from bench.cli_run import run_command
 
     p = effective(ctx, config)
+    _load_plugins(p.get("imports"))
     raise typer.Exit(_grid_exit(lambda: run_command(ctx, p, console)))
 
 
@@ -574,15 +592,18 @@ def report(
 def ui(
     output: OutputOpt = Path("results"),
     host: Annotated[str, typer.Option("--host", help="Interface to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 5000,
+    port: Annotated[int, typer.Option("--port", help="Port to serve on.")] = 5000,
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="Backend store URI.")] = None,
+    experiment: ExperimentOpt = "diffbench",
+    open_browser: Annotated[bool, typer.Option("--open", help="Also open the runs page in a web browser.")] = False,
 ) -> None:
     """Open the MLflow UI on the same store `diffbench run` writes (bound to 127.0.0.1 by default).
 
-    Ctrl-C or SIGTERM stops the UI's whole process tree (exit 0 or 143).
+    Prints the link to the experiment's runs table in diffbench's view (grid axes and scores as columns,
+    grids expanded). Ctrl-C or SIGTERM stops the UI's whole process tree (exit 0 or 143).
     """
     from bench.tracking import default_tracking_uri
-    from bench.ui import serve, ui_command
+    from bench.ui import runs_link, serve, ui_command
 
     uri = tracking_uri or default_tracking_uri(output)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
@@ -590,8 +611,11 @@ def ui(
             f"no MLflow store at {uri.removeprefix('sqlite:///')}; run `diffbench run` first or pass --output"
         )
     cmd = ui_command(uri, host, port, output)
+    link = runs_link(uri, experiment, f"http://{host}:{port}")
     console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it", highlight=False)
-    raise typer.Exit(serve(cmd))
+    if link:
+        console.print(f"runs: {link}", highlight=False, soft_wrap=True)
+    raise typer.Exit(serve(cmd, link if open_browser else None))
 
 
 @app.command("list")
@@ -599,8 +623,10 @@ def ui(
 def list_cmd(
     what: Annotated[str, typer.Argument(help="methods | archs | datasets | presets | tasks")] = "methods",
     task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
+    imports: ImportOpt = None,
 ) -> None:
     """List methods, architectures, data sets, recipe presets or tasks."""
+    _load_plugins(imports)
     import methods as methods_pkg
     from tasks.base import get_task, task_names
 
@@ -630,8 +656,58 @@ def list_cmd(
             t = get_task(name)
             items = {"archs": t.archs(), "datasets": list(t.datasets), "presets": list(t.presets)}[what]
             console.print(f"[bold]{name}[/]: {', '.join(items)}")
+            if what == "archs" and name == "classification" and importlib.util.find_spec("timm"):
+                console.print("  and timm/<model> for any timm model (timm is installed)", highlight=False)
     else:
         raise UserError(f"cannot list {what!r}; valid: methods, archs, datasets, presets, tasks")
+
+
+@app.command("export")
+@user_errors
+def export_cmd(
+    source: Annotated[
+        str, typer.Argument(help="A student.pt / student_best.pt, a job folder, or a job hash in --output.")
+    ],
+    formats: Annotated[
+        list[str] | None,
+        typer.Option("--format", help="mdistiller | state_dict | torchscript | pt2 | onnx (comma list or repeated; "
+                     "default: all, ONNX where onnxscript is installed)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the files (default: here), or the file for one format.")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", help="Output folder of `diffbench run`, where a job hash is looked up.")
+    ] = Path("results"),
+    last: Annotated[bool, typer.Option("--last", help="The last epoch's student (student.pt), not the best.")] = False,
+    input_size: Annotated[
+        str | None, typer.Option("--input-size", help="H or H,W of the traced example (default: the data set's).")
+    ] = None,
+    imports: ImportOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Export a trained student: mdistiller's {"model": ...}, a plain state dict, TorchScript, torch.export or ONNX.
+
+    Each file is loaded back with its own loader and its logits compared with the student's on a fixed
+    batch (the max difference is printed). Traced formats (TorchScript, pt2, ONNX) output the logits for
+    images at the data set's training size with any batch; detection students export as weights only.
+    """
+    _load_plugins(imports)
+    from bench.export import export_files
+
+    rows, notes = export_files(source, split_list(formats), out, output, last, input_size)
+    if as_json:
+        sys.stdout.write(json.dumps({"files": rows, "notes": notes}) + "\n")
+        return
+    table = Table(title="exported student")
+    for col in ("format", "file", "max |Δ logits|"):
+        table.add_column(col, justify="right" if col.startswith("max") else "left")
+    for r in rows:
+        diff = "unchecked" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2g}"
+        table.add_row(r["format"], r["path"], diff)
+    console.print(table)
+    for note in notes:
+        err_console.print(f"[dim]{note}[/]", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

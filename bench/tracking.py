@@ -205,6 +205,7 @@ class Tracker:
             run_id = adopt
         else:
             run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        self.mark_ui([run_id])
         self.client.log_text(run_id, json.dumps(sorted(job_hashes)), GRID_JOBS_ARTIFACT)
         if config_text:
             # The resolved configuration, as `diffbench run --config` reads it back: in the run and the output.
@@ -253,6 +254,14 @@ class Tracker:
         self.client.log_metric(run_id, "jobs_failed", failed)
         self.client.log_metric(run_id, "jobs_finished", finished)
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+    def mark_ui(self, parent_runs: list[str]) -> None:
+        """Let the MLflow UI open on the runs table with this grid expanded (see :mod:`bench.mlflow_ui`)."""
+        from bench.mlflow_ui import mark_experiment
+        from tasks.base import get_task, task_names
+
+        metrics = [get_task(t).primary_metric for t in task_names()]
+        mark_experiment(self.client, self.experiment_id, metrics, parent_runs)
 
     # -- jobs --------------------------------------------------------------------------------
     def job_runs(self, hashes: list[str] | None = None, supersede_duplicates: bool = False) -> dict[str, Any]:
@@ -337,7 +346,18 @@ class Tracker:
         plist = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for chunk in _chunks(plist, 100):
             self.client.log_batch(run.info.run_id, params=chunk)
+        self._log_dataset(run.info.run_id, spec)
         return run.info.run_id
+
+    def _log_dataset(self, run_id: str, spec: JobSpec) -> None:
+        """The job's data as an MLflow dataset input (the runs table's Dataset column): name and fingerprint."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        digest = (spec.data_id or spec.dataset).rpartition(":")[2][:36]
+        source = spec.data_dir or f"diffbench:{spec.dataset} (embedded)"
+        dataset = Dataset(name=spec.dataset, digest=digest, source_type="local" if spec.data_dir else "code",
+                          source=json.dumps({"uri": source}))  # fmt: skip
+        self.client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])])
 
     def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric

@@ -35,16 +35,38 @@ class _Stop(Exception):
         self.signum = signum
 
 
-def serve(cmd: list[str]) -> int:
+def runs_link(uri: str, experiment: str, base: str) -> str | None:
+    """The deep link to ``experiment``'s runs in diffbench's view, or ``None`` when the store has no such
+    experiment yet; the view and the experiment kind are (re)applied on the way."""
+    from mlflow.tracking import MlflowClient
+
+    from bench.mlflow_ui import mark_experiment, runs_url
+
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(experiment)
+    except Exception:  # noqa: BLE001 - a store the UI itself will report on
+        return None
+    if exp is None:
+        return None
+    mark_experiment(client, exp.experiment_id, [], [])
+    return runs_url(base, exp.experiment_id)
+
+
+def serve(cmd: list[str], open_url: str | None = None) -> int:
     """Run ``cmd`` in its own process group until it exits or we get SIGINT/SIGTERM; return an exit code.
 
     Ctrl-C returns 0 (the user closed it); SIGTERM returns 143. Either way the whole group is stopped:
-    SIGTERM, then SIGKILL after :data:`GRACE_S` seconds.
+    SIGTERM, then SIGKILL after :data:`GRACE_S` seconds. ``open_url`` is opened in a browser once started.
     """
     try:
         proc = subprocess.Popen(cmd, start_new_session=True)
     except FileNotFoundError:
         raise UserError("the mlflow command is not installed in this environment") from None
+    if open_url:
+        import webbrowser
+
+        webbrowser.open(open_url)
 
     def handler(signum: int, _frame: object) -> None:
         raise _Stop(signum)

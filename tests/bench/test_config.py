@@ -111,3 +111,30 @@ def test_a_grid_writes_its_resolved_config_and_it_reads_back(tmp_path):
     assert grid.info.run_name.startswith("run --dataset digits")  # named from its command
     again = _run("--config", str(written))  # the same grid: nothing to do
     assert again.exit_code == 0 and "nothing to do" in again.output, again.output
+
+
+def test_the_mlflow_ui_opens_on_the_runs_in_diffbenchs_view(tmp_path, monkeypatch):
+    import json
+
+    import bench.ui
+    from bench.mlflow_ui import KIND, KIND_TAG, VIEW_TAG
+
+    out = tmp_path / "out"
+    args = ["--dataset", "digits", "--pairs", "resnet8:resnet8", "--methods", "kd", "--epochs", "1", "--max-steps",
+            "1", "--batch-size", "16", "--executor", "local", "--output", str(out)]
+    assert _run(*args).exit_code == 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("diffbench")
+    assert exp.tags[KIND_TAG] == KIND  # the model-training layout, not the GenAI overview
+    view = json.loads(exp.tags[VIEW_TAG])
+    assert "metrics.`best_top1`" in view["selectedColumns"] and "tags.`method`" in view["selectedColumns"]
+    assert [k["groupByData"] for k in view["groupBy"]["groupByKeys"]][-1] == "method"
+    job = client.search_runs([exp.experiment_id], "tags.`diffbench.kind` = 'job'")[0]
+    assert job.inputs.dataset_inputs[0].dataset.name == "digits"  # the Dataset column
+    monkeypatch.setattr(bench.ui, "serve", lambda cmd, url=None: 0)
+    result = runner.invoke(app, ["ui", "--output", str(out), "--port", "5123"])
+    assert result.exit_code == 0, result.output
+    link = f"http://127.0.0.1:5123/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=diffbench"
+    assert link in " ".join(result.output.split()).replace(" ", "") or link in result.output.replace("\n", "")
