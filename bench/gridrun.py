@@ -83,6 +83,9 @@ class GridRun:
     config_text: str | None = None
     #: the command that started the grid (``run --task detection ...``), for the parent run's name.
     command: str = "run"
+    #: the GPU share of each job (``--gpus-per-job``); below 1, jobs are packed on a GPU.
+    gpus_per_job: float = 0.0
+    _packing_warned: bool = False
     progress: GridProgress | None = None
 
     def __post_init__(self) -> None:
@@ -238,6 +241,24 @@ class GridRun:
             self.tracker.log_epoch(st.run_id, epoch, epoch_metrics(metrics))
             st.logged.add(epoch)
         self.progress.job_epoch(st)
+        self.check_packing(metrics)
+
+    def check_packing(self, metrics: dict[str, Any]) -> None:
+        """Warn once when jobs packed on one GPU (``--gpus-per-job`` < 1) measure more memory than it has.
+
+        Ray shares a GPU by bookkeeping only; the memory is the user's to fit. The first epoch's measured
+        peak of a job times the jobs per GPU is compared with the device's memory.
+        """
+        peak, total = metrics.get("peak_mem_mb"), metrics.get("device_mem_mb")
+        if self._packing_warned or not (0 < self.gpus_per_job < 1) or not peak or not total:
+            return
+        packed = int(1 / self.gpus_per_job + 1e-9)
+        if peak * packed > 0.95 * total:
+            fit = max(1, int(0.95 * total // peak))
+            self._packing_warned = True
+            self.warn(f"a job peaks at {peak:.0f} MiB of GPU memory: {packed} per GPU (--gpus-per-job "
+                      f"{self.gpus_per_job:g}) need {peak * packed:.0f} of {total:.0f} MiB and may run out; "
+                      f"use --gpus-per-job {1 / fit:.3g} ({fit} per GPU)")  # fmt: skip
 
     def on_step(self, spec: JobSpec, epoch: int, step: int, steps: int, loss: float) -> None:
         """Progress inside an epoch (jobs running in this process report every step)."""

@@ -153,7 +153,8 @@ def run_grid(
         say(f"opening the MLflow store in {output}")
         tracker = Tracker(output, tracking_uri, experiment)
         grid = GridRun(jobs, output, tracker, device_tag, console, lock=lock, config_text=config_text,
-                       command=command or shlex.join(["diffbench", *sys.argv[1:]]))  # fmt: skip
+                       command=command or shlex.join(["diffbench", *sys.argv[1:]]),
+                       gpus_per_job=gpus_per_job if executor == "ray" else 0.0)  # fmt: skip
         hashes = [j.job_hash for j in jobs]
         adopt = tracker.close_stale(hashes)
         todo = grid.plan(rerun=rerun)

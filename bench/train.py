@@ -274,6 +274,9 @@ def _train(
         metrics = stepper.means()
         metrics["lr"] = lr
         metrics["epoch_time_s"] = elapsed
+        if dev.type == "cuda":  # what the driver checks packed jobs against (see GridRun.check_packing)
+            metrics["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+            metrics["device_mem_mb"] = torch.cuda.get_device_properties(dev).total_memory / 2**20
         if epoch % recipe.eval_every == 0 or epoch == recipe.epochs:
             val = stepper.evaluate(built.student, built.val_loader)
             metrics.update({f"val/{k}": v for k, v in val.items()})

@@ -133,3 +133,24 @@ def test_a_pipeline_that_cannot_apply_is_refused():
                     recipe_overrides={"data_pipeline": "device"})  # fmt: skip
     with pytest.raises(UserError, match="precision 'fp8'"):
         resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides={"precision": "fp8"})
+
+
+def test_packed_jobs_that_do_not_fit_one_gpu_are_warned_about(tmp_path):
+    from rich.console import Console
+
+    from bench.gridrun import GridRun
+
+    class NoStore:
+        def job_runs(self, *_a, **_k):
+            return {}
+
+    console = Console(record=True, width=200)
+    grid = GridRun([], tmp_path, NoStore(), "cuda", console, gpus_per_job=0.25)
+    grid.check_packing({"peak_mem_mb": 30_000.0, "device_mem_mb": 80_000.0})  # 4 x 30 GB > 80 GB
+    text = console.export_text()
+    assert "4 per GPU" in text and "--gpus-per-job 0.5 (2 per GPU)" in text
+    grid.check_packing({"peak_mem_mb": 30_000.0, "device_mem_mb": 80_000.0})
+    assert console.export_text().count("may run out") == 0  # once (export_text clears the record)
+    ok = GridRun([], tmp_path, NoStore(), "cuda", Console(record=True), gpus_per_job=0.25)
+    ok.check_packing({"peak_mem_mb": 10_000.0, "device_mem_mb": 80_000.0})
+    assert "may run out" not in ok.console.export_text()
