@@ -318,75 +318,100 @@ def eval_cmd(
 @app.command()
 @user_errors
 def speed(
-    teacher: Annotated[str, typer.Option("--teacher")],
-    student: Annotated[str, typer.Option("--student")],
+    teacher: Annotated[str | None, typer.Option("--teacher", help="Teacher architecture (not with --data).")] = None,
+    student: Annotated[str | None, typer.Option("--student", help="Student architecture (not with --data).")] = None,
     task: TaskOpt = "classification",
     methods: Annotated[list[str] | None, typer.Option("--methods", help="Comma list; vanilla is always timed.")] = None,
     dataset: DatasetOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
-    steps: Annotated[int, typer.Option("--steps", help="Timed rounds (one step per method each).")] = 20,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps per method first.")] = 3,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Timed rounds (one block per row each); --data: batches (200).")
+    ] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps per row first.")] = 3,
+    inner: Annotated[
+        int | None, typer.Option("--inner", help="Steps per timed block (default 1 on CPU, 10 on CUDA).")
+    ] = None,
     num_classes: Annotated[int | None, typer.Option("--num-classes")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="e.g. --set diffkd.use_ae=true")] = None,
+    precision: Annotated[
+        list[str] | None,
+        typer.Option("--precision", help="Comma list: auto (bf16 on CUDA, else fp32), fp32, bf16, fp16."),
+    ] = None,
+    channels_last: Annotated[
+        list[str] | None, typer.Option("--channels-last", help="Comma list: auto (on for CUDA), on, off.")
+    ] = None,
+    compile_mode: Annotated[
+        list[str] | None,
+        typer.Option("--compile", help="Comma list: off, on, reduce-overhead, max-autotune (torch.compile)."),
+    ] = None,
+    peak_tflops: Annotated[
+        float | None, typer.Option("--peak-tflops", help="The device's dense peak (TFLOP/s) for '% peak'.")
+    ] = None,
+    data: Annotated[
+        bool, typer.Option("--data", help="Time the data pipeline alone: PIL DataLoader vs device-resident.")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    images: Annotated[
+        int, typer.Option("--images", help="--data: random CIFAR-shaped images without --data-dir.")
+    ] = 50_000,
+    imports: ImportOpt = None,
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
-    """Time full training steps per method on synthetic data (methods interleaved, median of rounds)."""
-    from bench.speed import benchmark
-    from bench.train import pick_device
-    from tasks.base import get_task
+    """Time full training steps per method and speed variant on synthetic data (rows interleaved, median of rounds).
 
+    Every combination of --precision, --channels-last and --compile is a variant; each method × variant is
+    one row with ms/step, images/s, model FLOPs per image, achieved TFLOP/s, % of the device's dense peak
+    and (CUDA) peak memory. --data times the data pipeline instead.
+    """
+    _load_plugins(imports)
+    from bench.speed import SpeedRow
+    from bench.speed import run as run_speed
+    from bench.speed_data import data_benchmark
+    from bench.speed_table import COLUMNS, row_cells, visible_columns
+
+    if data:
+        cl = split_list(channels_last)
+        result = data_benchmark(task, dataset, str(data_dir) if data_dir else None, batch_size, steps or 200,
+                                device, images, channels_last=cl == ["on"])  # fmt: skip
+        if as_json:
+            sys.stdout.write(json.dumps(result) + "\n")
+            return
+        table = Table(title=f"data pipeline: {result['images']:,} {result['dataset']} training images, batch "
+                            f"{batch_size}, {result['cpus']} CPUs, device {result['device']}")  # fmt: skip
+        for col in ("pipeline", "images/s", "note"):
+            table.add_column(col, justify="right" if col == "images/s" else "left")
+        by_w = ", ".join(f"{w} workers {v:,.0f}" for w, v in result["pil_by_workers"].items())
+        table.add_row("PIL DataLoader", f"{result['pil']:,.0f}", f"best of {by_w}")
+        table.add_row("device-resident", f"{result['resident']:,.0f}", f"upload {result['resident_upload_s']:.2f} s")
+        table.add_row("speed-up", f"{result['speedup']:.1f}×", "")
+        console.print(table)
+        return
+    if student is None:
+        raise UserError("--student is required (and --teacher for distillation methods), except with --data")
     names = split_list(methods) or ["vanilla", "kd", "dkd", "fitnet", "diffkd"]
-    if "vanilla" not in names:
-        names.insert(0, "vanilla")
-    t = get_task(task)
-    dataset = dataset or ("cifar100" if task == "classification" else t.default_dataset)
-    classes = num_classes or t.default_num_classes(dataset)
-    rows = benchmark(
-        task,
-        teacher,
-        student,
-        names,
-        batch_size=batch_size,
-        steps=steps,
-        warmup=warmup,
-        device=device,
-        dataset=dataset,
-        num_classes=classes,
-        hparams=parse_sets(sets),
-    )
-    dev = str(pick_device(device))
+    payload = run_speed(
+        task, teacher, student, names, dataset, batch_size, steps or 20, warmup, device,
+        split_list(precision) or ["auto"], split_list(channels_last) or ["auto"], split_list(compile_mode) or ["off"],
+        inner=inner, peak_tflops=peak_tflops, sets=parse_sets(sets), num_classes=num_classes,
+        log=lambda msg: err_console.print(f"[dim]{msg}[/]", highlight=False) if not as_json else None,
+    )  # fmt: skip
     if as_json:
-        import torch
-
-        payload = {
-            "task": task,
-            "teacher": teacher,
-            "student": student,
-            "batch_size": batch_size,
-            "steps": steps,
-            "device": dev,
-            "torch": torch.__version__,
-            "rows": [r.to_dict() for r in rows],
-        }
         sys.stdout.write(json.dumps(payload) + "\n")
         return
-    table = Table(title=f"{task}: {teacher}→{student}, batch {batch_size}, {steps} rounds on {dev}")
-    for col in ("method", "ms/step", "IQR ms", "images/s", "peak MiB", "× vanilla", "× kd"):
-        table.add_column(col, justify="left" if col == "method" else "right")
-    fmt = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
+    pair = f"{teacher}→{student}" if teacher else student
+    table = Table(title=f"{task}: {pair}, batch {batch_size}, {payload['steps']} rounds × {payload['inner']} steps "
+                        f"on {payload['device']} ({payload['device_name']}, torch {payload['torch']})")  # fmt: skip
+    rows = [SpeedRow(**r) for r in payload["rows"]]
+    keep = visible_columns(rows)  # no empty "% peak" / "peak MiB" / "compile s" columns on a CPU
+    for i in keep:
+        table.add_column(COLUMNS[i], justify="left" if COLUMNS[i] in ("method", "variant") else "right")
     for r in rows:
-        table.add_row(
-            r.method,
-            fmt(r.ms_per_step, ".1f"),
-            fmt(r.ms_iqr, ".1f"),
-            fmt(r.images_per_s, ".0f"),
-            fmt(r.peak_mem_mb, ".0f"),
-            fmt(r.vs_vanilla, ".2f"),
-            fmt(r.vs_kd, ".2f"),
-        )
+        cells = row_cells(r)
+        table.add_row(*(cells[i] for i in keep))
     console.print(table)
-
+    if not any(r.peak_tflops for r in rows):
+        console.print("[dim]% peak: no dense peak known for this device; pass --peak-tflops[/]")
 
 @app.command()
 @user_errors

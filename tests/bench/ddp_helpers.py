@@ -76,24 +76,28 @@ def train_rank(rank: int, world: int, port: int, spec_dict: dict, output: str) -
         dist.destroy_process_group()
 
 
-def evaluate_rank(rank: int, world: int, port: int, task_name: str, dataset: str, arch: str, weights: str,
-                  out_file: str, batch: int) -> None:  # fmt: skip
-    """Evaluate fixed weights on this rank's shard of the validation set; rank 0 writes the metrics."""
+def evaluate_rank(rank: int, world: int, port: int, cases: list[tuple[str, str, str, str, int]], out_file: str) -> None:
+    """Evaluate fixed weights on this rank's shard of each case's validation set; rank 0 writes the metrics.
+
+    ``cases``: ``(task, dataset, arch, weights file, batch)``; one process group serves them all.
+    """
     from bench.build import make_loaders
     from bench.distributed import Dist
     from tasks.base import get_task
 
     if world > 1:
         _join(rank, world, port)
-    task = get_task(task_name)
-    recipe = task.recipe(dataset, arch).updated(batch_size=batch, eval_batch_size=3, num_workers=0)
-    bundle = task.build_data(dataset, None, recipe)
-    model = task.build_model(arch, bundle.num_classes, dataset)
-    model.load_state_dict(torch.load(weights, weights_only=True))
-    _, val = make_loaders(task, bundle, recipe, torch.device("cpu"), torch.Generator(), 1, Dist(rank, world))
-    with torch.inference_mode():
-        metrics = task.evaluate(model, val, torch.device("cpu"))
+    results = []
+    for task_name, dataset, arch, weights, batch in cases:
+        task = get_task(task_name)
+        recipe = task.recipe(dataset, arch).updated(batch_size=batch, eval_batch_size=3, num_workers=0)
+        bundle = task.build_data(dataset, None, recipe)
+        model = task.build_model(arch, bundle.num_classes, dataset)
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        _, val = make_loaders(task, bundle, recipe, torch.device("cpu"), torch.Generator(), 1, Dist(rank, world))
+        with torch.inference_mode():
+            results.append(task.evaluate(model, val, torch.device("cpu")))
     if rank == 0:
-        Path(out_file).write_text(json.dumps(metrics))
+        Path(out_file).write_text(json.dumps(results))
     if world > 1:
         dist.destroy_process_group()

@@ -73,28 +73,33 @@ def test_two_workers_with_half_batches_train_what_one_process_with_the_batch_tra
     assert moved > 1e-3  # the students did train (the comparison is not of untouched weights)
 
 
-@pytest.mark.parametrize(
-    ("task_name", "dataset", "arch", "batch"),
-    [("classification", "digits", "resnet8", 16), ("segmentation", "shapes", "deeplabv3_tiny_s", 4),
-     ("detection", "shapes", "fasterrcnn_mbv3s", 4)],  # fmt: skip
-)
-def test_sharded_evaluation_equals_one_process(tmp_path, task_name, dataset, arch, batch):
+CASES = [("classification", "digits", "resnet8", 16), ("segmentation", "shapes", "deeplabv3_tiny_s", 4),
+         ("detection", "shapes", "fasterrcnn_mbv3s", 4)]  # fmt: skip
+
+
+def test_sharded_evaluation_equals_one_process(tmp_path):
+    """Top-1/top-5 hits, confusion matrices (mIoU) and COCO AP of two ranks' shards equal one process's."""
+    import json
+
     from ddp_helpers import evaluate_rank
 
     from tasks.base import get_task
 
-    task = get_task(task_name)
-    torch.manual_seed(0)
-    model = task.build_model(arch, task.default_num_classes(dataset), dataset)
-    weights = tmp_path / "w.pt"
-    torch.save(model.state_dict(), weights)
+    cases = []
+    for task_name, dataset, arch, batch in CASES:
+        task = get_task(task_name)
+        torch.manual_seed(0)
+        model = task.build_model(arch, task.default_num_classes(dataset), dataset)
+        weights = tmp_path / f"{task_name}.pt"
+        torch.save(model.state_dict(), weights)
+        cases.append((task_name, dataset, arch, str(weights), batch))
     results = {}
     for world in (1, 2):
         out = tmp_path / f"m{world}.json"
-        _spawn(evaluate_rank, world, task_name, dataset, arch, str(weights), str(out), batch)
-        results[world] = __import__("json").loads(out.read_text())
-    one, two = results[1], results[2]
-    # Exactly: summed hit counts, summed confusion matrices, COCOeval on the gathered detections. The mean
-    # cross-entropy is a float sum over batches grouped differently per rank: equal to float32 rounding.
-    assert {k: v for k, v in one.items() if k != "loss"} == {k: v for k, v in two.items() if k != "loss"}
-    assert one.get("loss", 0.0) == pytest.approx(two.get("loss", 0.0), rel=1e-6)
+        _spawn(evaluate_rank, world, cases, str(out))
+        results[world] = json.loads(out.read_text())
+    for (task_name, *_), one, two in zip(CASES, results[1], results[2], strict=True):
+        # Exactly: summed hit counts, summed confusion matrices, COCOeval on the gathered detections. The mean
+        # cross-entropy is a float sum over batches grouped differently per rank: equal to float32 rounding.
+        assert {k: v for k, v in one.items() if k != "loss"} == {k: v for k, v in two.items() if k != "loss"}, task_name
+        assert one.get("loss", 0.0) == pytest.approx(two.get("loss", 0.0), rel=1e-6)
