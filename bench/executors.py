@@ -93,8 +93,10 @@ def _ray_trainable(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
+    from bench.plugins import load_plugins
     from bench.train import JobFailed, run_job
 
+    load_plugins(config.get("imports"))  # entry points and the driver's --import modules, in this worker too
     spec = JobSpec.from_dict(config["job"])
     torch.set_num_threads(max(1, int(config["cpus"])))
     restored = tune.get_checkpoint()
@@ -315,6 +317,7 @@ def run_ray(
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     logging.getLogger("ray.train").setLevel(logging.CRITICAL)
 
+    from bench.plugins import imported_modules
     from bench.ray_callback import DriverCallback
 
     def refresh() -> None:
@@ -347,6 +350,7 @@ def run_ray(
             "device": device,
             "cpus": cpus,
             "claim_token": grid.lock.token if grid.lock is not None else None,
+            "imports": imported_modules(),
         }
         request = {"cpu": cpus, "gpu": gpus_per_job}
         concurrent = max_concurrent or 0

@@ -76,6 +76,9 @@ def _worker(config: dict[str, Any]) -> None:
     else:
         device = torch.device("cpu")
     torch.set_num_threads(max(1, int(config["cpus"])))
+    from bench.plugins import load_plugins
+
+    load_plugins(config.get("imports"))  # entry points and the driver's --import modules, in this worker too
     spec = JobSpec.from_dict(config["job"])
 
     def report(payload: dict[str, Any]) -> None:
@@ -177,7 +180,9 @@ def train_one(spec: JobSpec, output: Path, workers: Workers, max_failures: int =
     from bench.train import JobFailed, read_result
 
     check_cluster(workers)
-    config = {"job": spec.to_dict(), "output": str(output), "claim_token": None}
+    from bench.plugins import imported_modules
+
+    config = {"job": spec.to_dict(), "output": str(output), "claim_token": None, "imports": imported_modules()}
     last = _trainer(config, workers, max_failures, []).fit().metrics or {}
     if last.get("event") == "failed":
         raise JobFailed(str(last.get("failure_reason")), storage=bool(last.get("storage")))

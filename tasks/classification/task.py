@@ -75,6 +75,12 @@ class ClassificationTask(Task):
     def archs(self) -> list[str]:
         return zoo.arch_names()
 
+    def check_names(self, dataset: str, *archs: str | None) -> None:
+        """Also accept ``timm/<model>`` names (never listed: resolved, or refused in one line, by the zoo)."""
+        super().check_names(dataset, *(None if zoo.is_timm(a) else a for a in archs))
+        for arch in filter(zoo.is_timm, archs):
+            zoo.get_arch(arch)
+
     def build_model(self, arch: str, num_classes: int, dataset: str) -> nn.Module:
         return zoo.build(arch, num_classes)
 
@@ -90,12 +96,6 @@ class ClassificationTask(Task):
         )
         return DataBundle(bundle.train, bundle.val, bundle.num_classes, None, dict(bundle.info))
 
-    def resident_loader(
-        self, data: Dataset, batch_size: int, *, device: torch.device, train: bool,
-        generator: torch.Generator | None, channels_last: bool = False, rank: int = 0, world_size: int = 1,
-    ) -> ResidentLoader:  # fmt: skip
-        """A :class:`~tasks.classification.resident.ResidentLoader`: training drops the remainder so every
-        rank has the same full batches; validation keeps every image exactly once."""
     def data_fingerprint(self, dataset: str, data_dir: Path | None, recipe: Recipe) -> str:
         """CIFAR-100: its three pickles (wherever they are); ImageNet: the train/ and val/ class folders."""
         if data_dir is None or dataset not in ("cifar100", "imagenet"):
@@ -109,6 +109,12 @@ class ClassificationTask(Task):
         splits = [root / s for s in ("train", "val") if (root / s).is_dir()]
         return f"imagenet:{fingerprint_files(*splits) if splits else fingerprint_files(root)}"
 
+    def resident_loader(
+        self, data: Dataset, batch_size: int, *, device: torch.device, train: bool,
+        generator: torch.Generator | None, channels_last: bool = False, rank: int = 0, world_size: int = 1,
+    ) -> ResidentLoader:  # fmt: skip
+        """A :class:`~tasks.classification.resident.ResidentLoader`: training drops the remainder so every
+        rank has the same full batches; validation keeps every image exactly once."""
         if not resident.supports(data):
             raise UserError(f"{type(data).__name__} with this transform cannot live on the device; "
                             "use --data-pipeline pil")

@@ -16,6 +16,11 @@ definition). Each architecture declares three taps, computed without a forward p
 * ``logits`` — the classifier's output.
 
 Strides are relative to the model's native input: 32x32 for CIFAR models, 224x224 for ImageNet ones.
+
+Architectures from outside diffbench register with :func:`register_arch` (a decorator in the style of
+timm's ``@register_model``, declaring the builder's taps beside it); a plugin module that uses it is
+imported through the ``diffbench.archs`` entry point group or ``--import`` (:mod:`bench.plugins`). When
+timm is installed, every timm model is an architecture too, as ``timm/<model name>`` (:func:`timm_arch`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Arch:
         hint: (module path, channels, stride) of the hint tap.
         feat: (module path, channels, stride) of the feature tap.
         logits: module path of the classifier.
+        size: the native input side when it is neither 32 nor 224 (plugins, timm models).
     """
 
     name: str
@@ -50,19 +56,57 @@ class Arch:
     hint: tuple[str, int, int]
     feat: tuple[str, int, int]
     logits: str
+    size: int | None = None
 
     @property
     def input_size(self) -> int:
-        return 224 if self.imagenet else 32
+        return self.size or (224 if self.imagenet else 32)
 
 
 ARCHS: dict[str, Arch] = {}
+
+#: ``builder(num_classes) -> nn.Module``, what :func:`register_arch` decorates.
+Builder = Callable[[int], nn.Module]
 
 
 def _add(arch: Arch) -> None:
     if arch.name in ARCHS:
         raise ValueError(f"architecture {arch.name!r} registered twice")
     ARCHS[arch.name] = arch
+
+
+def register_arch(
+    name: str | None = None,
+    *,
+    hint: tuple[str, int, int],
+    feat: tuple[str, int, int],
+    logits: str,
+    input_size: int = 32,
+) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder(num_classes) -> nn.Module`` as a classification architecture.
+
+    Like timm's ``@register_model``, the decorated function is returned unchanged and its name is the
+    architecture's name unless ``name`` is given; unlike it, the taps are declared here, beside the
+    builder, because methods build their adapters from them without running the model. Check them once
+    with :func:`validate_taps` (shapes, and that ``feat`` is the map the classifier pools)::
+
+        @register_arch(hint=("layer2", 64, 8), feat=("layer3", 128, 16), logits="fc", input_size=64)
+        def tiny_net(num_classes: int) -> nn.Module: ...
+
+    Args:
+        name: the CLI name (default: the function's name); a name taken already is an error.
+        hint: (module path, channels, stride) of FitNet's hint tap.
+        feat: (module path, channels, stride) of the map global pooling averages (DiffKD's feature tap).
+        logits: module path of the classifier, whose output must be the model's output.
+        input_size: the native input side the strides refer to.
+    """
+
+    def decorate(builder: Builder) -> Builder:
+        _add(Arch(name or builder.__name__, builder, input_size >= 224, tuple(hint), tuple(feat), logits,
+                  None if input_size in (32, 224) else input_size))  # fmt: skip
+        return builder
+
+    return decorate
 
 
 def _bind(fn: Callable[..., nn.Module], *args: object) -> Callable[[int], nn.Module]:
@@ -118,11 +162,23 @@ def arch_names(imagenet: bool | None = None) -> list[str]:
 
 
 def get_arch(arch: str) -> Arch:
-    """The registry entry of ``arch``; :class:`UserError` listing valid names if unknown."""
-    try:
+    """The registry entry of ``arch`` (or a ``timm/<model>`` name); :class:`UserError` naming valid ones if unknown."""
+    if arch in ARCHS:
         return ARCHS[arch]
-    except KeyError:
-        raise UserError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}") from None
+    if is_timm(arch):
+        from tasks.classification.models.timm_archs import timm_arch
+
+        return timm_arch(arch)
+    raise UserError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)} (or timm/<model> with timm installed)")
+
+
+def is_timm(arch: str | None) -> bool:
+    """Whether ``arch`` names a timm model (``timm/resnet18``): resolved on use, never listed."""
+    return isinstance(arch, str) and arch.startswith(TIMM_PREFIX)
+
+
+#: Prefix of the architecture names that are timm models.
+TIMM_PREFIX = "timm/"
 
 
 def build(arch: str, num_classes: int) -> nn.Module:
