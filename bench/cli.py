@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from methods.base import UserError
+from methods.errors import UserError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -63,6 +63,27 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bench.tracking import diffbench_version, git_commit
+
+        commit = git_commit()
+        console.print(f"diffbench {diffbench_version()}" + (f" (commit {commit})" if commit != "unknown" else ""),
+                      highlight=False)  # fmt: skip
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Knowledge-distillation benchmark: DiffKD, KD, DKD and FitNet on classification, detection and segmentation."""
+
 
 EXIT_USER_ERROR = 2
 #: ``diffbench run``: some jobs failed (each is listed with its reason; the rest of the grid finished).

@@ -147,3 +147,16 @@ def test_ui_serves_the_run_store_on_localhost(tmp_path, monkeypatch):
     assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--port") + 1] == "5123"
+
+
+def test_help_and_version_do_not_import_torch():
+    """--help answers before torch loads (it took 6-8 s when the CLI imported torch at the top)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from bench.cli import app; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+            "v = CliRunner().invoke(app, ['--version']); assert v.output.startswith('diffbench '), v.output; "
+            "assert 'torch' not in sys.modules, 'torch imported'")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert _invoke("-h").exit_code == 0
