@@ -68,7 +68,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from bench.tracking import diffbench_version, git_commit
+        from bench.version import diffbench_version, git_commit
 
         commit = git_commit()
         console.print(f"diffbench {diffbench_version()}" + (f" (commit {commit})" if commit != "unknown" else ""),

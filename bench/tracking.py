@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.spec import JobSpec
+from bench.version import diffbench_version, git_commit  # noqa: F401 - re-exported
 from methods.base import UserError
 
 EXPERIMENT = "diffbench"
@@ -82,28 +82,6 @@ def check_tracking_uri(uri: str | None) -> None:
 
 def default_tracking_uri(output: Path) -> str:
     return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
-
-
-def git_commit() -> str:
-    """The project's git commit (``unknown`` outside a checkout)."""
-    try:
-        here = Path(__file__).resolve().parent
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def diffbench_version() -> str:
-    """The installed diffbench version (``unknown`` when running from a tree that was never installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("diffbench")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def grid_hash(job_hashes: list[str]) -> str:
