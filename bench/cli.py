@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -46,7 +47,8 @@ class _OneLineErrors(TyperGroup):
             else:
                 ctx = getattr(err, "ctx", None)
                 hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-                err_console.print(f"[bold red]error:[/] {err.format_message()}{hint}", highlight=False, soft_wrap=True)
+                err_console.print(f"[bold red]error:[/] {escape(err.format_message() + hint)}", highlight=False,
+                                  soft_wrap=True)  # fmt: skip
                 rv = err.exit_code
         if not standalone_mode:
             return rv
@@ -98,7 +100,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
 
     return wrapper
@@ -262,7 +264,7 @@ def _grid_exit(start: Callable[[], int]) -> int:
     except KeyboardInterrupt as err:
         return getattr(err, "exit_code", 130)
     except StorageFull as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         return EXIT_STORAGE
     return EXIT_JOBS_FAILED if failed else 0
 
@@ -285,7 +287,7 @@ def _train_workers(spec: Any, output: Path, workers: int, device: str) -> None:
         try:
             result = train_one(spec, output, Workers(workers, 1.0, gpus))
         except JobFailed as err:
-            err_console.print(f"[bold red]job failed:[/] {err}", highlight=False)
+            err_console.print(f"[bold red]job failed:[/] {escape(str(err))}", highlight=False)
             raise typer.Exit(1) from None
     _result_table(f"{spec.label} ({workers} workers)", result)
 

@@ -329,7 +329,9 @@ class GridRun:
         return None
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
     # -- view --------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

@@ -27,6 +27,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
 from bench.gridrun import GridRun
 from bench.lock import OutputLock, StorageFull, check_writable, describe_os_error, is_write_error
@@ -261,7 +262,8 @@ def _execute(
     )
     for st in grid.states.values():
         if st.status == "failed":
-            console.print(f"[red]failed[/] {st.spec.label} ({st.spec.job_hash}): {st.reason}", highlight=False)
+            console.print(f"[red]failed[/] {escape(st.spec.label)} ({st.spec.job_hash}): {escape(st.reason)}",
+                          highlight=False)  # fmt: skip
     if counts["failed"] == 0:
         console.print(
             "next: [bold]diffbench report[/] "

@@ -85,6 +85,8 @@ class CocoDetection(Dataset):
             )
         self.image_root = Path(image_root)
         self.train = train
+        _check_annotations(self.coco.dataset["annotations"], ann_file)
+        _check_images(self.coco.dataset.get("images", []), self.image_root, ann_file)
         self.cat_ids: list[int] = list(categories) if categories is not None else sorted(self.coco.getCatIds())
         if not self.cat_ids:
             raise UserError(f"annotation file {str(ann_file)!r} defines no categories")
@@ -135,6 +137,31 @@ class CocoDetection(Dataset):
                 [image.shape[-1] - box_t[:, 2], box_t[:, 1], image.shape[-1] - box_t[:, 0], box_t[:, 3]], 1
             )
         return image, {"boxes": box_t, "labels": label_t, "image_id": image_id}
+
+
+def _check_annotations(annotations: list[Any], ann_file: Path) -> None:
+    """Every box is four numbers: a malformed one is named (file and annotation id) before any job starts."""
+    for ann in annotations:
+        box = ann.get("bbox") if isinstance(ann, dict) else None
+        ok = isinstance(box, list | tuple) and len(box) == 4 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in box
+        )
+        if not ok:
+            ident = ann.get("id", "?") if isinstance(ann, dict) else "?"
+            raise UserError(
+                f"annotation file {str(ann_file)!r}: annotation id {ident} has bbox {box!r}; expected "
+                "[x, y, width, height] (four numbers)"
+            )
+
+
+def _check_images(images: list[Any], root: Path, ann_file: Path) -> None:
+    """Every image the json lists exists under ``root`` (a missing one would kill a DataLoader worker later)."""
+    missing = [img.get("file_name") for img in images if not (root / str(img.get("file_name"))).is_file()]
+    if missing:
+        raise UserError(
+            f"{len(missing)} image(s) listed in {str(ann_file)!r} are missing from {root} "
+            f"(e.g. {', '.join(map(str, missing[:3]))})"
+        )
 
 
 class _quiet:

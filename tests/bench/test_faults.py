@@ -485,6 +485,25 @@ def _write_bad_coco(root: Path) -> Path:
     return root
 
 
+def _coco_with(root: Path, bbox, image: bool = True) -> Path:
+    """A one-image COCO folder whose only box is ``bbox`` (and whose image file may be missing)."""
+    from PIL import Image
+
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / f"{split}2017").mkdir()
+        if image:
+            Image.new("RGB", (64, 48)).save(root / f"{split}2017" / "1.jpg")
+        doc = {"images": [{"id": 1, "file_name": "1.jpg", "width": 64, "height": 48}],
+               "categories": [{"id": 1, "name": "thing"}],
+               "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": bbox, "iscrowd": 0}]}  # fmt: skip
+        (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(doc))
+    return root
+
+
+DET = ["--task", "detection", "--dataset", "coco", "--pairs", "fasterrcnn_r18:fasterrcnn_mbv3s", "--batch-size", "1"]
+
+
 def _teacher_file(tmp_path: Path, arch: str, garbage: bool = False) -> Path:
     import torch
 
@@ -503,6 +522,9 @@ BAD_INPUTS = [
     (lambda t: ["--dataset", "cifar100", "--data-dir", str(_write_cifar_garbage(t / "c"))], "not a readable pickle"),
     (lambda t: ["--task", "detection", "--dataset", "coco", "--data-dir", str(_write_bad_coco(t / "coco")),
                 "--pairs", "fasterrcnn_r18:fasterrcnn_mbv3s"], "instances_train2017.json"),  # fmt: skip
+    (lambda t: [*DET, "--data-dir", str(_coco_with(t / "c3", [1, 2, 3]))], "annotation id 7 has bbox [1, 2, 3]"),
+    (lambda t: [*DET, "--data-dir", str(_coco_with(t / "cs", "1 2 3 4"))], "annotation id 7 has bbox '1 2 3 4'"),
+    (lambda t: [*DET, "--data-dir", str(_coco_with(t / "ci", [1, 2, 9, 9], image=False))], "are missing from"),
     (lambda t: ["--teacher-checkpoint", f"resnet8={_teacher_file(t, 'resnet20')}"], "does not fit"),
     (lambda t: ["--teacher-checkpoint", f"resnet8={_teacher_file(t, 'resnet8', garbage=True)}"], "cannot be read"),
     (lambda t: ["--batch-size", "5000"], "fewer than one batch of 5000"),
