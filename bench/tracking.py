@@ -91,22 +91,27 @@ def grid_hash(job_hashes: list[str]) -> str:
     return hashlib.sha1(",".join(sorted(job_hashes)).encode()).hexdigest()[:12]
 
 
-def recipe_preset(spec: JobSpec) -> str:
-    """The name of the task's recipe preset this job's recipe equals exactly, else ``custom``.
+#: Recipe fields that say how a job computes, not what it trains: a preset is matched on the others (the
+#: report states the precision next to the preset).
+_HOW_FIELDS = {"num_workers", "eval_batch_size", "precision", "channels_last", "compile", "data_pipeline", "sync_bn"}
 
+
+def recipe_preset(spec: JobSpec) -> str:
+    """The name of the task's recipe preset this job's training recipe equals, else ``custom``.
+
+    Compared on every field but the speed settings (:data:`_HOW_FIELDS`), which a preset leaves to the device.
     Reports show a published number only beside runs of the recipe the paper used.
     """
-    from bench.spec import _NOT_IDENTITY
     from tasks.base import get_task
 
     task = get_task(spec.task)
-    mine = {k: v for k, v in spec.recipe.items() if k not in _NOT_IDENTITY}
+    mine = {k: v for k, v in spec.recipe.items() if k not in _HOW_FIELDS}
     for name in task.presets:
         try:
             ref = task.recipe(spec.dataset, spec.student, name).to_dict()
         except Exception:  # noqa: BLE001 - a preset that does not apply to this dataset
             continue
-        if {k: v for k, v in ref.items() if k not in _NOT_IDENTITY} == mine:
+        if {k: v for k, v in ref.items() if k not in _HOW_FIELDS} == mine:
             return name
     return "custom"
 

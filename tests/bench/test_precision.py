@@ -109,14 +109,14 @@ def test_speed_settings_are_part_of_a_jobs_identity(field, a, b):
     assert _hash(**{field: a}) != _hash(**{field: b})
 
 
-def test_auto_settings_resolve_per_device_and_fp32_keeps_todays_recipe():
-    cpu = resolve_job(task="classification", dataset="cifar100", student="resnet8", data_dir="/d", device="cpu")
-    gpu = resolve_job(task="classification", dataset="cifar100", student="resnet8", data_dir="/d", device="cuda")
+def test_auto_settings_resolve_per_device_and_fp32_keeps_todays_recipe(cifar_dir):
+    cpu = resolve_job(task="classification", dataset="cifar100", student="resnet8", data_dir=cifar_dir, device="cpu")
+    gpu = resolve_job(task="classification", dataset="cifar100", student="resnet8", data_dir=cifar_dir, device="cuda")
     assert (cpu.recipe["precision"], cpu.recipe["channels_last"]) == ("fp32", False)
     assert (gpu.recipe["precision"], gpu.recipe["channels_last"]) == ("bf16", True)
     assert cpu.job_hash != gpu.job_hash
-    explicit = resolve_job(task="classification", dataset="cifar100", student="resnet8", data_dir="/d", device="cuda",
-                           recipe_overrides={"precision": "fp32", "channels_last": False})  # fmt: skip
+    explicit = resolve_job(task="classification", dataset="cifar100", student="resnet8", data_dir=cifar_dir,
+                           device="cuda", recipe_overrides={"precision": "fp32", "channels_last": False})  # fmt: skip
     # mdistiller's CIFAR-100 recipe, unchanged by the speed settings
     for key, value in {"epochs": 240, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
                        "milestones": [150, 180, 210], "gamma": 0.1, "nesterov": False, "weight_decay_1d": True,
@@ -125,11 +125,11 @@ def test_auto_settings_resolve_per_device_and_fp32_keeps_todays_recipe():
     assert explicit.hparams == cpu.hparams
 
 
-def test_a_pipeline_that_cannot_apply_is_refused():
+def test_a_pipeline_that_cannot_apply_is_refused(imagenet_dir):
     from methods.base import UserError
 
     with pytest.raises(UserError, match="only in-memory data sets"):
-        resolve_job(task="classification", dataset="imagenet", student="resnet18", data_dir="/d",
+        resolve_job(task="classification", dataset="imagenet", student="resnet18", data_dir=imagenet_dir,
                     recipe_overrides={"data_pipeline": "device"})  # fmt: skip
     with pytest.raises(UserError, match="precision 'fp8'"):
         resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides={"precision": "fp8"})

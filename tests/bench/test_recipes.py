@@ -31,10 +31,22 @@ def test_mdistiller_imagenet_recipe_decays_every_parameter():
     assert len(group["params"]) == len(list(model.parameters()))
 
 
-def test_every_method_runs_with_the_diffkd_recipe():
+def test_every_method_runs_with_the_diffkd_recipe(imagenet_dir, tmp_path):
     for method in ("vanilla", "kd", "dkd", "fitnet", "diffkd"):
-        job = resolve_job(task="classification", dataset="imagenet", student="resnet18", data_dir="/data",
+        job = resolve_job(task="classification", dataset="imagenet", student="resnet18", data_dir=imagenet_dir,
                           teacher=None if method == "vanilla" else "resnet34", method=method,
                           teacher_ref=None if method == "vanilla" else "file:/t.pth",
                           preset="imagenet-diffkd")  # fmt: skip
         assert job.recipe["nesterov"] is True and job.recipe["weight_decay_1d"] is False
+
+
+def test_a_jobs_recipe_preset_is_recognised_whatever_its_speed_settings(cifar_dir):
+    from bench.tracking import recipe_preset
+
+    for device in ("cpu", "cuda"):
+        job = resolve_job(task="classification", dataset="cifar100", student="resnet8", data_dir=cifar_dir,
+                          device=device)
+        assert recipe_preset(job) == "cifar100", device
+    smoke = resolve_job(task="classification", dataset="cifar100", student="resnet8", data_dir=cifar_dir,
+                        recipe_overrides={"max_steps": 2})  # fmt: skip
+    assert recipe_preset(smoke) == "custom"
