@@ -382,7 +382,8 @@ def fingerprint_files(*roots: Path, max_listed: int = 5_000_000) -> str:
     """
     import hashlib
 
-    key = tuple(str(Path(r).resolve()) for r in roots)
+    # Cached per process on the roots and their own stat (a rewritten pickle is seen; a folder is walked once).
+    key = tuple(f"{Path(r).resolve()}:{Path(r).stat().st_size}:{Path(r).stat().st_mtime_ns}" for r in roots)
     if key in _FINGERPRINTS:
         return _FINGERPRINTS[key]
     digest = hashlib.sha256()

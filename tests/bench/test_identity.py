@@ -1,0 +1,41 @@
+"""Portable job identity (issue 11): data by content fingerprint, teacher weights by sha256, never by path."""
+
+from __future__ import annotations
+
+import shutil
+
+import torch
+
+from bench.spec import resolve_job
+from tasks.classification.models import zoo
+
+
+def _job(data_dir, teacher=None):
+    kw = {"teacher": "resnet8", "method": "kd"} if teacher else {}
+    if teacher:
+        from bench.spec import file_identity
+
+        kw["teacher_ref"], kw["teacher_path"] = file_identity(teacher)
+    return resolve_job(task="classification", dataset="cifar100", student="resnet8", data_dir=data_dir, **kw)
+
+
+def test_a_moved_data_folder_keeps_every_hash_and_changed_data_does_not(tmp_path, cifar_dir):
+    moved = tmp_path / "elsewhere" / "cifar"
+    shutil.copytree(cifar_dir, moved)
+    a, b = _job(cifar_dir), _job(str(moved))
+    assert a.data_dir != b.data_dir and a.job_hash == b.job_hash
+    (moved / "cifar-100-python" / "train").write_bytes(b"other images")
+    assert _job(str(moved)).job_hash != a.job_hash
+
+
+def test_teacher_weights_are_identified_by_content(tmp_path, cifar_dir):
+    torch.manual_seed(0)
+    first = tmp_path / "t1.pth"
+    torch.save({"model": zoo.build("resnet8", 100).state_dict()}, first)
+    copy = tmp_path / "copies" / "t.pth"
+    copy.parent.mkdir()
+    shutil.copy(first, copy)
+    assert _job(cifar_dir, first).job_hash == _job(cifar_dir, copy).job_hash
+    torch.save({"model": zoo.build("resnet8", 100).state_dict()}, copy)  # other weights, same path
+    assert _job(cifar_dir, first).job_hash != _job(cifar_dir, copy).job_hash
+    assert _job(cifar_dir, copy).teacher_checkpoint(tmp_path) == copy.resolve()
