@@ -138,3 +138,21 @@ def test_the_mlflow_ui_opens_on_the_runs_in_diffbenchs_view(tmp_path, monkeypatc
     assert result.exit_code == 0, result.output
     link = f"http://127.0.0.1:5123/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=diffbench"
     assert link in " ".join(result.output.split()).replace(" ", "") or link in result.output.replace("\n", "")
+
+
+def test_piped_output_has_a_line_per_job_event(tmp_path):
+    """Non-TTY (a log file, a scheduler): every job's start (with its train.log), epochs, end, and the grid's ETA."""
+    out = tmp_path / "out"
+    result = _run("--dataset", "digits", "--pairs", "resnet8:resnet8", "--methods", "kd", "--epochs", "2",
+                  "--max-steps", "1", "--batch-size", "16", "--executor", "local", "--output", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    starts = [x for x in lines if x.startswith("start ")]
+    assert len(starts) == 3 and all("train.log" in x for x in starts)
+    epochs = [x for x in lines if x.startswith("epoch ")]
+    assert len(epochs) == 6 and all("ETA" in x and "top1" in x for x in epochs)
+    dones = [x for x in lines if x.startswith("done ")]
+    assert len(dones) == 3 and "3/3 done" in dones[-1]
+    again = _run("--dataset", "digits", "--pairs", "resnet8:resnet8", "--methods", "kd", "--epochs", "2",
+                 "--max-steps", "1", "--batch-size", "16", "--executor", "local", "--output", str(out))  # fmt: skip
+    assert again.output.count("nothing to do") == 1
