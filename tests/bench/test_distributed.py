@@ -35,26 +35,25 @@ def _student(out: Path, spec) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("method", ["kd", "diffkd"])
-def test_two_workers_with_half_batches_train_what_one_process_with_the_batch_trains(tmp_path, method):
+def test_two_workers_with_half_batches_train_what_one_process_with_the_batch_trains(tmp_path, monkeypatch, method):
     """Same images per global step (one order per epoch, sliced per rank), gradients averaged by DDP.
 
     Tolerance 2e-5 (absolute, on weights of magnitude ~0.1-1 after 3 SGD steps of lr 0.05): the two runs
     sum the same per-sample gradients in a different order (per rank, then across ranks), which float32
     rounds differently. BatchNorm is replaced by identity in both runs (see ``ddp_helpers.NoBN``).
     """
-    from ddp_helpers import NoBN, patch_models
+    from ddp_helpers import NoBN
 
     from tasks.classification.models import zoo
 
     teacher = tmp_path / "teacher.pt"
-    real_bn = torch.nn.BatchNorm2d
-    patch_models()  # the teacher file must match the patched architecture
-    try:
+    # The teacher file must match the workers' patched architecture; only BatchNorm matters here, and only for
+    # this test (the workers also fix DiffKD's draws, which must not leak into later tests of this process).
+    with monkeypatch.context() as m:
+        m.setattr(torch.nn, "BatchNorm2d", NoBN)
         torch.manual_seed(1)
         torch.save({"model": zoo.build("resnet8", 10).state_dict()}, teacher)
-    finally:
-        torch.nn.BatchNorm2d = real_bn
-    assert NoBN is not real_bn
+    assert torch.nn.BatchNorm2d is not NoBN
     spec = resolve_job(
         task="classification", dataset="digits", student="resnet8", teacher="resnet8", method=method,
         teacher_ref=f"file:{teacher}", recipe_overrides={"epochs": 1, "batch_size": 16, "max_steps": 3,
