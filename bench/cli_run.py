@@ -64,7 +64,12 @@ def build_grid(p: dict[str, Any]) -> Any:
     """The :class:`~bench.grid.GridSpec` of ``diffbench run``'s parameters (preset, then the flags)."""
     from bench.grid import GridSpec, grid_from_preset, parse_pair
 
-    grid = grid_from_preset(p["preset"]) if p.get("preset") else GridSpec(task=p.get("task") or "classification")
+    if p.get("preset"):
+        grid = grid_from_preset(p["preset"])
+    elif not any(p.get(k) for k in ("task", "dataset", "pairs")):
+        grid = grid_from_preset("default")  # a plain `diffbench run`, perhaps with --methods, --epochs...: 3 seeds
+    else:
+        grid = GridSpec(task=p.get("task") or "classification")
     sets = parse_sets(p.get("sets"))
     recipe, teacher_recipe = recipe_overrides(p, sets)
     method_sets = {k: v for k, v in sets.items() if k not in RECIPE_SCOPES}

@@ -1,4 +1,4 @@
-"""Classification data sets: CIFAR-100, ImageNet, the embedded digits default and synthetic tensors.
+"""Classification data sets: CIFAR-100, ImageNet, the embedded ``colorshapes`` default, digits and synthetic tensors.
 
 Every data set yields ``(image, label)`` with ``image`` a normalised ``float32`` tensor ``[3, H, W]``
 and ``label`` a Python ``int``, so one classification model and one collate function serve them all.
@@ -10,12 +10,15 @@ and ``label`` a Python ``int``, so one classification model and one collate func
   RepDistiller's, so teachers trained there and students trained here see the same pixels.
 * ``imagenet`` is the usual ``train/`` + ``val/`` class-folder layout (``ImageFolder``) with the
   torchvision reference transforms.
+* ``colorshapes`` is a generated 20-class set (a shape in a hue family; :mod:`tasks.classification.colorshapes`
+  says how and why): offline, deterministic, and hard enough on a CPU budget that a teacher is well ahead of
+  its student — the benchmark's embedded default.
 * ``digits`` is scikit-learn's bundled 8x8 digits, upsampled to CIFAR's 32x32 RGB shape, so the
-  CIFAR architectures run offline with no files at all (the benchmark's embedded default).
+  CIFAR architectures run offline with no files at all (every student saturates at ~99 %: a smoke test).
 * ``synthetic`` is random tensors, deterministic per index, for throughput runs.
 
-The in-memory sets (``cifar100``, ``digits``, ``synthetic``) also implement the device-resident protocol of
-:mod:`tasks.classification.resident` (``resident_data()`` and ``resident_transform``), read from each
+The in-memory sets (``cifar100``, ``colorshapes``, ``digits``, ``synthetic``) also implement the device-resident
+protocol of :mod:`tasks.classification.resident` (``resident_data()`` and ``resident_transform``), read from each
 split's own transform, so training can keep their images on the device and augment them there in batches.
 
 Entry point: :func:`build_datasets`; per-dataset facts: :data:`DATASETS`.
@@ -36,6 +39,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from methods.base import UserError
+from tasks.classification import colorshapes
 from tasks.classification.resident import ResidentTransform
 
 # -- constants ---------------------------------------------------------------------------------
@@ -108,6 +112,16 @@ DATASETS: dict[str, DatasetInfo] = {
             needs_data_dir=True,
             configurable=False,
             description="ImageNet-1k, train/ and val/ class folders",
+        ),
+        DatasetInfo(
+            name="colorshapes",
+            num_classes=colorshapes.NUM_CLASSES,
+            image_size=colorshapes.IMAGE_SIZE,
+            mean=colorshapes.MEAN,
+            std=colorshapes.STD,
+            needs_data_dir=False,
+            configurable=False,
+            description="generated 20-class shapes in 4 hue families, 2560 train / 1000 val (embedded, no files)",
         ),
         DatasetInfo(
             name="digits",
@@ -398,6 +412,16 @@ def _build_digits(augment: bool) -> ClassificationData:
     return ClassificationData(train, val, 10, info)
 
 
+# -- colorshapes ------------------------------------------------------------------------------
+
+
+def _build_colorshapes(augment: bool) -> ClassificationData:
+    train, val = colorshapes.build(augment)
+    d = DATASETS["colorshapes"]
+    info = _info("colorshapes", None, train, val, d.image_size, d.mean, d.std, list(colorshapes.CLASSES))
+    return ClassificationData(train, val, d.num_classes, info)
+
+
 # -- synthetic ---------------------------------------------------------------------------------
 
 
@@ -497,7 +521,7 @@ def build_datasets(
         name: one of :data:`DATASETS`.
         data_dir: the data folder (``cifar100``: the folder holding ``cifar-100-python/`` or that
             folder itself; ``imagenet``: the folder holding ``train/`` and ``val/``); ignored by
-            ``digits`` and ``synthetic``.
+            the embedded sets (``colorshapes``, ``digits``, ``synthetic``).
         augment: apply the training augmentation to the train split (the validation split is never
             augmented). ``False`` gives the deterministic evaluation transform on both.
         image_size: ``imagenet``: crop size (default 224); ``synthetic``: image side (default 32).
@@ -517,6 +541,8 @@ def build_datasets(
         return _build_synthetic(image_size, num_classes, num_train, num_val, seed)
     if name == "digits":
         return _build_digits(augment)
+    if name == "colorshapes":
+        return _build_colorshapes(augment)
     if data_dir is None:
         raise UserError(f"{name}: needs a data directory (--data-dir); {DATASETS[name].description}")
     root = Path(data_dir).expanduser()

@@ -12,7 +12,8 @@ def test_default_grid_has_teacher_first_and_vanilla():
     jobs = expand(grid_from_preset("default"))
     assert jobs[0].role == "teacher" and jobs[0].method == "vanilla"
     methods = [j.method for j in jobs if j.role == "student"]
-    assert sorted(methods) == ["diffkd", "dkd", "fitnet", "kd", "vanilla"]
+    assert sorted(set(methods)) == ["diffkd", "dkd", "fitnet", "kd", "vanilla"]
+    assert all(methods.count(m) == 3 for m in set(methods))  # 3 seeds each
     teacher_ref = f"job:{jobs[0].job_hash}"
     assert all(j.teacher_ref == teacher_ref for j in jobs if j.method != "vanilla")
 
@@ -63,3 +64,12 @@ def test_bad_grids_name_the_problem(grid, needle):
     with pytest.raises(UserError, match=None) as err:
         expand(grid)
     assert needle in str(err.value)
+
+
+def test_teacher_jobs_take_the_tasks_teacher_recipe_and_grid_overrides_win():
+    jobs = expand(GridSpec(task="detection", methods=("kd",)))
+    teacher = next(j for j in jobs if j.role == "teacher")
+    student = next(j for j in jobs if j.role == "student" and j.method == "kd")
+    assert (teacher.recipe["epochs"], student.recipe["epochs"]) == (12, 4)  # detection cpu: teachers 3x longer
+    again = expand(GridSpec(task="detection", methods=("kd",), teacher_recipe={"epochs": 2}))
+    assert next(j for j in again if j.role == "teacher").recipe["epochs"] == 2

@@ -1,0 +1,219 @@
+"""``colorshapes``: a generated 20-class image set, the embedded default on which distillation can matter.
+
+Why not digits: every CIFAR student reaches 98-99 % on scikit-learn's digits within a few epochs, so the
+teacher has nothing to teach and the methods' differences are seed noise. ``colorshapes`` is built so that,
+on the CPU budget of the default grid, the student is far from saturation while a teacher trained longer is
+near the data set's ceiling, and so that a teacher's soft labels say more than the hard labels do:
+
+* **Classes share parts.** A class is a *shape* (circle, ring, square, diamond, triangle) in a *hue family*
+  (red, lime, cyan, violet): 5 x 4 = 20 classes. Every class has 3 neighbours with its shape and 4 with its
+  hue, and some shapes resemble each other (a ring is a hollow circle, a diamond a turned square), so the
+  similarity structure among classes — the "dark knowledge" of Hinton et al. (2015) — is rich and known.
+* **Some images are genuinely ambiguous.** An image's hue is drawn around its family's centre with a
+  standard deviation of :data:`HUE_SD` (0.06 of the colour wheel) while the families lie 0.25 apart, so
+  about 4 % of the images show a hue past the half-way mark to the neighbouring family: their label is
+  right, but the pixels favour another class. The best possible top-1 is therefore about 96 %, and for those
+  images a good teacher's probabilities approach the true class posterior, which a one-hot label cannot
+  carry — the regime in which Müller et al. (2019, "When does label smoothing help?") and Menon et al. (2021,
+  "A statistical perspective on distillation") show that soft targets help.
+* **The training set is small** (:data:`NUM_TRAIN` = 2560 images, 128 per class) **and the student's budget
+  short**; the teacher is trained once for longer and cached. A student learning from a teacher's soft
+  labels converges faster than one learning from hard labels (Stanton et al. 2021 find that students rarely
+  match their teachers, yet still gain from them).
+
+Nuisances that carry no class information: the object's position (±6 px), size (radius 5-8 px), colour
+saturation and brightness, the background's grey level and colour cast, and pixel noise. Every shape is
+mirror-symmetric about its vertical axis, so a horizontal flip keeps an image's class and the CIFAR
+augmentation (pad-4 random crop, horizontal flip) applies unchanged.
+
+Generation is vectorised numpy (well under a second for both splits), so nothing is cached on disk. It is
+deterministic: the same seed gives the same bytes (only IEEE-exact operations — ``+ - * /``, ``sqrt``,
+comparisons — and numpy's ``Generator`` streams are used). The split is fixed: the training set is drawn
+from the stream ``(seed, 0)`` and the validation set from ``(seed, 1)``, with :data:`DATA_SEED` for the
+benchmark; class counts are exactly balanced in each split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+
+from tasks.classification.resident import ResidentTransform
+
+#: Shapes, in label order; all mirror-symmetric left-right (a horizontal flip keeps the class).
+SHAPES: tuple[str, ...] = ("circle", "ring", "square", "diamond", "triangle")
+#: Hue families, in label order; family ``i`` is centred at hue ``i / len(HUES)`` on the colour wheel.
+HUES: tuple[str, ...] = ("red", "lime", "cyan", "violet")
+#: Class ``shape * len(HUES) + hue``, named ``"<hue> <shape>"``.
+CLASSES: tuple[str, ...] = tuple(f"{h} {s}" for s in SHAPES for h in HUES)
+NUM_CLASSES = len(CLASSES)
+
+IMAGE_SIZE = 32
+NUM_TRAIN = 2560
+NUM_VAL = 1000
+#: The seed of the benchmark's data: change it and every result changes.
+DATA_SEED = 0
+
+#: Standard deviation of an image's hue around its family's centre (fraction of the wheel; families 0.25 apart).
+HUE_SD = 0.06
+#: Object radius range (px), centre jitter (±px), brightness above the background, pixel noise (std, 0..1 scale).
+RADIUS = (5.0, 8.0)
+JITTER = 6.0
+CONTRAST = (0.5, 0.9)
+NOISE = 0.04
+
+#: Mean / std of the training split after ``ToTensor`` (``tests/tasks/test_classification_colorshapes.py``
+#: recomputes them from the data).
+MEAN: tuple[float, float, float] = (0.2106, 0.2102, 0.2117)
+STD: tuple[float, float, float] = (0.1726, 0.1775, 0.1758)
+
+
+def _signed_distance(shape: str, dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Approximate signed distance (px, negative inside) of ``shape`` of radius ``r`` at offsets ``(dx, dy)``.
+
+    ``dy`` grows downwards (image rows). The exact distance does not matter, only that the zero level set is
+    the outline and the slope about 1 near it, so the 1-px anti-aliasing ramp below is even.
+    """
+    ax, ay = np.abs(dx), np.abs(dy)
+    if shape == "circle":
+        return np.sqrt(dx * dx + dy * dy) - r
+    if shape == "ring":
+        return np.abs(np.sqrt(dx * dx + dy * dy) - np.float32(0.72) * r) - np.float32(0.28) * r
+    if shape == "square":
+        return np.maximum(ax, ay) - np.float32(0.8) * r
+    if shape == "diamond":
+        return (ax + ay) * np.float32(0.7071) - np.float32(0.72) * r
+    if shape == "triangle":  # pointing up: a flat base below the centre, two edges at ±30 degrees off vertical
+        up, f = -dy, np.float32
+        return np.maximum(f(-0.55) * r - up, ax * f(0.866) + up * f(0.5) - f(0.5) * r)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Vectorised HSV -> RGB (``colorsys.hsv_to_rgb`` for arrays), ``float32 [n, 3]``."""
+    h6 = h * 6
+    sector = np.floor(h6).astype(np.int64) % 6
+    f = h6 - np.floor(h6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    r = np.choose(sector, [v, q, p, p, t, v])
+    g = np.choose(sector, [t, v, v, q, p, p])
+    b = np.choose(sector, [p, p, t, v, v, q])
+    return np.stack([r, g, b], axis=-1).astype(np.float32)
+
+
+def generate(n: int, seed: int | tuple[int, ...] | list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images ``uint8 [n, 32, 32, 3]`` (HWC, as PIL and CIFAR keep them) and their labels ``int64 [n]``.
+
+    Labels cycle through the classes and are then shuffled, so every class has ``n // 20`` or one more images.
+    ``seed`` may be a tuple (numpy's ``SeedSequence`` mixes all of it): :func:`splits` uses ``(seed, split)``.
+    """
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    labels = np.arange(n, dtype=np.int64) % NUM_CLASSES
+    rng.shuffle(labels)
+    shape, family = labels // len(HUES), labels % len(HUES)
+
+    size = IMAGE_SIZE
+    grid = np.arange(size, dtype=f32) + f32(0.5)  # pixel centres
+    background = rng.uniform(0.0, 0.35, n).astype(f32)
+    cast = rng.uniform(-0.08, 0.08, (n, 3)).astype(f32)
+    hue = np.mod(family / len(HUES) + rng.normal(0.0, HUE_SD, n), 1.0)
+    value = np.minimum(background + rng.uniform(*CONTRAST, n), 1.0)
+    colour = _hsv_to_rgb(hue, rng.uniform(0.5, 1.0, n), value)
+    cx = (size / 2 + rng.uniform(-JITTER, JITTER, n)).astype(f32)
+    cy = (size / 2 + rng.uniform(-JITTER, JITTER, n)).astype(f32)
+    radius = rng.uniform(*RADIUS, n).astype(f32)
+    noise = rng.normal(0.0, NOISE, (n, 3, size, size)).astype(f32)
+
+    img = np.broadcast_to((background[:, None] + cast)[:, :, None, None], (n, 3, size, size)).copy()
+    for s, name in enumerate(SHAPES):
+        idx = np.flatnonzero(shape == s)
+        if not len(idx):
+            continue
+        dx = grid[None, None, :] - cx[idx, None, None]
+        dy = grid[None, :, None] - cy[idx, None, None]
+        alpha = np.clip(f32(0.5) - _signed_distance(name, dx, dy, radius[idx, None, None]), 0, 1)[:, None]
+        img[idx] = img[idx] * (1 - alpha) + colour[idx, :, None, None] * alpha
+    img += noise
+    pixels = np.floor(np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)), labels
+
+
+def splits(seed: int = DATA_SEED) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The fixed ``(train, val)`` split: ``(images, labels)`` each, from the streams ``(seed, 0)`` and ``(seed, 1)``."""
+    return generate(NUM_TRAIN, (seed, 0)), generate(NUM_VAL, (seed, 1))
+
+
+def transform(train: bool) -> Callable:
+    """CIFAR's augmentation (pad-4 random crop, horizontal flip: every shape is mirror-symmetric) for training,
+    none for validation; then ``ToTensor`` and this set's normalisation."""
+    norm = [T.ToTensor(), T.Normalize(MEAN, STD)]
+    if train:
+        return T.Compose([T.RandomCrop(IMAGE_SIZE, padding=4), T.RandomHorizontalFlip(), *norm])
+    return T.Compose(norm)
+
+
+class ColorShapes(Dataset):
+    """One split of ``colorshapes``, held in memory as ``uint8`` images.
+
+    Items go through ``transform`` as PIL images, like CIFAR-100's, so the same torchvision transforms apply
+    and the device-resident loader reproduces them (:mod:`tasks.classification.resident`).
+
+    Attributes:
+        data: ``uint8 [N, 32, 32, 3]`` images.
+        targets: labels (0..19), ``shape * 4 + hue family``.
+        classes: class names (:data:`CLASSES`).
+    """
+
+    def __init__(self, data: np.ndarray, targets: np.ndarray, transform: Callable | None = None) -> None:
+        self.data = np.ascontiguousarray(data, dtype=np.uint8)
+        self.targets = [int(t) for t in targets]
+        self.classes = list(CLASSES)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        img = Image.fromarray(self.data[index])
+        return (self.transform(img) if self.transform else img), self.targets[index]
+
+    # device-resident protocol (tasks/classification/resident.py)
+    def resident_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``uint8 [N, 3, 32, 32]`` images and ``int64`` labels."""
+        return torch.from_numpy(self.data).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(self.targets)
+
+    @property
+    def resident_transform(self) -> ResidentTransform | None:
+        """This split's transform as batched device ops, or ``None`` if it has steps they cannot reproduce."""
+        return ResidentTransform.from_torchvision(self.transform, uint8=True)
+
+
+def build(augment: bool = True, seed: int = DATA_SEED) -> tuple[ColorShapes, ColorShapes]:
+    """The train split (augmented when ``augment``) and the validation split."""
+    (xtr, ytr), (xva, yva) = splits(seed)
+    return ColorShapes(xtr, ytr, transform(train=augment)), ColorShapes(xva, yva, transform(train=False))
+
+
+__all__ = [
+    "CLASSES",
+    "DATA_SEED",
+    "HUES",
+    "MEAN",
+    "NUM_CLASSES",
+    "NUM_TRAIN",
+    "NUM_VAL",
+    "SHAPES",
+    "STD",
+    "ColorShapes",
+    "build",
+    "generate",
+    "splits",
+    "transform",
+]
