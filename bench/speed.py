@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import sys
 import time
@@ -284,10 +285,22 @@ def environment(device: torch.device) -> dict[str, Any]:
         env.update(device_name=props.name, device_mem_mb=props.total_memory / 2**20, cuda=torch.version.cuda,
                    cudnn=torch.backends.cudnn.version(), capability=f"{props.major}.{props.minor}")  # fmt: skip
     else:
-        import platform
-
-        env["device_name"] = platform.processor() or platform.machine()
+        env["device_name"] = _cpu_name()
     return env
+
+
+def _cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo`` on Linux) and the cores this process may use."""
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name}, {cores} cores"
 
 
 def main(argv: list[str] | None = None) -> None:
