@@ -192,7 +192,7 @@ def resolve_job(
         teacher, teacher_ref, teacher_path = None, None, None
         if hparam_overrides:
             raise UserError(f"vanilla runs take no method hyper-parameters (got {', '.join(hparam_overrides)})")
-    base = t.recipe(dataset, student, preset)
+    base = t.teacher_recipe(dataset, student, preset) if role == "teacher" else t.recipe(dataset, student, preset)
     recipe = base.updated(**(recipe_overrides or {}))
     if scale_lr not in (None, "none", "linear"):
         raise UserError(f"--scale-lr {scale_lr!r}: expected linear or none")

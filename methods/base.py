@@ -45,8 +45,6 @@ def upcast(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-
-
 @dataclass(frozen=True)
 class TapSpec:
     """Where a tensor is captured and what it looks like, without running the model.
@@ -269,6 +267,11 @@ def _check_value(method: str, key: str, value: Any, hint: Any) -> None:
     if get_origin(hint) is Annotated:
         hint, *meta = get_args(hint)
         ranges = [m for m in meta if isinstance(m, Range)]
+    if get_origin(hint) is typing.Literal:
+        if value not in get_args(hint) or isinstance(value, bool):
+            valid = ", ".join(map(str, get_args(hint)))
+            raise UserError(f"method {method!r}: {key} must be one of {valid}, got {value!r}")
+        return
     options = get_args(hint) if get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     if value is None:
         if type(None) in options:

@@ -22,7 +22,7 @@ Differences from the official code, none of which changes the math in the offici
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from torch import nn
 
 from methods.base import Method, Progress, Range, TapSpec, UserError, register, select_taps, upcast
 from methods.ddim import DDIMScheduler
+from methods.feature_norm import feature_loss, pkd_norm
 
 #: Rows of the learned time embedding (official ``nn.Embedding(1280, C)``); bounds ``num_train_timesteps``.
 TIME_EMBEDDING_ROWS = 1280
@@ -247,9 +248,10 @@ class DiffKD(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- pure losses
-def feature_kd_loss(refined: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """DiffKD's feature loss: ``MSE(denoised student, teacher-or-latent)``, mean over all elements."""
-    return F.mse_loss(upcast(refined), upcast(target.detach()))  # float32 under autocast (a no-op in fp32)
+def feature_kd_loss(refined: torch.Tensor, target: torch.Tensor, feat_norm: str = "none") -> torch.Tensor:
+    """DiffKD's feature loss: ``MSE(denoised student, teacher-or-latent)``, mean over all elements (official);
+    with ``feat_norm="pkd"`` PKD's ``MSE(norm(refined), norm(target)) / 2`` (:mod:`methods.feature_norm`)."""
+    return feature_loss(refined, target, feat_norm)  # float32 under autocast (a no-op in fp32)
 
 
 def logits_kd_loss(
@@ -304,6 +306,10 @@ class DiffKDMethod(Method):
         ae_weight: weight of the AE reconstruction losses (official 1).
         logit_temperature: KL temperature on the logits (official ``tau`` 1).
         share_levels: one feature module for all feature taps (see above).
+        feat_norm: ``"none"`` (official) or ``"pkd"``: both feature maps are standardised per channel (PKD's
+            ``norm``) before the DiffKD module, so the diffusion model sees unit-scale teacher features whatever
+            the network, and the feature term is PKD's ``MSE(norm(refined), norm(goal)) / 2``
+            (:mod:`methods.feature_norm`). Logits are not affected.
         ce_weight: weight of the task loss (``task_weight``; official ``ori_loss_weight`` 1).
     """
 
@@ -326,8 +332,10 @@ class DiffKDMethod(Method):
         logit_temperature: Annotated[float, Range(gt=0)] = 1.0,
         share_levels: bool = False,
         ce_weight: Annotated[float, Range(ge=0)] = 1.0,
+        feat_norm: Literal["none", "pkd"] = "none",
     ) -> None:
         super().__init__(student_taps, teacher_taps)
+        self.feat_norm = str(feat_norm)
         self.task_weight = float(ce_weight)
         self.kd_weight = float(kd_weight)
         self.diff_weight = float(diff_weight)
@@ -407,8 +415,10 @@ class DiffKDMethod(Method):
                     f"diffkd: feature tap {name!r} needs [N, C, H, W] maps with equal N, H, W on both sides; "
                     f"got student {tuple(s.shape)}, teacher {tuple(t.shape)}"
                 )
+            if self.feat_norm == "pkd":
+                s, t = pkd_norm(s), pkd_norm(t)
             refined, goal, d, a = self.diff[self._route[name]](s, t)
-            kd_feat.append(feature_kd_loss(refined, goal))
+            kd_feat.append(feature_kd_loss(refined, goal, self.feat_norm))
             diff.append(d)
             if a is not None:
                 ae.append(a)

@@ -11,17 +11,18 @@ maps, which is all three of ConvReg's common cases need; ``input_size`` gives ab
 remaining case (a student map more than twice the teacher's, whose kernel depends on the size).
 
 Beyond mdistiller, every ``hint`` tap gets its own regressor (one hint layer in classification, one
-per FPN level in detection), or with ``shared=True`` one regressor serves all of them.
+per FPN level in detection), or with ``shared=True`` one regressor serves all of them; and
+``feat_norm="pkd"`` compares the regressed student and the teacher map after PKD's per-channel
+standardisation (:mod:`methods.feature_norm`), the scaling dense-prediction KD uses on FPN maps.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from methods.base import (
@@ -34,8 +35,8 @@ from methods.base import (
     paired_taps,
     register,
     select_taps,
-    upcast,
 )
+from methods.feature_norm import feature_loss
 
 
 class ConvReg(nn.Module):
@@ -141,6 +142,8 @@ class FitNet(Method):
         feat_weight: weight of the summed MSE terms (mdistiller ``FEAT_WEIGHT`` 100).
         ce_weight: weight on the task loss (becomes :attr:`task_weight`).
         shared: one regressor for all hint taps (FPN levels), which then need equal channels and strides.
+        feat_norm: ``"none"`` (mdistiller: plain MSE) or ``"pkd"`` (per tap ``MSE(norm(reg(f_s)), norm(f_t)) / 2``,
+            PKD's loss; see :mod:`methods.feature_norm`).
         input_size: ``[H, W]`` (or an int) of the network input, to give absolute map sizes.
 
     Attributes:
@@ -159,9 +162,11 @@ class FitNet(Method):
         ce_weight: Annotated[float, Range(ge=0)] = 1.0,
         shared: bool = False,
         input_size: int | Sequence[int] | None = None,
+        feat_norm: Literal["none", "pkd"] = "none",
     ) -> None:
         super().__init__(student_taps, teacher_taps)
         self.feat_weight = float(feat_weight)
+        self.feat_norm = str(feat_norm)
         self.task_weight = float(ce_weight)
         self.shared = bool(shared)
         size = _parse_input_size(input_size)
@@ -218,6 +223,6 @@ class FitNet(Method):
                     f"method 'fitnet': hint tap {tap!r}: regressed student map {tuple(f_s.shape)} does not match "
                     f"teacher map {tuple(f_t.shape)}; set input_size=[H, W] to the real input size"
                 )
-            term = F.mse_loss(upcast(f_s), upcast(f_t))  # float32 under autocast (a no-op in fp32)
+            term = feature_loss(f_s, f_t, self.feat_norm)  # float32 under autocast
             total = term if total is None else total + term
         return {"fitnet": self.feat_weight * total}

@@ -95,9 +95,11 @@ class Recipe:
                 raise UserError(f"recipe {name} must be a finite number, got {value!r}")
             object.__setattr__(self, name, float(value))  # 1 and 1.0 are the same recipe (and job hash)
         if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise UserError(f"recipe needs lr > 0 and momentum, weight_decay, warmup_epochs >= 0 (got lr={self.lr}, "
-                            f"momentum={self.momentum}, weight_decay={self.weight_decay}, "
-                            f"warmup_epochs={self.warmup_epochs})")
+            raise UserError(
+                f"recipe needs lr > 0 and momentum, weight_decay, warmup_epochs >= 0 (got lr={self.lr}, "
+                f"momentum={self.momentum}, weight_decay={self.weight_decay}, "
+                f"warmup_epochs={self.warmup_epochs})"
+            )
         if self.schedule not in ("step", "poly", "cosine"):
             raise UserError(f"unknown lr schedule {self.schedule!r}; valid: step, poly, cosine")
         for name, valid in (("precision", PRECISIONS), ("compile", COMPILE_MODES), ("data_pipeline", PIPELINES)):
@@ -305,6 +307,11 @@ class Task(ABC):
     def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
         """The training recipe for ``dataset`` (and the student, for per-student lrs)."""
 
+    def teacher_recipe(self, dataset: str, arch: str, preset: str | None = None) -> Recipe:
+        """The recipe of a teacher job (a grid trains a teacher once and caches it): :meth:`recipe` unless a task
+        trains its teachers longer, so that on a CPU preset the teacher is clearly ahead of its students."""
+        return self.recipe(dataset, arch, preset)
+
     def default_pairs(self, dataset: str) -> list[tuple[str, str]]:
         """``(teacher, student)`` pairs a grid on ``dataset`` runs when the user names none."""
         return []
@@ -360,7 +367,11 @@ class Task(ABC):
         raise UserError(f"task {self.name!r} does not know the class count of {dataset!r}; pass --num-classes")
 
     def synthetic_batch(
-        self, batch_size: int, num_classes: int, device: torch.device, dataset: str | None = None,
+        self,
+        batch_size: int,
+        num_classes: int,
+        device: torch.device,
+        dataset: str | None = None,
         arch: str | None = None,
     ) -> Any:
         """A random batch shaped like ``dataset``'s (for ``arch``'s input size), for ``diffbench speed``."""

@@ -127,6 +127,24 @@ def test_method_defaults_follow_mdistiller_detection() -> None:
     assert TASK.method_defaults("kd", "coco", t, s)["temperature"] == 1.0
     d = TASK.method_defaults("diffkd", "coco", t, s)
     assert d["distill_logits"] is False and d["use_ae"] is False and d["feat_kernel_size"] == 3
+    # FPN feature terms use PKD's scaling: standardised maps, weight 6 per level (mmrazor's PKD Faster R-CNN config)
+    assert (d["feat_norm"], d["kd_weight"], d["diff_weight"]) == ("pkd", 6.0, 1.0)
+    f = TASK.method_defaults("fitnet", "coco", t, s)
+    assert (f["feat_norm"], f["feat_weight"], f["shared"]) == ("pkd", 6.0, False)
+
+
+def test_pkd_scaled_feature_terms_start_near_the_detector_losses(cpu_pair: tuple) -> None:
+    """At initialisation each level's PKD term is ``6 (1 - r)`` with ``|r| < 1``: bounded whatever the FPN scale."""
+    t_arch, s_arch, teacher = cpu_pair
+    torch.manual_seed(2)
+    student = TASK.build_model(s_arch, 4, "shapes").train()
+    out = TASK.paired_forward(student, teacher, TASK.synthetic_batch(2, 4, CPU), CPU)
+    levels = len([k for k in out.student_taps if k.startswith("fpn.")])
+    for method, term in (("fitnet", "fitnet"), ("diffkd", "kd_feat")):
+        hp = TASK.method_defaults(method, "shapes", t_arch, s_arch)
+        m = build_method(method, TASK.tap_specs(s_arch, 4, "shapes"), TASK.tap_specs(t_arch, 4, "shapes"), **hp)
+        value = m(out.student_taps, out.teacher_taps, out.target, Progress(1, 8))[term].item()
+        assert 0 < value < 6.0 * 2 * levels, (method, value)
 
 
 @pytest.mark.parametrize("method", ["kd", "dkd"])
@@ -205,6 +223,11 @@ def test_recipes() -> None:
     assert TASK.recipe("coco", "retinanet_r50").lr == 0.01
     cpu = TASK.recipe("shapes", "fasterrcnn_mbv3s")
     assert cpu.epochs <= 12 and cpu.batch_size == 8
+    # teachers of the CPU preset train 3x longer (cached once per grid); COCO teachers use the 1x schedule
+    teacher = TASK.teacher_recipe("shapes", "fasterrcnn_r18")
+    assert (teacher.epochs, teacher.milestones) == (3 * cpu.epochs, (8, 11))
+    assert teacher.updated(epochs=cpu.epochs, milestones=cpu.milestones) == TASK.recipe("shapes", "fasterrcnn_r18")
+    assert TASK.teacher_recipe("coco", "fasterrcnn_r101") == TASK.recipe("coco", "fasterrcnn_r101")
     with pytest.raises(UserError, match="valid: 1x, 2x, cpu"):
         TASK.recipe("coco", "fasterrcnn_r18", "3x")
 
