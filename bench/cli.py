@@ -344,7 +344,9 @@ def speed(
     teacher: Annotated[str | None, typer.Option("--teacher", help="Teacher architecture (not with --data).")] = None,
     student: Annotated[str | None, typer.Option("--student", help="Student architecture (not with --data).")] = None,
     task: TaskOpt = "classification",
-    methods: Annotated[list[str] | None, typer.Option("--methods", help="Comma list; vanilla is always timed.")] = None,
+    methods: Annotated[
+        list[str] | None, typer.Option("--methods", help="Comma list; vanilla is always timed (--workers: only these).")
+    ] = None,
     dataset: DatasetOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
     steps: Annotated[
@@ -377,6 +379,14 @@ def speed(
     images: Annotated[
         int, typer.Option("--images", help="--data: random CIFAR-shaped images without --data-dir.")
     ] = 50_000,
+    workers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--workers",
+            help="Comma list of worker counts: data-parallel scaling (weak: --batch-size per worker) with N local "
+            "DDP workers, images/s and efficiency vs one worker.",
+        ),
+    ] = None,
     imports: ImportOpt = None,
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
@@ -385,7 +395,8 @@ def speed(
 
     Every combination of --precision, --channels-last and --compile is a variant; each method × variant is
     one row with ms/step, images/s, model FLOPs per image, achieved TFLOP/s, % of the device's dense peak
-    and (CUDA) peak memory. --data times the data pipeline instead.
+    and (CUDA) peak memory. --data times the data pipeline instead. --workers 1,2,4 times each method with
+    N data-parallel local workers instead (one variant; efficiency = images/s(N) / (N × images/s(1))).
     """
     _load_plugins(imports)
     from bench.speed import SpeedRow
@@ -393,6 +404,8 @@ def speed(
     from bench.speed_data import data_benchmark
     from bench.speed_table import COLUMNS, row_cells, visible_columns
 
+    if data and workers is not None:
+        raise UserError("--workers times training steps; it does not combine with --data")
     if data:
         cl = split_list(channels_last)
         result = data_benchmark(task, dataset, str(data_dir) if data_dir else None, batch_size, steps or 200,
@@ -413,6 +426,12 @@ def speed(
     if student is None:
         raise UserError("--student is required (and --teacher for distillation methods), except with --data")
     names = split_list(methods) or ["vanilla", "kd", "dkd", "fitnet", "diffkd"]
+    if workers is not None:
+        _speed_workers(
+            task, teacher, student, names, workers, dataset, batch_size, steps or 20, warmup, device, precision,
+            channels_last, compile_mode, inner, peak_tflops, sets, num_classes, as_json,
+        )  # fmt: skip
+        return
     payload = run_speed(
         task, teacher, student, names, dataset, batch_size, steps or 20, warmup, device,
         split_list(precision) or ["auto"], split_list(channels_last) or ["auto"], split_list(compile_mode) or ["off"],
@@ -435,6 +454,40 @@ def speed(
     console.print(table)
     if not any(r.peak_tflops for r in rows):
         console.print("[dim]% peak: no dense peak known for this device; pass --peak-tflops[/]")
+
+
+def _speed_workers(
+    task: str, teacher: str | None, student: str, names: list[str], workers: list[str], dataset: str | None,
+    batch_size: int, steps: int, warmup: int, device: str, precision: list[str] | None,
+    channels_last: list[str] | None, compile_mode: list[str] | None, inner: int | None, peak_tflops: float | None,
+    sets: list[str] | None, num_classes: int | None, as_json: bool,
+) -> None:  # fmt: skip
+    """``diffbench speed --workers``: the data-parallel scaling table (see :mod:`bench.speed_workers`)."""
+    from bench import speed_workers as sw
+    from bench.plugins import imported_modules
+
+    counts = sw.parse_workers(workers)
+    if peak_tflops is not None:
+        raise UserError("--peak-tflops does not apply to --workers (no FLOP figures in scaling rows)")
+    payload = sw.run_workers(
+        task, teacher, student, names, counts, dataset, batch_size, steps, warmup, device,
+        split_list(precision) or ["auto"], split_list(channels_last) or ["auto"], split_list(compile_mode) or ["off"],
+        inner=inner, sets=parse_sets(sets), num_classes=num_classes, imports=imported_modules(),
+        log=lambda msg: err_console.print(f"[dim]{msg}[/]", highlight=False) if not as_json else None,
+    )  # fmt: skip
+    if as_json:
+        sys.stdout.write(json.dumps(payload) + "\n")
+        return
+    pair = f"{teacher}→{student}" if teacher else student
+    rows = [sw.WorkerRow(**r) for r in payload["rows"]]
+    table = Table(title=f"{task}: {pair}, data-parallel workers")
+    for col in sw.COLUMNS:
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in rows:
+        table.add_row(*sw.row_cells(r))
+    console.print(table)
+    console.print(f"[dim]{sw.describe(payload)}[/]", highlight=False)
+
 
 @app.command()
 @user_errors
@@ -502,6 +555,11 @@ def run(
         bool, typer.Option("--rerun", help="Train matching jobs again from scratch; their old runs are kept, "
                            "marked superseded. (Without it, finished jobs are skipped and unfinished ones resume.)")
     ] = False,
+    log_model: Annotated[
+        bool, typer.Option("--log-model/--no-log-model", envvar="DIFFBENCH_LOG_MODEL",
+                           help="Log each finished job's best model to MLflow (runs:/<run id>/student; a few seconds "
+                           "per job).")
+    ] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded grid and exit.")] = False,
 ) -> None:
     """Run a grid: teachers first, then vanilla and distilled students, every job recorded in MLflow.

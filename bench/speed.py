@@ -322,8 +322,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--no-flops", action="store_true")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    ap.add_argument("--workers", default=None, help="comma list: data-parallel scaling with N local workers")
     a = ap.parse_args(argv)
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
+    if a.workers is not None:
+        _main_workers(a, split)
+        return
     try:
         payload = run(a.task, a.teacher, a.student, split(a.methods), a.dataset, a.batch_size, a.steps, a.warmup,
                       a.device, split(a.precision), split(a.channels_last), split(a.compile), a.inner,
@@ -337,6 +341,27 @@ def main(argv: list[str] | None = None) -> None:
         from bench.speed_table import markdown_table
 
         print(markdown_table([SpeedRow(**r) for r in payload["rows"]]))
+
+
+def _main_workers(a: argparse.Namespace, split: Callable[[str], list[str]]) -> None:
+    """``python -m bench.speed --workers N,M``: the scaling table of :mod:`bench.speed_workers`."""
+    from bench import speed_workers as sw
+
+    try:
+        if a.peak_tflops is not None:
+            raise UserError("--peak-tflops does not apply to --workers (no FLOP figures in scaling rows)")
+        payload = sw.run_workers(a.task, a.teacher, a.student, split(a.methods), sw.parse_workers(a.workers),
+                                 a.dataset, a.batch_size, a.steps, a.warmup, a.device, split(a.precision),
+                                 split(a.channels_last), split(a.compile), a.inner,
+                                 log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if a.json:
+        print(json.dumps(payload))
+    else:
+        print(sw.describe(payload))
+        print(sw.markdown_table([sw.WorkerRow(**r) for r in payload["rows"]]))
 
 
 def run(
