@@ -135,6 +135,7 @@ def run_command(ctx: Any, p: dict[str, Any], console: Console) -> int:
         config_text=config_text,
         rerun=bool(p.get("rerun")),
         command=command,
+        log_models=bool(p.get("log_model", True)),
     )
     return EXIT_JOBS_FAILED if failed else 0
 

@@ -110,6 +110,7 @@ def run_grid(
     rerun: bool = False,
     step_progress: bool = False,
     command: str | None = None,
+    log_models: bool = False,
 ) -> int:
     """Run ``jobs`` and return how many failed. Finished jobs (by hash) are skipped, never re-trained.
 
@@ -153,6 +154,8 @@ def run_grid(
     with OutputLock(output) as lock, sigterm_as_interrupt():
         say(f"opening the MLflow store in {output}")
         tracker = Tracker(output, tracking_uri, experiment)
+        tracker.log_models = log_models
+        tracker.warn = lambda line: (console or Console(stderr=True)).print(f"warning: {escape(line)}", highlight=False)
         grid = GridRun(jobs, output, tracker, device_tag, console, lock=lock, config_text=config_text,
                        command=command or shlex.join(["diffbench", *sys.argv[1:]]),
                        gpus_per_job=gpus_per_job if executor == "ray" else 0.0)  # fmt: skip

@@ -106,9 +106,10 @@ def recipe_preset(spec: JobSpec) -> str:
 
     task = get_task(spec.task)
     mine = {k: v for k, v in spec.recipe.items() if k not in _HOW_FIELDS}
+    recipe = task.teacher_recipe if spec.role == "teacher" else task.recipe  # teachers may train longer
     for name in task.presets:
         try:
-            ref = task.recipe(spec.dataset, spec.student, name).to_dict()
+            ref = recipe(spec.dataset, spec.student, name).to_dict()
         except Exception:  # noqa: BLE001 - a preset that does not apply to this dataset
             continue
         if {k: v for k, v in ref.items() if k not in _HOW_FIELDS} == mine:
@@ -128,6 +129,12 @@ class Tracker:
         tracking_uri: a remote server (``http://host:5000``) or any MLflow URI; default: the SQLite file.
         experiment: experiment name.
     """
+
+    #: Log each finished job's best model as an MLflow model (``runs:/<run id>/student``, see
+    #: :mod:`bench.tracking_model`); ``diffbench run --no-log-model`` turns it off (a few seconds per job).
+    log_models: bool = True
+    #: Where the one-line warning of a model that could not be logged goes (the grid sets its console).
+    warn: Any = None
 
     def __init__(self, output: Path, tracking_uri: str | None = None, experiment: str = EXPERIMENT) -> None:
         fail_fast_http()
@@ -363,6 +370,10 @@ class Tracker:
             path = Path(workdir) / name
             if path.is_file():
                 self.client.log_artifact(run_id, str(path))
+        if self.log_models:
+            from bench.tracking_model import log_model
+
+            log_model(run_id, workdir, self.uri, warn=self.warn)
         self.client.set_terminated(run_id, "FINISHED")
 
     def kill(self, run_id: str) -> None:

@@ -5,6 +5,8 @@ import os
 import torch
 
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+# Grids in tests do not log each job's model to MLflow (seconds per job); the tests that check it ask for it.
+os.environ["DIFFBENCH_LOG_MODEL"] = "0"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

@@ -248,3 +248,22 @@ def test_a_request_no_node_can_meet_is_refused(ray_cluster, tmp_path):
     result = runner.invoke(app, ["run", "--preset", "smoke", "--gpus-per-job", "1", "--output", str(tmp_path / "o")])
     assert result.exit_code == 2 and "no Ray node has that many GPUs" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_train_is_a_one_job_grid_in_the_report_and_log_model_logs_the_student(tmp_path):
+    """`diffbench train` writes an MLflow run that `report` sees; `--log-model` logs the best student by URI."""
+    out = str(tmp_path)
+    common = ["--dataset", "digits", "--epochs", "1", "--max-steps", "1", "--output", out]
+    trained = runner.invoke(app, ["train", "--student", "resnet8", *common])
+    assert trained.exit_code == 0, trained.output
+    grid = runner.invoke(app, ["run", "--preset", "smoke", "--executor", "local", "--methods", "kd", "--log-model",
+                               *common])  # fmt: skip
+    assert grid.exit_code == 0, grid.output
+    report = runner.invoke(app, ["report", "--output", out, "--format", "csv"])
+    assert report.exit_code == 0, report.output
+    assert "vanilla" in report.output and ",kd," in report.output
+
+    client, runs = _job_runs(tmp_path)
+    logged = client.search_logged_models([runs[0].info.experiment_id])
+    grid_runs = {r.info.run_id for r in runs if r.data.tags.get("method") == "kd" or r.data.tags["role"] == "teacher"}
+    assert {m.source_run_id for m in logged if m.name == "student"} >= grid_runs  # one model per finished grid job
