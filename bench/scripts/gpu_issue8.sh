@@ -39,6 +39,14 @@ section() {  # section NAME CAP_SECONDS
 }
 
 section env 45
+# Issue 9: the NCCL/CUDA data-parallel path starts and trains (one H200: 1 worker; the machine has no Ray, so this
+# is the training loop's DDP Stepper under torch.distributed, as each Ray Train worker runs it).
+echo "== nccl (limit 60s)"
+if [ -z "$SMOKE" ]; then
+    timeout -k 10 60 "$PY" -u -m bench.speed --teacher resnet32x4 --student resnet8x4 --methods kd,diffkd \
+        --batch-size 64 --steps 20 --workers 1 --device cuda --json > "$OUT/nccl.json" 2> "$OUT/nccl.log"
+    echo "== nccl rc=$?"
+fi
 section speed 90
 section epoch 70
 section packing 110
