@@ -145,6 +145,8 @@ def effective(ctx: Any, config: Path | None) -> dict[str, Any]:
         if _given_on_command_line(ctx, param.name):
             continue
         raw = _as_strings(key, value) if getattr(param, "multiple", False) else value
+        if isinstance(raw, list | tuple) and not getattr(param, "multiple", False):
+            raw = ",".join(str(v) for v in raw)  # a YAML list for a comma-list flag (seeds: [0, 1, 2])
         try:
             params[param.name] = None if raw is None else _convert(param, ctx, raw)
         except Exception as err:  # noqa: BLE001 - click's BadParameter and friends: one line

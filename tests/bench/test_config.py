@@ -30,6 +30,7 @@ def _run(*args: str):
     [
         (["--methods", "kd,dkd", "--seeds", "2"], "methods: [kd, dkd]\nseeds: 2\n"),
         (["--methods", "kd", "--seeds", "0,5"], "methods: kd\nseeds: '0,5'\n"),
+        (["--methods", "kd", "--seeds", "0,5"], "methods: kd\nseeds: [0, 5]\n"),
         (["--methods", "kd", "--epochs", "3", "--batch-size", "32", "--lr", "0.1"],
          "methods: [kd]\nepochs: 3\nbatch_size: 32\nlr: 0.1\n"),
         (["--methods", "dkd", "--set", "dkd.beta=6", "--set", "recipe.weight_decay=0.0001"],
