@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.compat import NEUTRAL_HPARAMS
 from methods.base import UserError
 from tasks.base import Recipe, get_task
 
@@ -81,13 +82,15 @@ class JobSpec:
         """12 hex digits of SHA-1 over the canonical JSON of every field that can change the result.
 
         ``recipe.num_workers`` and ``recipe.eval_batch_size`` are left out: they change speed, not the
-        numbers, so resuming a grid with another worker count must find its finished jobs. So are the
+        numbers, so resuming a grid with another worker count must find its finished jobs; so are
+        :data:`NEUTRAL_HPARAMS` at their neutral value. So are the
         locations ``data_dir`` and ``teacher_path``: the data and teacher weights are identified by content.
         """
         d = self.to_dict()
         for key in _LOCATIONS:
             d.pop(key, None)
         d["recipe"] = {k: v for k, v in d["recipe"].items() if k not in _NOT_IDENTITY}
+        d["hparams"] = {k: v for k, v in d["hparams"].items() if k not in NEUTRAL_HPARAMS or v != NEUTRAL_HPARAMS[k]}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 

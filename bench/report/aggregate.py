@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.compat import NEUTRAL_HPARAMS
 from bench.report import provenance
 from bench.report.board import Leaderboard, method_rank, pair_label
 from bench.report.errors import user_error
@@ -98,6 +99,10 @@ def _normalise(runs: pd.DataFrame, epoch: str) -> tuple[pd.DataFrame, pd.DataFra
     # An absent precision param is fp32 (the only precision before it became a recipe field).
     if "params.recipe.precision" in cfg:
         cfg["params.recipe.precision"] = cfg["params.recipe.precision"].replace("", "fp32")
+    # Likewise a hyper-parameter added later: absent means the value that reproduces the old behaviour.
+    for name, value in NEUTRAL_HPARAMS.items():
+        if f"params.hp.{name}" in cfg:
+            cfg[f"params.hp.{name}"] = cfg[f"params.hp.{name}"].replace("", str(value))
     w["config"] = _row_key(cfg)
     w["recipe_key"] = _row_key(cfg[[c for c in cfg_cols if c.startswith("params.recipe.")]])
     return w, cfg

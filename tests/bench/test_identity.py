@@ -39,3 +39,19 @@ def test_teacher_weights_are_identified_by_content(tmp_path, cifar_dir):
     torch.save({"model": zoo.build("resnet8", 100).state_dict()}, copy)  # other weights, same path
     assert _job(cifar_dir, first).job_hash != _job(cifar_dir, copy).job_hash
     assert _job(cifar_dir, copy).teacher_checkpoint(tmp_path) == copy.resolve()
+
+
+def test_a_hyper_parameter_added_later_keeps_older_jobs_hashes_at_its_neutral_value():
+    """feat_norm arrived after FitNet/DiffKD jobs had run: at "none" (the old behaviour) it is not in the hash."""
+    from dataclasses import replace
+
+    from bench.spec import resolve_job
+
+    spec = resolve_job(task="classification", dataset="digits", student="resnet8", teacher="resnet8",
+                       method="fitnet", teacher_ref="job:0")  # fmt: skip
+    hp = dict(spec.hparams)
+    assert hp["feat_norm"] == "none"
+    older = replace(spec, hparams=tuple(sorted((k, v) for k, v in hp.items() if k != "feat_norm")))
+    assert older.job_hash == spec.job_hash
+    pkd = replace(spec, hparams=tuple(sorted({**hp, "feat_norm": "pkd"}.items())))
+    assert pkd.job_hash != spec.job_hash

@@ -136,3 +136,19 @@ def test_precision_absent_means_fp32_and_version_unknown(tmp_path):
     log_job(client, exp, None, student="resnet8", method="vanilla", seed=1, best=91.0, dataset="digits", params=RECIPE)
     lb = report.leaderboard(report.load_runs(uri))
     assert list(lb.tidy["method"]) == ["vanilla"] and lb.tidy["n"].iloc[0] == 2
+
+
+def test_a_hyper_parameter_added_later_is_its_neutral_value_in_older_runs(tmp_path):
+    """A FitNet run from before ``feat_norm`` existed and one logging ``feat_norm=none`` are seeds of one column;
+    ``feat_norm=pkd`` is another configuration."""
+    client, uri, exp = new_store(tmp_path)
+    common = dict(student="resnet8", teacher="resnet20", method="fitnet", dataset="digits")
+    log_job(client, exp, None, seed=0, best=90.0, params={**RECIPE, "hp.feat_weight": "100.0"}, **common)
+    log_job(client, exp, None, seed=1, best=91.0, params={**RECIPE, "hp.feat_weight": "100.0", "hp.feat_norm": "none"},
+            **common)  # fmt: skip
+    lb = report.leaderboard(report.load_runs(uri))
+    assert list(lb.tidy["method"]) == ["fitnet"] and lb.tidy["n"].iloc[0] == 2
+    log_job(client, exp, None, seed=0, best=80.0, params={**RECIPE, "hp.feat_weight": "100.0", "hp.feat_norm": "pkd"},
+            job_hash="pkd000000000", **common)  # fmt: skip
+    lb = report.leaderboard(report.load_runs(uri))
+    assert set(lb.tidy["method"]) == {"fitnet[feat_norm=none]", "fitnet[feat_norm=pkd]"}
