@@ -36,15 +36,11 @@ benchmark; class counts are exactly balanced in each split.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from tasks.classification.resident import ResidentTransform
+from tasks.classification.memory import MemoryImages
 
 #: Shapes, in label order; all mirror-symmetric left-right (a horizontal flip keeps the class).
 SHAPES: tuple[str, ...] = ("circle", "ring", "square", "diamond", "triangle")
@@ -159,11 +155,9 @@ def transform(train: bool) -> Callable:
     return T.Compose(norm)
 
 
-class ColorShapes(Dataset):
-    """One split of ``colorshapes``, held in memory as ``uint8`` images.
-
-    Items go through ``transform`` as PIL images, like CIFAR-100's, so the same torchvision transforms apply
-    and the device-resident loader reproduces them (:mod:`tasks.classification.resident`).
+class ColorShapes(MemoryImages):
+    """One split of ``colorshapes``, held in memory as ``uint8`` images (:class:`MemoryImages`: PIL transforms as for
+    CIFAR-100, and the device-resident protocol of :mod:`tasks.classification.resident`).
 
     Attributes:
         data: ``uint8 [N, 32, 32, 3]`` images.
@@ -172,27 +166,7 @@ class ColorShapes(Dataset):
     """
 
     def __init__(self, data: np.ndarray, targets: np.ndarray, transform: Callable | None = None) -> None:
-        self.data = np.ascontiguousarray(data, dtype=np.uint8)
-        self.targets = [int(t) for t in targets]
-        self.classes = list(CLASSES)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        img = Image.fromarray(self.data[index])
-        return (self.transform(img) if self.transform else img), self.targets[index]
-
-    # device-resident protocol (tasks/classification/resident.py)
-    def resident_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``uint8 [N, 3, 32, 32]`` images and ``int64`` labels."""
-        return torch.from_numpy(self.data).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(self.targets)
-
-    @property
-    def resident_transform(self) -> ResidentTransform | None:
-        """This split's transform as batched device ops, or ``None`` if it has steps they cannot reproduce."""
-        return ResidentTransform.from_torchvision(self.transform, uint8=True)
+        super().__init__(data, targets, list(CLASSES), transform)
 
 
 def build(augment: bool = True, seed: int = DATA_SEED) -> tuple[ColorShapes, ColorShapes]:

@@ -34,12 +34,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from methods.base import UserError
 from tasks.classification import colorshapes
+from tasks.classification.memory import MemoryImages
 from tasks.classification.resident import ResidentTransform
 
 # -- constants ---------------------------------------------------------------------------------
@@ -232,7 +232,7 @@ def _decode(names: Sequence[Any]) -> list[str]:
     return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
 
 
-class CIFAR100Pickle(Dataset):
+class CIFAR100Pickle(MemoryImages):
     """One split of the official CIFAR-100 python archive.
 
     The pickle's ``data`` is ``uint8 [N, 3072]``: each row is the red plane, then green, then blue,
@@ -262,10 +262,7 @@ class CIFAR100Pickle(Dataset):
             raise UserError(f"cifar100: {file} has {len(data)} images but {len(labels)} fine_labels")
         if labels and (min(labels) < 0 or max(labels) >= len(classes)):
             raise UserError(f"cifar100: {file} has fine_labels outside 0..{len(classes) - 1}")
-        self.data = data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
-        self.targets = labels
-        self.classes = classes
-        self.transform = transform
+        super().__init__(data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels, classes, transform)
 
     @classmethod
     def from_arrays(
@@ -273,26 +270,8 @@ class CIFAR100Pickle(Dataset):
     ) -> CIFAR100Pickle:
         """A split from in-memory ``uint8 [N, 32, 32, 3]`` images (benchmarks, generated data), no file read."""
         obj = cls.__new__(cls)
-        obj.data = np.ascontiguousarray(data, dtype=np.uint8)
-        obj.targets, obj.classes, obj.transform = [int(t) for t in targets], classes, transform
+        MemoryImages.__init__(obj, data, targets, classes, transform)
         return obj
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        img = Image.fromarray(self.data[index])
-        return (self.transform(img) if self.transform else img), self.targets[index]
-
-    # device-resident protocol (tasks/classification/resident.py)
-    def resident_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``uint8 [N, 3, 32, 32]`` images (the archive's own channel-major layout) and ``int64`` labels."""
-        return torch.from_numpy(self.data).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(self.targets)
-
-    @property
-    def resident_transform(self) -> ResidentTransform | None:
-        """This split's transform as batched device ops, or ``None`` if it has steps they cannot reproduce."""
-        return ResidentTransform.from_torchvision(self.transform, uint8=True)
 
 
 def _build_cifar100(data_dir: Path, augment: bool) -> ClassificationData:

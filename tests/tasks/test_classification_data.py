@@ -79,6 +79,7 @@ def test_datasets_metadata():
     assert {n: (d.num_classes, d.image_size) for n, d in DATASETS.items() if n != "synthetic"} == {
         "cifar100": (100, 32),
         "imagenet": (1000, 224),
+        "colorshapes": (20, 32),
         "digits": (10, 32),
     }
     assert DATASETS["synthetic"].configurable and not DATASETS["cifar100"].configurable
@@ -363,5 +364,6 @@ def test_synthetic_shapes_and_determinism():
 
 
 def test_unknown_dataset_lists_valid():
-    with pytest.raises(UserError, match="unknown classification dataset 'cifar10'; valid: cifar100, imagenet, digits"):
+    valid = "cifar100, imagenet, colorshapes, digits"
+    with pytest.raises(UserError, match=f"unknown classification dataset 'cifar10'; valid: {valid}"):
         build_datasets("cifar10", "/tmp")
