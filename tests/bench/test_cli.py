@@ -87,7 +87,8 @@ def test_eval_json_reads_mdistiller_checkpoint(tmp_path):
     path = tmp_path / "ckpt_epoch_240.pth"
     model = zoo.build("resnet8", 10)
     torch.save({"model": model.state_dict(), "best_acc": 0.0, "epoch": 240}, path)
-    result = _invoke("eval", "--arch", "resnet8", "--checkpoint", str(path), "--json", "--device", "cpu")
+    args = ["--checkpoint", str(path), "--json", "--device", "cpu", "--dataset", "digits"]
+    result = _invoke("eval", "--arch", "resnet8", *args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output.strip().splitlines()[-1])
     assert payload["images"] == 360
