@@ -31,8 +31,9 @@ def test_a_killed_worker_resumes_its_job_and_the_two_worker_grid_reaches_the_rep
     torch.manual_seed(0)
     torch.save({"model": zoo.build("resnet8", 10).state_dict()}, teacher)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "bench.cli", "run", "--output", str(out), "--pairs", "resnet8:resnet8",
-           "--methods", "kd", "--teacher-checkpoint", f"resnet8={teacher}", "--workers-per-job", "2",
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--output", str(out), "--dataset", "digits",
+           "--pairs", "resnet8:resnet8", "--methods", "kd", "--teacher-checkpoint", f"resnet8={teacher}",
+           "--workers-per-job", "2",
            "--batch-size", "16", "--max-steps", "40", "--epochs", str(EPOCHS)]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed = None

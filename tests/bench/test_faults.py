@@ -26,8 +26,8 @@ from bench.spec import job_dir
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 #: A vanilla student and a KD student of a trained teacher: 3 jobs, seconds.
-GRID = ["--pairs", "resnet8:resnet8", "--methods", "kd", "--batch-size", "16", "--max-steps", "2", "--executor",
-        "local"]  # fmt: skip
+GRID = ["--dataset", "digits", "--pairs", "resnet8:resnet8", "--methods", "kd", "--batch-size", "16",
+        "--max-steps", "2", "--executor", "local"]  # fmt: skip
 
 
 def _run(out: Path, *extra: str, epochs: int = 2):
@@ -281,8 +281,9 @@ def test_parent_runs_a_dead_driver_left_running_are_adopted_or_closed(tmp_path):
 # ------------------------------------------------------------------------------------------------
 def test_sigterm_stops_a_ray_grid_like_ctrl_c_and_the_grid_resumes(tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "bench.cli", "run", "--output", str(out), "--pairs", "resnet8:resnet8", "--methods",
-           "kd", "--batch-size", "16", "--max-steps", "2", "--epochs", "6", "--cpus-per-job", "1"]  # fmt: skip
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--output", str(out), "--dataset", "digits",
+           "--pairs", "resnet8:resnet8", "--methods", "kd", "--batch-size", "16", "--max-steps", "2", "--epochs", "6",
+           "--cpus-per-job", "1"]  # fmt: skip
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.monotonic() + 240
