@@ -50,11 +50,9 @@ __all__ = ["COCO_CATEGORY_IDS", "DetectionTask", "backend_for", "teacher_box_log
 #: train2017 images with at least one non-crowd box (torchvision's reference filter): 117,266.
 COCO_TRAIN_IMAGES = 117_266
 
-#: ``cpu`` preset (``shapes``, batch 8, lr 0.02, one warm-up epoch: half an epoch diverged once).
-#: Measured: fasterrcnn_r18 reaches ~23 AP after 2 epochs and ~44 after 3 at constant lr (fasterrcnn_mbv3s
-#: ~29 and ~40); a training step of batch 8 costs ~1.5 CPU-seconds (r18; mbv3s ~1.4, plus ~25% for fitnet,
-#: ~50% for diffkd), so 4 epochs (decay after 3) keep teacher + vanilla + fitnet + diffkd students within
-#: ~15 minutes on 2 cores.
+#: ``cpu`` preset (``shapes``, batch 8, lr :data:`CPU_LR`, one warm-up epoch: half an epoch diverged once).
+#: Measured: a training step of batch 8 costs ~1.5 CPU-seconds (fasterrcnn_r18; mbv3s ~1.4, plus ~25% for fitnet,
+#: ~50% for diffkd), so 4 epochs (decay after 3) keep each student job within a few minutes on 2 cores.
 CPU_EPOCHS = 4
 CPU_MILESTONES = (3,)
 #: ``cpu`` preset teachers (trained once per grid and cached) train 3x longer, a 1x-shaped schedule (decays at 2/3
@@ -62,10 +60,12 @@ CPU_MILESTONES = (3,)
 #: (60.5 vs 63.7 AP), which makes every distillation result meaningless.
 CPU_TEACHER_EPOCHS = 12
 CPU_TEACHER_MILESTONES = (8, 11)
-#: ``cpu`` preset lr of ``d2_*`` archs: detectron2's 0.02 at batch 16 scaled to batch 8 (mdistiller's 0.01). At 0.02
-#: the MobileNetV2 student's box logits grew past 400 within the warm-up and KD, DKD and FitNet students diverged
-#: (3 of 5 in the measured grid; at 0.01 the same KD run stays below 100). The R18 teacher reaches 59 AP at 0.02.
-D2_CPU_LR = 0.01
+#: ``cpu`` preset lr, both backends: the 1x preset's 0.02 at batch 16 scaled to batch 8 (Goyal et al.'s linear rule;
+#: mdistiller's detectron2 solver uses 0.01 at batch 8 too). At 0.02 distilled students diverged on both backends
+#: once the teacher was strong: detectron2's MobileNetV2 box logits grew past 400 within the warm-up (KD, DKD and
+#: FitNet, 3 of 5 jobs), and torchvision's KD mbv3s student reached NaN RPN losses in its second epoch against the
+#: 89-AP 12-epoch r18 teacher (vanilla survived).
+CPU_LR = 0.01
 
 #: methods that distil softmax class logits, which RetinaNet does not have.
 LOGIT_METHODS = ("kd", "dkd")
@@ -265,7 +265,7 @@ class DetectionTask(Task):
     # -- recipes and method defaults ---------------------------------------------------------
     def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
         """``1x``/``2x`` (COCO; mdistiller's solver for ``d2_*``) and ``cpu`` (``shapes``, a CPU grid in minutes;
-        ``d2_*`` at :data:`D2_CPU_LR`)."""
+        lr :data:`CPU_LR`)."""
         preset = preset or ("cpu" if dataset == "shapes" else "1x")
         if preset == "1x":
             return _coco_recipe(student, 12, (8, 11))
@@ -275,7 +275,7 @@ class DetectionTask(Task):
             return Recipe(
                 epochs=CPU_EPOCHS,
                 batch_size=8,
-                lr=D2_CPU_LR if d2.is_d2(student) else 0.02,
+                lr=CPU_LR,
                 weight_decay=1e-4,
                 milestones=CPU_MILESTONES,
                 warmup_epochs=1.0,
