@@ -493,21 +493,27 @@ def load_state_dict_file(model: nn.Module, path: Path | str) -> None:
         keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
         raise UserError(f"checkpoint {str(path)!r} holds no state dict (keys: {keys})")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"shape mismatch {len(wrong)} (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-        raise UserError(f"checkpoint {str(path)!r} does not fit {type(model).__name__}: {'; '.join(parts)}")
+    why = key_mismatch(model.state_dict(), state)
+    if why:
+        raise UserError(f"checkpoint {str(path)!r} does not fit {type(model).__name__}: {why}")
     model.load_state_dict(state, strict=True)
+
+
+def key_mismatch(own: Mapping[str, Any], state: Mapping[str, Any], tolerated: Any = None) -> str | None:
+    """How ``state`` fails to fit a model whose state dict is ``own`` (missing, unexpected and wrong-shape keys,
+    three examples each), or ``None`` when it fits. ``tolerated(key)``: unexpected keys to ignore."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(k for k in set(state) - set(own) if not (tolerated and tolerated(k)))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"shape mismatch {len(wrong)} (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+    return "; ".join(parts) or None
 
 
 def extract_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:

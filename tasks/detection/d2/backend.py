@@ -47,7 +47,7 @@ import yaml
 from torch import nn
 
 from methods.base import UserError
-from tasks.base import PairedOutput, load_state_dict_file
+from tasks.base import PairedOutput, key_mismatch, load_state_dict_file
 from tasks.detection.d2 import LEVELS, entry
 
 with warnings.catch_warnings():
@@ -218,23 +218,10 @@ class _StrictCheckpointer(DetectionCheckpointer):
         self._convert_ndarray_to_tensor(state)
         checkpoint["model"] = state
         own = self.model.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(
-            k for k in set(state) - set(own) if k not in ("pixel_mean", "pixel_std") and "cell_anchors" not in k
-        )
-        wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-        if missing or unexpected or wrong:
-            parts = []
-            if missing:
-                parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
-            if unexpected:
-                parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
-            if wrong:
-                k = wrong[0]
-                shapes = f"{tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                parts.append(f"shape mismatch {len(wrong)} (e.g. {k}: {shapes})")
+        why = key_mismatch(own, state, lambda k: k in ("pixel_mean", "pixel_std") or "cell_anchors" in k)
+        if why:
             arch = getattr(self.model, "det_arch", type(self.model).__name__)
-            raise UserError(f"checkpoint {self.source!r} does not fit {arch}: {'; '.join(parts)}")
+            raise UserError(f"checkpoint {self.source!r} does not fit {arch}: {why}")
         for k in [k for k in state if k not in own]:  # the tolerated leftovers above
             del state[k]
         return super()._load_model(checkpoint)
