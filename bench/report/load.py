@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import re
 import sqlite3
 import tempfile
@@ -268,6 +269,8 @@ def _grid_jobs(client: Any, run_id: str, notes: list[str]) -> set[str] | None:
         return None
     if GRID_JOBS_ARTIFACT not in names:
         return None
+    # MLflow draws a tqdm bar for every download (on stderr, even when piped); a report prints none.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(run_id, GRID_JOBS_ARTIFACT, tmp)
