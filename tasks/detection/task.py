@@ -291,6 +291,14 @@ class DetectionTask(Task):
             return recipe.updated(epochs=CPU_TEACHER_EPOCHS, milestones=CPU_TEACHER_MILESTONES)
         return recipe
 
+    def _pkd_weight(self, arch: str) -> float:
+        """PKD's weight 6 for the *mean* over FPN levels (6 / levels on each level's term): mmrazor gives each of 4
+        levels weight 6 against COCO-sized detector losses; summed over our 5 levels that started FitNet's and
+        DiffKD's feature terms at 13x the detector's loss on ``shapes`` (and cost FitNet 14 AP), far past the
+        small factor a distillation term should start at. The mean keeps PKD's scale per level of signal."""
+        levels = d2.LEVELS if d2.is_d2(arch) else zoo.levels(arch)
+        return PKD_LEVEL_WEIGHT / len(levels)
+
     def method_defaults(self, method: str, dataset: str, teacher: str, student: str) -> dict[str, Any]:
         """Detection settings, the same on both backends; KD/DKD on RetinaNet are refused here with the reason.
 
@@ -299,14 +307,15 @@ class DetectionTask(Task):
         * ``dkd``: mdistiller ``detection/model/config.py``: alpha 1, beta 0.25, T 1, no warm-up; the
           detector losses keep weight 1 (``RCNNKD`` adds ``loss_dkd`` unweighted).
         * ``fitnet``: one regressor per FPN level (methods.fitnet shares one only across equal strides) and
-          PKD's feature scaling (``feat_norm="pkd"``, :mod:`methods.feature_norm`): per level
-          ``6 * MSE(norm(reg(f_s)), norm(f_t)) / 2``, the weight of mmrazor's PKD Faster R-CNN config. A raw
+          PKD's feature scaling (``feat_norm="pkd"``, :mod:`methods.feature_norm`): the mean over levels of
+          ``6 * MSE(norm(reg(f_s)), norm(f_t)) / 2``, 6 being mmrazor's PKD Faster R-CNN weight (see
+          :meth:`_pkd_weight` for why the mean, not mmrazor's sum). A raw
           MSE on two detectors' FPN maps depends on their activation scales (it started ~10x above the
           detector losses on ``shapes`` and cost FitNet 6 AP); CIFAR's weight 100 on a thin hint layer even more.
         * ``diffkd``: feature DiffKD on every FPN level, kernel 3, no AE, no logits, one module shared by all
           levels (the FPN levels share one feature space: RPN and RetinaNet heads are shared across levels, so
           one denoiser fits them all with a fifth of the parameters), with the same PKD scaling as FitNet
-          (standardised maps, feature term weight 6 per level; diffusion loss weight 1 as the official).
+          (standardised maps, feature term weight 6 over the mean of levels; diffusion loss weight 1 as the official).
         """
         for arch in (teacher, student):
             if self.family(arch) == "retinanet" and method in LOGIT_METHODS:
@@ -320,7 +329,7 @@ class DetectionTask(Task):
         if method == "dkd":
             return {"alpha": 1.0, "beta": 0.25, "temperature": 1.0, "ce_weight": 1.0, "warmup": 0}
         if method == "fitnet":
-            return {"feat_weight": PKD_LEVEL_WEIGHT, "ce_weight": 1.0, "shared": False, "feat_norm": "pkd"}
+            return {"feat_weight": self._pkd_weight(student), "ce_weight": 1.0, "shared": False, "feat_norm": "pkd"}
         if method == "diffkd":
             return {
                 "use_ae": False,
@@ -328,7 +337,7 @@ class DetectionTask(Task):
                 "feat_kernel_size": 3,
                 "share_levels": True,
                 "feat_norm": "pkd",
-                "kd_weight": PKD_LEVEL_WEIGHT,
+                "kd_weight": self._pkd_weight(student),
                 "diff_weight": 1.0,
                 "ae_weight": 1.0,
                 "ce_weight": 1.0,
