@@ -170,6 +170,18 @@ class _Row:
         return count_flops(lambda: eager.step(self.batch, progress))
 
 
+def check_args(
+    methods: Sequence[str], teacher: str | None, batch_size: int, steps: int, warmup: int, inner: int | None
+) -> None:
+    """The arguments every step benchmark shares, refused in one line each."""
+    if not methods:
+        raise UserError("no methods to time")
+    if any(m != VANILLA for m in methods) and teacher is None:
+        raise UserError("--teacher is needed to time distillation methods")
+    if batch_size < 1 or steps < 1 or warmup < 0 or (inner is not None and inner < 1):
+        raise UserError("--batch-size, --steps and --inner must be >= 1 and --warmup >= 0")
+
+
 def benchmark(
     task_name: str,
     teacher: str | None,
@@ -202,12 +214,7 @@ def benchmark(
     task = get_task(task_name)
     dataset = dataset or task.default_dataset
     dev = pick_device(device)
-    if not methods:
-        raise UserError("no methods to time")
-    if any(m != VANILLA for m in methods) and teacher is None:
-        raise UserError("--teacher is needed to time distillation methods")
-    if batch_size < 1 or steps < 1 or warmup < 0 or (inner is not None and inner < 1):
-        raise UserError("--batch-size, --steps and --inner must be >= 1 and --warmup >= 0")
+    check_args(methods, teacher, batch_size, steps, warmup, inner)
     variants = list(variants or expand_variants(device_type=dev.type))
     inner = inner or (INNER_CUDA if dev.type == "cuda" else 1)
     if any(v.compile != "off" for v in variants):

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from bench.spec import VANILLA
-from bench.speed import INNER_CUDA, Variant, _memory_format, environment, expand_variants
+from bench.speed import INNER_CUDA, Variant, _memory_format, check_args, environment, expand_variants
 from methods.base import Progress, UserError
 
 #: Column titles of the scaling table, in order (CPU threads per N are in :func:`describe`'s line). Short words
@@ -287,14 +287,9 @@ def benchmark_workers(
     dataset = dataset or task.default_dataset
     dev = pick_device(device)
     counts = sorted({1, *workers})
-    if not methods:
-        raise UserError("no methods to time")
+    check_args(methods, teacher, batch_size, steps, warmup, inner)
     if any(n < 1 for n in counts):
         raise UserError("--workers: a worker count must be >= 1")
-    if any(m != VANILLA for m in methods) and teacher is None:
-        raise UserError("--teacher is needed to time distillation methods")
-    if batch_size < 1 or steps < 1 or warmup < 0 or (inner is not None and inner < 1):
-        raise UserError("--batch-size, --steps and --inner must be >= 1 and --warmup >= 0")
     if dev.type == "cuda" and counts[-1] > torch.cuda.device_count():
         raise UserError(f"--workers {counts[-1]}: one GPU per worker, and {torch.cuda.device_count()} CUDA "
                         f"device(s) are visible here")  # fmt: skip
