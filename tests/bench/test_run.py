@@ -256,12 +256,14 @@ def test_train_is_a_one_job_grid_in_the_report_and_log_model_logs_the_student(tm
     common = ["--dataset", "digits", "--epochs", "1", "--max-steps", "1", "--output", out]
     trained = runner.invoke(app, ["train", "--student", "resnet8", *common])
     assert trained.exit_code == 0, trained.output
+    (train_run,) = _job_runs(tmp_path)[1]  # train wrote exactly one job run
     grid = runner.invoke(app, ["run", "--preset", "smoke", "--executor", "local", "--methods", "kd", "--log-model",
                                *common])  # fmt: skip
     assert grid.exit_code == 0, grid.output
     report = runner.invoke(app, ["report", "--output", out, "--format", "csv"])
     assert report.exit_code == 0, report.output
     assert "vanilla" in report.output and ",kd," in report.output
+    assert train_run.info.run_id in report.output  # the train job's own run is one of the report's cells
 
     client, runs = _job_runs(tmp_path)
     logged = client.search_logged_models([runs[0].info.experiment_id])
