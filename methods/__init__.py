@@ -4,7 +4,7 @@ The registry (:data:`METHODS`, in :mod:`methods.base`) holds the built-in method
 ``fitnet``, ``diffkd``: each module registers itself, and :mod:`methods.base` imports them once it has
 defined the registry); ``vanilla`` (the student alone) is not a method but the absence of one, handled by
 the training loop. Methods from outside diffbench register with :func:`register` too: a plugin module
-imported through the ``diffbench.methods`` entry point group or ``--import`` (see :mod:`bench.plugins`
+imported through the ``diffbench.methods`` entry point group or ``--import`` (see :mod:`bench.jobs.plugins`
 and the README's example).
 
 This package imports nothing until one of its names is used (PEP 562), so ``methods.errors`` and the

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.compat import NEUTRAL_HPARAMS
+from bench.jobs.compat import NEUTRAL_HPARAMS
 from bench.report import provenance
 from bench.report.board import Leaderboard, method_rank, pair_label
 from bench.report.errors import user_error
@@ -35,7 +35,7 @@ from bench.report.schema import (
 )
 from bench.report.stats import mark, welch
 
-#: Tag ``bench.tracking`` sets on a job run that a later run of the same job replaced.
+#: Tag ``bench.tracking.tracker`` sets on a job run that a later run of the same job replaced.
 SUPERSEDED_TAG = "tags.diffbench.superseded"
 # Recipe fields that do not change a result: runs differing only in these are seeds of one configuration.
 _IGNORED_CONFIG = {"params.recipe.num_workers"}

@@ -64,9 +64,9 @@ def _join(rank: int, world: int, port: int) -> None:
 
 def train_rank(rank: int, world: int, port: int, spec_dict: dict, output: str) -> None:
     """Run one job as ``rank`` of ``world`` (``world == 1``: a plain single process, no group)."""
-    from bench.distributed import Dist
-    from bench.spec import JobSpec
-    from bench.train import run_job
+    from bench.engine.distributed import Dist
+    from bench.jobs.spec import JobSpec
+    from bench.engine.loop import run_job
 
     patch_models()
     if world > 1:
@@ -81,8 +81,8 @@ def evaluate_rank(rank: int, world: int, port: int, cases: list[tuple[str, str, 
 
     ``cases``: ``(task, dataset, arch, weights file, batch)``; one process group serves them all.
     """
-    from bench.build import make_loaders
-    from bench.distributed import Dist
+    from bench.engine.build import make_loaders
+    from bench.engine.distributed import Dist
     from tasks.base import get_task
 
     if world > 1:

@@ -1,4 +1,4 @@
-"""Synthetic MLflow stores for the report tests: job runs logged the way ``bench.tracking`` logs them.
+"""Synthetic MLflow stores for the report tests: job runs logged the way ``bench.tracking.tracker`` logs them.
 
 Tags (grid axes, ``job_hash``, ``git_commit``, ``recipe_preset``, ``diffbench_version``), params
 (``hp.*``, ``recipe.*``), summary metrics (``best_<metric>``, ``last_<metric>``) and a short per-epoch

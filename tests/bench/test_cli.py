@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench.cli import app
+from bench.cli.app import app
 from tasks.classification.models import zoo
 
 runner = CliRunner()
@@ -137,11 +137,11 @@ def test_ui_without_store_is_one_line(tmp_path):
 
 
 def test_ui_serves_the_run_store_on_localhost(tmp_path, monkeypatch):
-    import bench.ui
+    import bench.tracking.ui_server
 
     (tmp_path / "mlflow.db").write_bytes(b"")
     calls = []
-    monkeypatch.setattr(bench.ui, "serve", lambda cmd, url=None: calls.append(cmd) or 0)
+    monkeypatch.setattr(bench.tracking.ui_server, "serve", lambda cmd, url=None: calls.append(cmd) or 0)
     result = _invoke("ui", "--output", str(tmp_path), "--port", "5123")
     assert result.exit_code == 0, result.output
     cmd = calls[0]
@@ -155,7 +155,7 @@ def test_help_and_version_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from typer.testing import CliRunner; from bench.cli import app; "
+    code = ("import sys; from typer.testing import CliRunner; from bench.cli.app import app; "
             "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
             "v = CliRunner().invoke(app, ['--version']); assert v.output.startswith('diffbench '), v.output; "
             "assert 'torch' not in sys.modules, 'torch imported'")  # fmt: skip

@@ -10,7 +10,7 @@ import yaml
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from bench.cli import app
+from bench.cli.app import app
 
 runner = CliRunner()
 BASE = ["--dataset", "digits", "--pairs", "resnet20:resnet8", "--dry-run"]
@@ -49,7 +49,7 @@ def test_a_yaml_key_means_exactly_its_flag(tmp_path, flags, yaml_text):
 
 def test_every_run_option_is_a_yaml_key(tmp_path):
     """The schema is generated from the command: no flag the file cannot hold, no key without a flag."""
-    from bench.config import _options
+    from bench.cli.config import _options
 
     command = get_command(app).commands["run"]
     keys = set(_options(command))
@@ -117,8 +117,8 @@ def test_a_grid_writes_its_resolved_config_and_it_reads_back(tmp_path):
 def test_the_mlflow_ui_opens_on_the_runs_in_diffbenchs_view(tmp_path, monkeypatch):
     import json
 
-    import bench.ui
-    from bench.mlflow_ui import KIND, KIND_TAG, VIEW_TAG
+    import bench.tracking.ui_server
+    from bench.tracking.ui_view import KIND, KIND_TAG, VIEW_TAG
 
     out = tmp_path / "out"
     args = ["--dataset", "digits", "--pairs", "resnet8:resnet8", "--methods", "kd", "--epochs", "1", "--max-steps",
@@ -134,7 +134,7 @@ def test_the_mlflow_ui_opens_on_the_runs_in_diffbenchs_view(tmp_path, monkeypatc
     assert [k["groupByData"] for k in view["groupBy"]["groupByKeys"]][-1] == "method"
     job = client.search_runs([exp.experiment_id], "tags.`diffbench.kind` = 'job'")[0]
     assert job.inputs.dataset_inputs[0].dataset.name == "digits"  # the Dataset column
-    monkeypatch.setattr(bench.ui, "serve", lambda cmd, url=None: 0)
+    monkeypatch.setattr(bench.tracking.ui_server, "serve", lambda cmd, url=None: 0)
     result = runner.invoke(app, ["ui", "--output", str(out), "--port", "5123"])
     assert result.exit_code == 0, result.output
     link = f"http://127.0.0.1:5123/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=diffbench"

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from bench.spec import job_dir, resolve_job
+from bench.jobs.spec import job_dir, resolve_job
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

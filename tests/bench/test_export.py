@@ -20,7 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 from bench import export as ex
-from bench.cli import app
+from bench.cli.app import app
 from methods.base import UserError
 from tasks.base import load_state_dict_file
 from tasks.classification.models import zoo
@@ -29,7 +29,7 @@ HASH = "0123456789ab"
 
 
 def _student_record(model: torch.nn.Module, arch: str, task: str, dataset: str, num_classes: int) -> dict:
-    """A student file as ``bench.train`` writes it: the weights plus what they are."""
+    """A student file as ``bench.engine.loop`` writes it: the weights plus what they are."""
     return {"student": model.state_dict(), "arch": arch, "task": task, "dataset": dataset,
             "num_classes": num_classes, "job": {"student": arch, "task": task}}  # fmt: skip
 
@@ -179,7 +179,7 @@ def test_log_model_loads_back_by_run_uri(job, tmp_path):
     from mlflow import MlflowClient
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    from bench.tracking_model import log_model
+    from bench.tracking.model import log_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

@@ -20,8 +20,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from bench.cli import app
-from bench.spec import job_dir
+from bench.cli.app import app
+from bench.jobs.spec import job_dir
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -86,7 +86,7 @@ def _teacher(out: Path):
 # Two drivers
 # ------------------------------------------------------------------------------------------------
 _HOLD = (
-    "import sys, time, pathlib; from bench.lock import OutputLock; p = pathlib.Path(sys.argv[1]); "
+    "import sys, time, pathlib; from bench.execute.lock import OutputLock; p = pathlib.Path(sys.argv[1]); "
     "p.mkdir(parents=True, exist_ok=True); lock = OutputLock(p).acquire(); "
     "[lock.claim(pathlib.Path(j)) for j in sys.argv[2:]]; print('held', flush=True); time.sleep(120)"
 )
@@ -119,7 +119,7 @@ def test_a_second_driver_is_refused_with_the_holder_and_a_dead_holders_lock_is_t
 
 def test_two_drivers_started_together_train_every_job_once(tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "bench.cli", "run", "--output", str(out), "--epochs", "1", *GRID]
+    cmd = [sys.executable, "-m", "bench.cli.app", "run", "--output", str(out), "--epochs", "1", *GRID]
     procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]  # fmt: skip
     outputs = [p.communicate(timeout=300)[0] for p in procs]
@@ -135,8 +135,8 @@ def test_two_drivers_started_together_train_every_job_once(tmp_path):
 
 
 def test_a_job_claimed_by_another_live_driver_is_not_trained_twice(tmp_path):
-    from bench.spec import resolve_job
-    from bench.train import run_job
+    from bench.jobs.spec import resolve_job
+    from bench.engine.loop import run_job
     from methods.base import UserError
 
     out = tmp_path / "out"
@@ -281,7 +281,7 @@ def test_parent_runs_a_dead_driver_left_running_are_adopted_or_closed(tmp_path):
 # ------------------------------------------------------------------------------------------------
 def test_sigterm_stops_a_ray_grid_like_ctrl_c_and_the_grid_resumes(tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "bench.cli", "run", "--output", str(out), "--dataset", "digits",
+    cmd = [sys.executable, "-m", "bench.cli.app", "run", "--output", str(out), "--dataset", "digits",
            "--pairs", "resnet8:resnet8", "--methods", "kd", "--batch-size", "16", "--max-steps", "2", "--epochs", "6",
            "--cpus-per-job", "1"]  # fmt: skip
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
@@ -315,7 +315,7 @@ def test_sigterm_stops_the_whole_ui_process_group(tmp_path):
     out = tmp_path / "out"
     assert _run(out, epochs=1).exit_code == 0
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "ui", "--output", str(out), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli.app", "ui", "--output", str(out), "--port", str(port)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         _check_ui_stops(proc, port)
@@ -352,7 +352,7 @@ def _check_ui_stops(proc: subprocess.Popen, port: int) -> None:
 def test_a_store_that_stops_taking_writes_ends_the_grid_in_one_line_and_a_rerun_resumes(tmp_path, monkeypatch):
     import sqlite3
 
-    from bench.tracking import Tracker
+    from bench.tracking.tracker import Tracker
 
     out = tmp_path / "out"
     original = Tracker.log_epoch
@@ -419,12 +419,12 @@ def test_a_read_only_output_is_refused_before_anything_starts(tmp_path, monkeypa
     # Also where mounting is not allowed: the probe write fails as on a read-only disk.
     import errno
 
-    import bench.lock
+    import bench.execute.lock
 
     def refuse(path):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
-    monkeypatch.setattr(bench.lock, "_probe", refuse)
+    monkeypatch.setattr(bench.execute.lock, "_probe", refuse)
     _one_line(_run(tmp_path / "out"), 2, "not writable", "Read-only file system")
     assert not (tmp_path / "out" / "mlflow.db").exists()
 
@@ -435,7 +435,7 @@ def test_a_read_only_output_is_refused_before_anything_starts(tmp_path, monkeypa
 def test_jobs_waiting_for_resources_are_reported_with_what_is_missing(monkeypatch):
     import ray
 
-    from bench.executors import PendingWatch
+    from bench.execute.ray_tune import PendingWatch
 
     class Trial:
         def __init__(self, status):
@@ -452,7 +452,7 @@ def test_jobs_waiting_for_resources_are_reported_with_what_is_missing(monkeypatc
 def test_a_cluster_that_wants_a_token_says_what_to_set(monkeypatch):
     import ray
 
-    from bench.executors import init_ray
+    from bench.execute.ray_tune import init_ray
     from methods.base import UserError
 
     def refused(**_kw):

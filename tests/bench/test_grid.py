@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.grid import GridSpec, expand, grid_from_preset
+from bench.jobs.grid import GridSpec, expand, grid_from_preset
 from methods.base import UserError
 
 

@@ -6,14 +6,14 @@ import shutil
 
 import torch
 
-from bench.spec import resolve_job
+from bench.jobs.spec import resolve_job
 from tasks.classification.models import zoo
 
 
 def _job(data_dir, teacher=None):
     kw = {"teacher": "resnet8", "method": "kd"} if teacher else {}
     if teacher:
-        from bench.spec import file_identity
+        from bench.jobs.spec import file_identity
 
         kw["teacher_ref"], kw["teacher_path"] = file_identity(teacher)
     return resolve_job(task="classification", dataset="cifar100", student="resnet8", data_dir=data_dir, **kw)
@@ -45,7 +45,7 @@ def test_a_hyper_parameter_added_later_keeps_older_jobs_hashes_at_its_neutral_va
     """feat_norm arrived after FitNet/DiffKD jobs had run: at "none" (the old behaviour) it is not in the hash."""
     from dataclasses import replace
 
-    from bench.spec import resolve_job
+    from bench.jobs.spec import resolve_job
 
     spec = resolve_job(task="classification", dataset="digits", student="resnet8", teacher="resnet8",
                        method="fitnet", teacher_ref="job:0")  # fmt: skip

@@ -74,12 +74,12 @@ def test_wheel_install_reports_from_outside_the_tree(wheel, tmp_path):
     # -P: no script directory or cwd on sys.path; PYTHONPATH: the installed wheel only (the editable install's
     # finder comes after it on sys.meta_path).
     env = {**os.environ, "PYTHONPATH": str(target)}
-    probe = ("import bench.cli, methods, tasks; "
-             "print(bench.__file__, bench.cli.__file__, methods.__file__, tasks.__file__)")
+    probe = ("import bench.cli.app, methods, tasks; "
+             "print(bench.__file__, bench.cli.app.__file__, methods.__file__, tasks.__file__)")
     where = subprocess.run([sys.executable, "-P", "-c", probe], cwd=outside, env=env, capture_output=True, text=True)
     assert where.returncode == 0, where.stderr
     assert all(p.startswith(str(target)) for p in where.stdout.split()), where.stdout
-    cmd = [sys.executable, "-P", "-c", "from bench.cli import app; app()", "report", "--output",
+    cmd = [sys.executable, "-P", "-c", "from bench.cli.app import app; app()", "report", "--output",
            str(tmp_path / "results"), "--format", "markdown"]  # fmt: skip
     done = subprocess.run(cmd, cwd=outside, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.grid import GridSpec, expand
+from bench.jobs.grid import GridSpec, expand
 
 PINNED: dict[str, dict[str, str]] = {
     "cifar100-files": {

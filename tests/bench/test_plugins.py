@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from bench import plugins
-from bench.cli import app
+from bench.cli.app import app
 from methods.base import METHODS, Progress, TapSpec, UserError, build_method
 from tasks.classification.models import zoo
 

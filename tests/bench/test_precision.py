@@ -11,9 +11,9 @@ import math
 import pytest
 import torch
 
-from bench.build import Built, build_models, make_optimizer
-from bench.spec import resolve_job
-from bench.step import Stepper
+from bench.engine.build import Built, build_models, make_optimizer
+from bench.jobs.spec import resolve_job
+from bench.engine.step import Stepper
 from methods.base import Progress
 from tasks.base import get_task
 
@@ -138,7 +138,7 @@ def test_a_pipeline_that_cannot_apply_is_refused(imagenet_dir):
 def test_packed_jobs_that_do_not_fit_one_gpu_are_warned_about(tmp_path):
     from rich.console import Console
 
-    from bench.gridrun import GridRun
+    from bench.execute.state import GridRun
 
     class NoStore:
         def job_runs(self, *_a, **_k):

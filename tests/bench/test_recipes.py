@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bench.build import make_optimizer
-from bench.spec import resolve_job
+from bench.engine.build import make_optimizer
+from bench.jobs.spec import resolve_job
 from tasks.base import get_task
 
 
@@ -41,7 +41,7 @@ def test_every_method_runs_with_the_diffkd_recipe(imagenet_dir, tmp_path):
 
 
 def test_a_jobs_recipe_preset_is_recognised_whatever_its_speed_settings(cifar_dir):
-    from bench.tracking import recipe_preset
+    from bench.tracking.tracker import recipe_preset
 
     for device in ("cpu", "cuda"):
         job = resolve_job(task="classification", dataset="cifar100", student="resnet8", data_dir=cifar_dir,

@@ -18,7 +18,7 @@ pytest.importorskip("mlflow")
 
 from report_store import grid_run, log_job, new_store  # noqa: E402
 
-from bench.cli import app  # noqa: E402
+from bench.cli.app import app  # noqa: E402
 
 runner = CliRunner()
 TAGS = {"recipe_preset": "digits", "diffbench_version": "0.1.0"}

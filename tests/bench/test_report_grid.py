@@ -31,7 +31,7 @@ def store(tmp_path_factory) -> dict[str, str]:
     job(other, method="fitnet", teacher="resnet20", best=50.0, end=21)
     # The re-run: the two finished jobs are skipped (their runs stay under `first`), dkd is new.
     rerun = grid_run(client, exp, "nightly", jobs=[VAN0, KD0, DKD0], start=30)
-    client.set_tag(rerun, "grid_hash", "0123456789ab")  # bench.tracking tags every grid run with its hash
+    client.set_tag(rerun, "grid_hash", "0123456789ab")  # bench.tracking.tracker tags every grid run with its hash
     job(rerun, method="dkd", teacher="resnet20", best=93.0, end=31)
     bare = grid_run(client, exp, "no-list", start=40)  # a grid from before grid_jobs.json: children only
     job(bare, method="diffkd", teacher="resnet20", best=94.0, end=41)

@@ -16,11 +16,11 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from bench import report as rep
-from bench.cli import app
-from bench.grid import GridSpec, expand
-from bench.run import run_grid
-from bench.spec import job_dir, resolve_job
-from bench.train import run_job
+from bench.cli.app import app
+from bench.jobs.grid import GridSpec, expand
+from bench.execute.driver import run_grid
+from bench.jobs.spec import job_dir, resolve_job
+from bench.engine.loop import run_job
 
 RECIPE = {"epochs": 2, "batch_size": 16, "max_steps": 2}
 
@@ -199,7 +199,7 @@ def test_dry_run_lists_jobs(tmp_path):
 
 
 def test_an_epoch_the_driver_missed_is_filled_in_when_the_job_finishes(tmp_path, monkeypatch):
-    from bench.executors import GridRun
+    from bench.execute.ray_tune import GridRun
 
     original = GridRun.on_epoch
 

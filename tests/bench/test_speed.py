@@ -15,9 +15,9 @@ from torch import nn
 from typer.testing import CliRunner
 
 from bench import flops as bflops
-from bench.cli import app
-from bench.speed import SpeedRow, Variant, benchmark, expand_variants
-from bench.speed_table import markdown_table
+from bench.cli.app import app
+from bench.speed.steps import SpeedRow, Variant, benchmark, expand_variants
+from bench.speed.table import markdown_table
 from methods.base import UserError
 
 runner = CliRunner()
@@ -211,7 +211,7 @@ def test_speed_data_on_digits():
 
 
 def test_speed_module_runs_without_ray_mlflow_typer_or_rich():
-    mods = "bench.speed, bench.speed_table, bench.speed_data, bench.bench_packing, bench.gpu_issue8"
+    mods = "bench.speed.steps, bench.speed.table, bench.speed.data, bench.perf.packing, bench.perf.gpu_suite"
     check = "bad = [m for m in ('ray', 'mlflow', 'typer', 'rich') if m in sys.modules]; assert not bad, bad"
     code = f"import sys, {mods}; {check}"
     subprocess.run([sys.executable, "-c", code], check=True)

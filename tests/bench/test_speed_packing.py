@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from bench.bench_packing import CUDA_CONTEXT_MB, TINY, JobConfig, markdown, max_packing, run_packed
+from bench.perf.packing import CUDA_CONTEXT_MB, TINY, JobConfig, markdown, max_packing, run_packed
 
 
 def test_two_packed_jobs_train_and_report():

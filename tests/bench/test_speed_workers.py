@@ -15,8 +15,8 @@ import torch
 from typer.testing import CliRunner
 
 from bench import speed_workers as sw
-from bench.cli import app
-from bench.speed import main as speed_main
+from bench.cli.app import app
+from bench.speed.steps import main as speed_main
 from methods.base import UserError
 
 runner = CliRunner()
@@ -133,4 +133,4 @@ def test_module_main_refuses_bad_workers(capsys, value):
 
 def test_speed_workers_imports_neither_ray_nor_mlflow():
     check = "bad = [m for m in ('ray', 'mlflow', 'typer', 'rich') if m in sys.modules]; assert not bad, bad"
-    subprocess.run([sys.executable, "-c", f"import sys, bench.speed_workers; {check}"], check=True)
+    subprocess.run([sys.executable, "-c", f"import sys, bench.speed.workers; {check}"], check=True)

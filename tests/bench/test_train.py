@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.spec import resolve_job
-from bench.train import JobFailed, evaluate_checkpoint, lr_factor, run_job
+from bench.jobs.spec import resolve_job
+from bench.engine.loop import JobFailed, evaluate_checkpoint, lr_factor, run_job
 from tasks.base import Recipe
 from tasks.classification.models import zoo
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
-from bench.grid import expand, grid_from_preset
+from bench.jobs.grid import expand, grid_from_preset
 from tasks.base import get_task
 from tasks.classification import colorshapes as cs
 from tasks.classification.data import DATASETS, build_datasets
@@ -176,8 +176,8 @@ def test_default_grid_is_colorshapes_with_three_seeds():
 
 
 def test_tiny_training_run_of_the_preset(tmp_path):
-    from bench.spec import resolve_job
-    from bench.train import run_job
+    from bench.jobs.spec import resolve_job
+    from bench.engine.loop import run_job
 
     common = {"task": "classification", "dataset": "colorshapes", "preset": "colorshapes",
               "recipe_overrides": {"epochs": 1, "max_steps": 2, "batch_size": 16}}
@@ -194,7 +194,7 @@ def test_tiny_training_run_of_the_preset(tmp_path):
 def test_plain_diffbench_run_is_the_default_grid(tmp_path):
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from bench.cli.app import app
 
     runner = CliRunner()
     plain = runner.invoke(app, ["run", "--dry-run", "--output", str(tmp_path)])

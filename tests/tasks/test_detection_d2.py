@@ -421,7 +421,7 @@ def test_two_epoch_d2_grid_on_shapes_reaches_the_report(tmp_path: Path) -> None:
     then ``diffbench report``: teacher, vanilla, kd and fitnet jobs finish and land in one leaderboard."""
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from bench.cli.app import app
     from tasks.detection.data import SHAPES_VERSION, make_shapes
 
     data, out = tmp_path / "shapes", tmp_path / "results"

@@ -14,8 +14,8 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from bench.cli import app
-from bench.grid import GridSpec, expand
+from bench.cli.app import app
+from bench.jobs.grid import GridSpec, expand
 from methods.base import UserError
 from tasks.base import get_task
 from tasks.detection import d2
@@ -63,7 +63,7 @@ def test_importing_diffbench_never_imports_detectron2() -> None:
         """
         import sys
         sys.modules["detectron2"] = None
-        import tasks, bench.cli
+        import tasks, bench.cli.app
         from tasks.base import get_task
         t = get_task("detection")
         t.tap_specs("d2_faster_rcnn_R_18_FPN", 4, "shapes")

@@ -19,7 +19,7 @@ Strides are relative to the model's native input: 32x32 for CIFAR models, 224x22
 
 Architectures from outside diffbench register with :func:`register_arch` (a decorator in the style of
 timm's ``@register_model``, declaring the builder's taps beside it); a plugin module that uses it is
-imported through the ``diffbench.archs`` entry point group or ``--import`` (:mod:`bench.plugins`). When
+imported through the ``diffbench.archs`` entry point group or ``--import`` (:mod:`bench.jobs.plugins`). When
 timm is installed, every timm model is an architecture too, as ``timm/<model name>`` (:func:`timm_arch`).
 """
 

@@ -1,0 +1,119 @@
+"""Checks a grid passes before anything is written or started: bad input is one line and exit 2.
+
+A job that cannot work because of its input (a missing CIFAR-100 folder, a COCO json with a broken box,
+a teacher checkpoint of another architecture, a batch larger than the data set, a device that does not
+exist) must not cost a minute of Ray start-up, three FAILED runs and an exit code that counts them. The
+driver builds each distinct data set of the grid once (the same code the jobs run, so the same checks)
+and loads each given teacher checkpoint into its model, strictly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench.jobs.spec import VANILLA, JobSpec
+from methods.base import UserError
+
+_DEVICES = "auto, cpu, cuda, cuda:N"
+
+
+def check_device(device: str, executor: str, gpus_per_job: float, address: str | None) -> str:
+    """Validate ``--device`` against the executor and GPU request; return the jobs' device (``cpu``/``cuda``...).
+
+    On the Ray executor a job gets a GPU only through ``--gpus-per-job``; with ``auto`` (or ``cuda``) on a
+    machine with CUDA and no request, each job gets one whole GPU. A local Ray instance has exactly this
+    machine's GPUs, so a request above them is refused here, before Ray starts.
+    """
+    import torch
+
+    from bench.engine.loop import pick_device
+
+    if device != "auto" and device != "cpu" and not (device == "cuda" or device.startswith("cuda:")):
+        raise UserError(f"unknown device {device!r}; valid: {_DEVICES}")
+    if executor == "local":
+        return str(pick_device(device))
+    if device == "cpu":
+        if gpus_per_job > 0:
+            raise UserError(f"--device cpu contradicts --gpus-per-job {gpus_per_job:g}")
+        return "cpu"
+    if device.startswith("cuda:"):
+        raise UserError(
+            "--device cuda:N picks a GPU for `diffbench train`; on Ray use --gpus-per-job (Ray assigns GPUs)"
+        )
+    if address is None:
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus_per_job > have:
+            raise UserError(
+                f"--gpus-per-job {gpus_per_job:g}: no Ray node has that many GPUs (this machine has {have}; "
+                "join a cluster with --address to use others)"
+            )
+        if device == "cuda" and have == 0:
+            raise UserError("--device cuda requested but CUDA is not available here; use --device cpu")
+        if gpus_per_job == 0 and have > 0:
+            return "cuda"
+    elif device == "cuda" and gpus_per_job == 0:
+        raise UserError("--device cuda with the Ray executor needs --gpus-per-job > 0 (e.g. 1 or 0.25)")
+    return "cuda" if gpus_per_job > 0 else "cpu"
+
+
+def _data_key(spec: JobSpec) -> tuple[str, str, str | None, str]:
+    return spec.task, spec.dataset, spec.data_dir, json.dumps(spec.recipe.get("extra") or {}, sort_keys=True)
+
+
+def preflight(jobs: list[JobSpec], output: Path, console: Console | None = None) -> None:
+    """Raise :class:`UserError` for the first job whose data or teacher checkpoint cannot work."""
+    from tasks.base import get_task
+
+    sizes: dict[tuple[Any, ...], tuple[int, int, int]] = {}
+    for spec in jobs:
+        key = _data_key(spec)
+        if key not in sizes:
+            sizes[key] = _check_data(spec)
+        n_train, n_val, num_classes = sizes[key]
+        batch = int(spec.recipe["batch_size"])
+        if n_train < batch:
+            raise UserError(
+                f"{spec.dataset}: {n_train} training images is fewer than one batch of {batch} "
+                f"({spec.label}); lower --batch-size"
+            )
+        if n_val < 1:
+            raise UserError(f"{spec.dataset}: the validation split is empty")
+    checked: set[tuple[str, str, str]] = set()
+    for spec in jobs:
+        if spec.method == VANILLA or not (spec.teacher_ref or "").startswith(("sha256:", "file:")):
+            continue
+        path = spec.teacher_checkpoint(output)
+        key = (spec.task, spec.teacher or "", str(path))
+        if key in checked:
+            continue
+        checked.add(key)
+        task = get_task(spec.task)
+        model = task.build_model(spec.teacher, sizes[_data_key(spec)][2], spec.dataset)
+        task.load_weights(model, path)  # strict: a wrong architecture or garbage file is a UserError
+
+
+def _check_data(spec: JobSpec) -> tuple[int, int, int]:
+    """Build the job's data sets once (cheap structural checks happen there); sizes and class count."""
+    from tasks.base import get_task
+
+    task = get_task(spec.task)
+    try:
+        bundle = task.build_data(spec.dataset, Path(spec.data_dir) if spec.data_dir else None, spec.recipe_obj())
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any unreadable data is the user's to fix, in one line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        where = f" in {spec.data_dir}" if spec.data_dir else ""
+        raise UserError(f"{spec.dataset}{where}: cannot be read ({type(err).__name__}: {first})") from None
+    return len(bundle.train), len(bundle.val), bundle.num_classes
+
+
+def teacher_identity(path: str | Path) -> tuple[str, str]:
+    """``(teacher_ref, teacher_path)`` of a given checkpoint file: its content hash and where it is."""
+    from bench.jobs.spec import file_identity
+
+    return file_identity(path)

@@ -1,0 +1,115 @@
+"""The Ray Tune callback that makes the driver the single MLflow writer (see ``bench.execute.ray_tune``).
+
+A module of its own so that Tune pickles the class by reference: Tune writes its run config, callbacks
+included, to its experiment folder, and the driver-side state (MLflow client, console) must stay out.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from bench.execute.ray_tune import PendingWatch
+from bench.execute.state import GridRun
+from bench.jobs.spec import JobSpec
+
+
+def _fatal_on_error(method: Callable) -> Callable:
+    """Keep what a driver-side handler raised on the grid (``GridRun.fatal``): Tune re-raises it wrapped."""
+
+    @functools.wraps(method)
+    def wrapper(self: DriverCallback, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:
+            self.grid.fatal = err
+            raise
+
+    return wrapper
+
+
+#: Driver-side objects of the Tune callbacks of this process, by key (see DriverCallback).
+_DRIVER_STATE: dict[int, tuple[GridRun, Callable[[], None], PendingWatch | None]] = {}
+
+
+class DriverCallback(tune.Callback):
+    """Forwards trial events to :class:`GridRun` (the single MLflow writer) in the driver.
+
+    An exception raised here (an MLflow store that cannot be written, say) propagates out of
+    ``Tuner.fit`` and ends the grid; ``diffbench run`` turns it into one line.
+    """
+
+    def __init__(self, grid: GridRun, on_change: Callable[[], None], watch: PendingWatch | None = None) -> None:
+        self.key = id(grid)
+        _DRIVER_STATE[self.key] = (grid, on_change, watch)
+        self._last_notice = ""
+
+    # Tune pickles its run config (callbacks included) to its experiment folder; the driver-side
+    # state (MLflow client, console) is not picklable and stays in this process, found by key.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"key": self.key}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.key = state["key"]
+        self._last_notice = ""
+
+    @property
+    def grid(self) -> GridRun:
+        return _DRIVER_STATE[self.key][0]
+
+    def on_change(self) -> None:
+        _DRIVER_STATE[self.key][1]()
+
+    def _spec(self, trial: Any) -> JobSpec:
+        return JobSpec.from_dict(trial.config["job"])
+
+    @_fatal_on_error
+    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+        watch = _DRIVER_STATE[self.key][2]
+        if watch is None:
+            return
+        notice = watch.check(trials)
+        if notice != self.grid.notice:
+            self.grid.notice = notice
+            if notice and not self._last_notice:  # once per episode of waiting, also in logs (non-TTY)
+                self.grid.warn(notice)
+            self._last_notice = notice
+            self.on_change()
+
+    @_fatal_on_error
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.grid.on_start(self._spec(trial))
+        self.on_change()
+
+    @_fatal_on_error
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        spec = self._spec(trial)
+        event = result.get("event")
+        if event == "begin":
+            self.grid.on_begin(spec, int(result["resumed_after"]))
+        elif event == "epoch":
+            self.grid.on_epoch(spec, int(result["epoch"]), result)
+        elif event == "finished":
+            self.grid.on_finish(spec, json.loads(result["summary"]))
+        elif event == "failed":
+            self.grid.on_fail(spec, str(result.get("failure_reason", "failed")), storage=bool(result.get("storage")))
+        self.on_change()
+
+    @_fatal_on_error
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        reason = "crashed"
+        error_file = getattr(trial, "error_file", None)
+        try:
+            if error_file and os.path.exists(error_file):
+                lines = [x for x in Path(error_file).read_text().strip().splitlines() if x.strip()]
+                reason = f"crashed: {lines[-1][:500]}" if lines else reason
+        except OSError:
+            pass
+        self.grid.on_fail(self._spec(trial), reason)
+        self.on_change()

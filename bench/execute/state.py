@@ -1,0 +1,364 @@
+"""The driver's book-keeping of one ``diffbench run``: what to skip, which run a job logs into, progress.
+
+Both executors (``bench.execute.ray_tune``) drive a :class:`GridRun` through the same events (start, begin,
+epoch, finish, fail); it is the grid's one MLflow writer.
+
+**One live run per job hash.** A job's MLflow run is found by its hash and *reused* whenever the job
+continues from its checkpoint (a resume, a retry, a re-export of a teacher whose ``student.pt`` was
+deleted); when the job has to train again from scratch while its old run already holds epochs (the
+``jobs/`` folder was deleted, every checkpoint copy was corrupt), the old run is *superseded*: tagged
+``diffbench.superseded=true`` with ``diffbench.superseded_by``, and a new run takes its place. Reports
+ignore superseded runs. Older duplicates (left by earlier versions) are superseded when a grid meets them.
+
+**Files that lie.** A ``result.json`` that does not parse or a teacher ``student.pt`` that does not load
+counts as missing: the job runs again, resumes from its final checkpoint and rewrites them (no epoch is
+trained twice). A corrupt checkpoint is the job's to handle (``bench.engine.loop.load_checkpoint``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+
+from bench.execute.lock import OutputLock, StorageFull
+from bench.execute.progress import GridProgress
+from bench.jobs.spec import JobSpec, job_dir
+from bench.tracking.tracker import Tracker
+from bench.engine.loop import previous_path, read_result
+
+_EPOCH_PREFIXES = ("train/", "val/")
+_EPOCH_KEYS = {"lr", "epoch_time_s"}
+
+
+@dataclass
+class JobState:
+    spec: JobSpec
+    status: str = "queued"  # queued | running | finished | failed | skipped
+    epoch: int = 0
+    metric: float | None = None
+    run_id: str | None = None
+    reason: str = ""
+    attempts: int = 0
+    #: epochs the job's MLflow run already holds (a retry on another node re-reports them: log each once).
+    logged: set[int] = field(default_factory=set)
+    #: the existing run this job continues in, or the one it replaces (see the module docstring).
+    reuse: Any | None = None
+    supersede: Any | None = None
+    #: when it last changed state, for the view.
+    since: float = field(default_factory=time.monotonic)
+    # timing and progress for the view (bench.execute.progress)
+    t_start: float | None = None
+    t_end: float | None = None
+    t_epoch: float | None = None
+    epoch_times: list[float] = field(default_factory=list)
+    step: int = 0
+    steps: int = 0
+    loss: float | None = None
+    resumed_from: int = 0
+
+
+@dataclass
+class GridRun:
+    """Driver-side state of one ``diffbench run``: tracking, skipping, progress."""
+
+    jobs: list[JobSpec]
+    output: Path
+    tracker: Tracker
+    device: str
+    console: Console = field(default_factory=Console)
+    parent_id: str | None = None
+    lock: OutputLock | None = None
+    states: dict[str, JobState] = field(default_factory=dict)
+    primary: dict[str, str] = field(default_factory=dict)
+    to_recover: list[JobState] = field(default_factory=list)
+    #: a line shown under the view (e.g. jobs waiting for resources).
+    notice: str = ""
+    #: the error that must end the grid (a store write that failed inside a Tune callback).
+    fatal: BaseException | None = None
+    #: the grid's fully resolved configuration (YAML), written next to its jobs and to its parent run.
+    config_text: str | None = None
+    #: the command that started the grid (``run --task detection ...``), for the parent run's name.
+    command: str = "run"
+    #: the GPU share of each job (``--gpus-per-job``); below 1, jobs are packed on a GPU.
+    gpus_per_job: float = 0.0
+    _packing_warned: bool = False
+    progress: GridProgress | None = None
+
+    def __post_init__(self) -> None:
+        from tasks.base import get_task
+
+        self.output = Path(self.output).resolve()
+        self.progress = GridProgress(self, self.console)
+        self.states = {j.job_hash: JobState(j) for j in self.jobs}
+        self.primary = {j.task: get_task(j.task).primary_metric for j in self.jobs}
+        self._existing = self.tracker.job_runs([j.job_hash for j in self.jobs], supersede_duplicates=True)
+
+    # -- planning ----------------------------------------------------------------------------
+    def _finished_on_disk(self, st: JobState) -> bool:
+        """Whether the job's own files say it finished: a readable ``result.json`` and ``student.pt``.
+
+        For a teacher the exported weights must also load: its students read them.
+        """
+        wd = job_dir(self.output, st.spec.job_hash)
+        if not (wd / "result.json").is_file() or not (wd / "student.pt").is_file():
+            return False
+        if read_result(wd) is None:
+            self.warn(f"{wd / 'result.json'} is unreadable; the job will rewrite it from its checkpoint")
+            return False
+        if st.spec.role == "teacher" and not _weights_load(wd / "student.pt"):
+            self.warn(f"{wd / 'student.pt'} is unreadable; the teacher job will export it again")
+            return False
+        return True
+
+    def plan(self, rerun: bool = False) -> list[JobSpec]:
+        """Mark finished jobs as skipped; return the jobs to run, each knowing which run it logs into.
+
+        Jobs finished on disk whose MLflow run is missing or unfinished (the driver died before it
+        logged the end) are set aside in :attr:`to_recover`: :meth:`recover` logs them without training.
+        With ``rerun`` every job trains again from scratch: its folder is kept aside as
+        ``jobs/<hash>.superseded-<time>`` and its run is superseded by the new one.
+        """
+        todo = []
+        self.to_recover = []
+        if rerun:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for h, st in self.states.items():
+                wd = job_dir(self.output, h)
+                if wd.exists():
+                    wd.rename(wd.with_name(f"{h}.superseded-{stamp}"))
+                st.supersede = self._existing.get(h)
+                todo.append(st.spec)
+            return todo
+        for h, st in self.states.items():
+            run = self._existing.get(h)
+            finished_run = run is not None and run.info.status == "FINISHED"
+            # A student's files are not needed once its run finished; a teacher's weights are.
+            if finished_run and st.spec.role != "teacher":
+                st.status, st.run_id = "skipped", run.info.run_id
+                continue
+            on_disk = self._finished_on_disk(st)
+            if finished_run and on_disk:
+                st.status, st.run_id = "skipped", run.info.run_id
+            elif on_disk:
+                self.to_recover.append(st)
+            else:
+                self._choose_run(st, run)
+                todo.append(st.spec)
+        return todo
+
+    def _choose_run(self, st: JobState, run: Any | None) -> None:
+        """Reuse ``run`` when the job continues from a checkpoint (or the run holds no epoch), else supersede it."""
+        if run is None:
+            return
+        ckpt = job_dir(self.output, st.spec.job_hash) / "checkpoint.pt"
+        if ckpt.is_file() or previous_path(ckpt).is_file() or not self.tracker.logged_epochs(run.info.run_id):
+            st.reuse = run
+        else:
+            st.supersede = run
+
+    def claim(self, todo: list[JobSpec]) -> list[JobSpec]:
+        """Claim every job to run for this driver; a job another live driver holds is failed with its name."""
+        if self.lock is None:
+            return todo
+        mine = []
+        for spec in todo:
+            other = self.lock.claim(job_dir(self.output, spec.job_hash))
+            if other is None:
+                mine.append(spec)
+            else:
+                self.on_fail(spec, f"being trained by another diffbench driver ({other.describe()})")
+        return mine
+
+    def recover(self) -> None:
+        """Log the jobs :meth:`plan` found finished on disk only (epochs the run lacks, summary, artifacts)."""
+        for st in self.to_recover:
+            wd = job_dir(self.output, st.spec.job_hash)
+            result = read_result(wd)
+            run = self._existing.get(st.spec.job_hash)
+            st.run_id = self.tracker.start_job(st.spec, self.parent_id, self.device, existing=run)
+            self._fill_missing_epochs(st, result)
+            self.tracker.finish_job(st.run_id, result["metrics"], wd)
+            st.status = "skipped"
+
+    # -- events ------------------------------------------------------------------------------
+    def on_start(self, spec: JobSpec) -> None:
+        st = self.states[spec.job_hash]
+        st.attempts += 1
+        if st.run_id is None:
+            if st.supersede is not None:
+                self._replace_run(st, st.supersede)
+            else:
+                st.run_id = self.tracker.start_job(spec, self.parent_id, self.device, st.reuse)
+                if st.reuse is not None:
+                    st.logged = self.tracker.logged_epochs(st.run_id)
+        st.status, st.since = "running", time.monotonic()
+        st.t_start = st.t_epoch = time.monotonic()
+        st.epoch_times, st.t_end = [], None
+        self.progress.job_started(st)
+
+    def _replace_run(self, st: JobState, old: Any) -> None:
+        st.run_id = self.tracker.start_job(st.spec, self.parent_id, self.device)
+        self.tracker.supersede(old.info.run_id, st.run_id)
+        st.supersede, st.reuse, st.logged = None, None, set()
+
+    def on_begin(self, spec: JobSpec, done: int) -> None:
+        """The job starts training after epoch ``done`` (0: from scratch).
+
+        A run that already holds epochs of a job now starting from scratch (every checkpoint copy was
+        unreadable) would mix two trainings: it is superseded by a fresh run.
+        """
+        st = self.states[spec.job_hash]
+        if st.run_id is None:
+            self.on_start(spec)
+        st.t_epoch, st.epoch = time.monotonic(), done
+        if done:
+            st.resumed_from = done
+            self.progress.job_resumed(st)
+        if done == 0 and st.logged:
+            old = self.tracker.get_run(st.run_id)
+            self._replace_run(st, old)
+            self.warn(f"{spec.label}: restarted from scratch; its earlier run {old.info.run_id} is superseded")
+
+    def on_epoch(self, spec: JobSpec, epoch: int, metrics: dict[str, Any]) -> None:
+        st = self.states[spec.job_hash]
+        if st.run_id is None:
+            self.on_start(spec)
+        st.epoch = epoch
+        key = f"val/{self.primary[spec.task]}"
+        if key in metrics:
+            st.metric = float(metrics[key])
+        if isinstance(metrics.get("train/loss"), int | float):
+            st.loss = float(metrics["train/loss"])
+        now = time.monotonic()
+        if st.t_epoch is not None:
+            st.epoch_times.append(now - st.t_epoch)
+        st.t_epoch, st.step = now, 0
+        if epoch not in st.logged:
+            self.tracker.log_epoch(st.run_id, epoch, epoch_metrics(metrics))
+            st.logged.add(epoch)
+        self.progress.job_epoch(st)
+        self.check_packing(metrics)
+
+    def check_packing(self, metrics: dict[str, Any]) -> None:
+        """Warn once when jobs packed on one GPU (``--gpus-per-job`` < 1) measure more memory than it has.
+
+        Ray shares a GPU by bookkeeping only; the memory is the user's to fit. The first epoch's measured
+        peak of a job times the jobs per GPU is compared with the device's memory.
+        """
+        peak, total = metrics.get("peak_mem_mb"), metrics.get("device_mem_mb")
+        if self._packing_warned or not (0 < self.gpus_per_job < 1) or not peak or not total:
+            return
+        packed = int(1 / self.gpus_per_job + 1e-9)
+        if peak * packed > 0.95 * total:
+            fit = max(1, int(0.95 * total // peak))
+            self._packing_warned = True
+            self.warn(f"a job peaks at {peak:.0f} MiB of GPU memory: {packed} per GPU (--gpus-per-job "
+                      f"{self.gpus_per_job:g}) need {peak * packed:.0f} of {total:.0f} MiB and may run out; "
+                      f"use --gpus-per-job {1 / fit:.3g} ({fit} per GPU)")  # fmt: skip
+
+    def on_step(self, spec: JobSpec, epoch: int, step: int, steps: int, loss: float) -> None:
+        """Progress inside an epoch (jobs running in this process report every step)."""
+        st = self.states[spec.job_hash]
+        st.step, st.steps = step, steps
+        if loss == loss:  # not NaN
+            st.loss = loss
+
+    def on_finish(self, spec: JobSpec, summary: dict[str, float]) -> None:
+        st = self.states[spec.job_hash]
+        if st.run_id is None:
+            self.on_start(spec)
+        wd = job_dir(self.output, spec.job_hash)
+        self._fill_missing_epochs(st, read_result(wd))
+        self.tracker.finish_job(st.run_id, summary, wd)
+        st.status, st.since = "finished", time.monotonic()
+        st.t_end = time.monotonic()
+        key = f"best_{self.primary[spec.task]}"
+        if isinstance(summary.get(key), int | float):
+            st.metric = float(summary[key])
+        self._unclaim(spec)
+        self.progress.job_finished(st)
+
+    def _fill_missing_epochs(self, st: JobState, result: dict[str, Any] | None) -> None:
+        """Log epochs the run lacks from the job's own history (``result.json``).
+
+        An epoch is checkpointed before it is reported, so if the driver died between the two, the
+        resumed job starts after it and the run would never get it: the finished job's history fills the gap.
+        """
+        if result is None:
+            return
+        st.logged = self.tracker.logged_epochs(st.run_id)
+        for row in result["history"]:
+            if int(row["epoch"]) not in st.logged:
+                self.tracker.log_epoch(st.run_id, int(row["epoch"]), epoch_metrics(row))
+                st.logged.add(int(row["epoch"]))
+
+    def on_fail(self, spec: JobSpec, reason: str, storage: bool = False) -> None:
+        """Record the job as failed; with ``storage`` (it could not write its files) also end the grid."""
+        st = self.states[spec.job_hash]
+        if st.run_id is None:
+            self.on_start(spec)
+        if storage:  # the job can resume after a re-run: leave its run resumable rather than FAILED
+            st.status = "running"
+            raise StorageFull(reason)
+        st.status, st.reason, st.since = "failed", reason, time.monotonic()
+        st.t_end = time.monotonic()
+        self.tracker.fail_job(st.run_id, reason, job_dir(self.output, spec.job_hash))
+        self._unclaim(spec)
+        self.progress.job_failed(st)
+
+    def _unclaim(self, spec: JobSpec) -> None:
+        if self.lock is not None:
+            self.lock.unclaim(job_dir(self.output, spec.job_hash))
+
+    def kill_running(self) -> None:
+        """Mark running jobs' runs ``KILLED`` (Ctrl-C, SIGTERM): a re-run resumes them into the same runs."""
+        for st in self.states.values():
+            if st.status == "running" and st.run_id:
+                self.tracker.kill(st.run_id)
+
+    def teacher_failed(self, spec: JobSpec) -> str | None:
+        """The reason a student cannot run because its teacher job failed, else None."""
+        if spec.teacher_ref and spec.teacher_ref.startswith("job:"):
+            t = self.states.get(spec.teacher_ref[4:])
+            if t is not None and t.status == "failed":
+                return f"teacher job {t.spec.label} ({t.spec.job_hash}) failed: {t.reason}"
+        return None
+
+    def warn(self, message: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+    # -- view --------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        out = {k: 0 for k in ("finished", "skipped", "running", "failed", "queued")}
+        for st in self.states.values():
+            out[st.status] += 1
+        return out
+
+    def view(self) -> Group:
+        """The live table (see :mod:`bench.execute.progress`)."""
+        return self.progress.render()
+
+
+def epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The per-epoch series of a job's metrics (``train/*``, ``val/*``, ``lr``, ``epoch_time_s``)."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if (k.startswith(_EPOCH_PREFIXES) or k in _EPOCH_KEYS) and isinstance(v, int | float)
+    }
+
+
+def _weights_load(path: Path) -> bool:
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - any unreadable file counts as missing
+        return False
+    return isinstance(obj, dict) and "student" in obj

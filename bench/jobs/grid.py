@@ -1,0 +1,183 @@
+"""Grids: task × dataset × teacher→student pair × method × seed, expanded into jobs.
+
+A grid comes from a named preset, an ``experiment.yaml`` and command-line flags, in that order of
+precedence (flags win). Expansion validates every name before anything trains and always adds the
+``vanilla`` student, so every leaderboard row has its baseline. Teachers without a checkpoint become
+teacher jobs, listed first; their students refer to them by hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bench.jobs.spec import VANILLA, JobSpec, file_identity, resolve_job
+from methods.base import UserError
+from tasks.base import get_task
+
+ALL_METHODS = ("kd", "dkd", "fitnet", "diffkd")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """What ``diffbench run`` expands. Empty fields take the task's defaults.
+
+    Attributes:
+        pairs: ``(teacher, student)`` architecture pairs; empty → the task's default pairs.
+        methods: methods besides ``vanilla`` (added anyway).
+        seeds: how many seeds per (pair, method) (``3``: seeds 0, 1, 2), or the seeds themselves.
+        sets: per-method hyper-parameter overrides ``{"dkd": {"beta": 6}}``.
+        recipe: recipe overrides (``epochs``, ``batch_size``, ``lr``, ...), students and teachers alike.
+        teacher_recipe: extra overrides for teacher jobs only (e.g. more epochs).
+        preset: the task's recipe preset name.
+        teacher_checkpoints: ``{teacher arch: weights file}``; others are trained by teacher jobs.
+    """
+
+    task: str = "classification"
+    dataset: str | None = None
+    data_dir: str | None = None
+    pairs: tuple[tuple[str, str], ...] = ()
+    methods: tuple[str, ...] = ALL_METHODS
+    seeds: int | tuple[int, ...] = 1
+    sets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    teacher_recipe: dict[str, Any] = field(default_factory=dict)
+    preset: str | None = None
+    teacher_checkpoints: dict[str, str] = field(default_factory=dict)
+    #: ``linear``: scale the preset's lr with the batch (``--scale-lr``); ``None``: the recipe's lr.
+    scale_lr: str | None = None
+
+    def merged(self, **changes: Any) -> GridSpec:
+        """A copy with the non-empty ``changes`` applied (dicts are merged, not replaced)."""
+        out: dict[str, Any] = {}
+        for key, value in changes.items():
+            if value is None or value == () or value == {} or value == []:
+                continue
+            current = getattr(self, key)
+            if isinstance(current, dict) and key == "sets":
+                merged = {m: dict(v) for m, v in current.items()}
+                for m, kv in value.items():
+                    merged.setdefault(m, {}).update(kv)
+                out[key] = merged
+            elif isinstance(current, dict):
+                out[key] = {**current, **value}
+            else:
+                out[key] = value
+        return replace(self, **out)
+
+
+#: Named grids. ``default`` is what ``diffbench run`` with no arguments runs.
+GRID_PRESETS: dict[str, dict[str, Any]] = {
+    # colorshapes (tasks/classification/colorshapes.py), resnet20 -> resnet8, 3 seeds: the methods differ there.
+    "default": {"task": "classification", "dataset": "colorshapes", "seeds": 3},
+    "smoke": {"task": "classification", "dataset": "digits", "preset": "smoke"},
+    "cifar100": {"task": "classification", "dataset": "cifar100", "preset": "cifar100"},
+    "imagenet": {"task": "classification", "dataset": "imagenet", "preset": "imagenet"},
+    "detection": {"task": "detection"},
+    "segmentation": {"task": "segmentation"},
+}
+
+def seeds_of(seeds: int | tuple[int, ...] | str) -> list[int]:
+    """``3`` → seeds 0, 1, 2; ``"0,5,7"`` or ``(0, 5, 7)`` → those seeds (``--seeds`` takes a count or a list)."""
+    if isinstance(seeds, str):
+        parts = [p.strip() for p in seeds.split(",") if p.strip()]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise UserError(f"--seeds {seeds!r}: expected a count (3) or a comma list of seeds (0,1,2)") from None
+        seeds = values[0] if len(values) == 1 and "," not in seeds else tuple(values)
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise UserError(f"--seeds must be at least 1 (got {seeds})")
+        return list(range(seeds))
+    out = list(dict.fromkeys(int(x) for x in seeds))
+    if not out or any(x < 0 for x in out):
+        raise UserError(f"--seeds {seeds!r}: seeds must be integers >= 0")
+    return out
+
+
+def parse_pair(text: str) -> tuple[str, str]:
+    teacher, sep, student = text.partition(":")
+    if not sep or not teacher or not student:
+        raise UserError(f"pair {text!r}: expected teacher:student, e.g. resnet32x4:resnet8x4")
+    return teacher.strip(), student.strip()
+
+
+def grid_from_preset(name: str) -> GridSpec:
+    if name not in GRID_PRESETS:
+        raise UserError(f"unknown preset {name!r}; valid: {', '.join(GRID_PRESETS)}")
+    return GridSpec(**GRID_PRESETS[name])
+
+
+def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
+    """Teacher jobs first, then vanilla students, then every (pair, method, seed).
+
+    ``device`` (``cpu`` / ``cuda``): where the jobs will run, which decides the recipes' ``auto`` settings.
+    """
+    from tasks.base import Recipe
+
+    task = get_task(grid.task)
+    dataset = grid.dataset or task.default_dataset
+    task.check_names(dataset)
+    pairs = list(grid.pairs) or list(task.default_pairs(dataset))
+    if not pairs:
+        raise UserError(f"task {grid.task!r} has no default pairs for {dataset!r}; give --pairs teacher:student")
+    seed_list = seeds_of(grid.seeds)
+    methods = [m for m in dict.fromkeys(grid.methods) if m != VANILLA]
+    valid_recipe = {f.name for f in fields(Recipe)}
+    bad = sorted((set(grid.recipe) | set(grid.teacher_recipe)) - valid_recipe)
+    if bad:
+        raise UserError(f"unknown recipe setting(s) {', '.join(bad)}; valid: {', '.join(sorted(valid_recipe))}")
+    extra_sets = sorted(set(grid.sets) - set(methods))
+    if extra_sets:
+        raise UserError(
+            f"--set names method(s) {', '.join(extra_sets)} that the grid does not run "
+            f"(methods: {', '.join(methods) or 'vanilla only'})"
+        )
+    common = {"task": grid.task, "dataset": dataset, "data_dir": grid.data_dir, "preset": grid.preset, "device": device,
+              "scale_lr": grid.scale_lr}
+
+    jobs: list[JobSpec] = []
+    teacher_refs: dict[str, str] = {}
+    teacher_paths: dict[str, str | None] = {}
+    for teacher, _ in pairs:
+        if teacher in teacher_refs:
+            continue
+        if teacher in grid.teacher_checkpoints:
+            path = Path(grid.teacher_checkpoints[teacher]).expanduser().resolve()
+            if not path.is_file():
+                raise UserError(f"teacher checkpoint for {teacher!r} not found: {path}")
+            teacher_refs[teacher], teacher_paths[teacher] = file_identity(path)
+        else:
+            tjob = resolve_job(
+                **common, student=teacher, role="teacher", recipe_overrides={**grid.recipe, **grid.teacher_recipe}
+            )
+            jobs.append(tjob)
+            teacher_refs[teacher] = f"job:{tjob.job_hash}"
+    unused = sorted(set(grid.teacher_checkpoints) - {t for t, _ in pairs})
+    if unused:
+        raise UserError(f"--teacher-checkpoint given for {', '.join(unused)}, which no pair uses as teacher")
+    for student in dict.fromkeys(s for _, s in pairs):
+        for seed in seed_list:
+            jobs.append(resolve_job(**common, student=student, seed=seed, recipe_overrides=grid.recipe))
+    for teacher, student in pairs:
+        for method in methods:
+            for seed in seed_list:
+                jobs.append(
+                    resolve_job(
+                        **common,
+                        student=student,
+                        teacher=teacher,
+                        teacher_ref=teacher_refs[teacher],
+                        teacher_path=teacher_paths.get(teacher),
+                        method=method,
+                        seed=seed,
+                        recipe_overrides=grid.recipe,
+                        hparam_overrides=grid.sets.get(method),
+                    )
+                )
+    unique: dict[str, JobSpec] = {}
+    for job in jobs:
+        unique.setdefault(job.job_hash, job)
+    return list(unique.values())

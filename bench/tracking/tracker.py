@@ -1,0 +1,387 @@
+"""MLflow tracking: one parent run per ``diffbench run``, one child run per job, keyed by job hash.
+
+There is exactly **one writer**: the driver process. Ray workers never touch MLflow; their per-epoch
+results reach the driver through Ray Tune's result stream and a Tune callback logs them (see
+``bench.execute.ray_tune``). So many concurrent jobs cannot lock the SQLite store or interleave writes, and a
+remote tracking server sees one client.
+
+Default store: ``sqlite:///<output>/mlflow.db`` with artifacts in ``<output>/mlartifacts`` (absolute
+paths: Ray runs trials in their own working directory).
+
+Run schema (what ``diffbench report`` reads):
+
+* tags: ``diffbench.kind`` (``grid`` | ``job``), ``task``, ``dataset``, ``teacher`` (empty for vanilla
+  and teacher jobs), ``student``, ``method``, ``seed``, ``role`` (``student`` | ``teacher``),
+  ``job_hash``, ``git_commit``, ``torch_version``, ``torchvision_version``, ``device``,
+  ``failure_reason`` on failed jobs;
+* params: ``hp.<name>`` (method hyper-parameters), ``recipe.<name>``;
+* metrics per epoch (step = epoch): ``train/loss``, ``train/<term>``, ``lr``, ``val/<metric>``;
+  summary: ``best_<metric>``, ``last_<metric>``, ``best_epoch``, ``train_time_s``, ``images_per_s``,
+  ``peak_mem_mb``, ``teacher_<metric>``;
+* artifacts: ``config.json`` (the resolved job), ``student.pt`` (student weights only), ``train.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.jobs.spec import JobSpec
+from bench.tracking.version import diffbench_version, git_commit  # noqa: F401 - re-exported
+from methods.base import UserError
+
+EXPERIMENT = "diffbench"
+#: Tag of a job run that a later run of the same job replaced (see ``bench.execute.state``).
+SUPERSEDED = "diffbench.superseded"
+#: Artifact of a grid's parent run: the JSON list of the grid's job hashes.
+GRID_JOBS_ARTIFACT = "grid_jobs.json"
+#: MLflow's HTTP client retries for minutes by default; an unreachable server should fail fast.
+_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def fail_fast_http() -> None:
+    """Make MLflow's HTTP client give up at once on a dead server (it retries for minutes by default)."""
+    for k, v in _HTTP_ENV.items():
+        os.environ.setdefault(k, v)
+
+
+def check_server(uri: str) -> None:
+    """For an ``http(s)://`` tracking URI, one request to the server; ``UserError`` if it does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).close()
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise UserError(f"MLflow tracking server {uri!r} is not reachable: {reason}") from None
+
+
+#: Tracking URI schemes MLflow's client can write runs to.
+_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_tracking_uri(uri: str | None) -> None:
+    """Refuse a tracking URI MLflow cannot use (unknown scheme, dead server), in one line, before anything runs."""
+    if uri is None or ("://" not in uri and ":" not in uri):  # a plain path: MLflow's file store
+        return
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in _SCHEMES:
+        raise UserError(
+            f"--tracking-uri {uri!r}: unsupported scheme {scheme or '(none)'!r}; use an MLflow server "
+            "(http://host:5000), sqlite:////abs/path/mlflow.db or a database URI (postgresql://...)"
+        )
+    fail_fast_http()
+    check_server(uri)
+
+
+def default_tracking_uri(output: Path) -> str:
+    return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
+
+
+def grid_hash(job_hashes: list[str]) -> str:
+    """A grid's identity: 12 hex digits over its sorted job hashes."""
+    import hashlib
+
+    return hashlib.sha1(",".join(sorted(job_hashes)).encode()).hexdigest()[:12]
+
+
+#: Recipe fields that say how a job computes, not what it trains: a preset is matched on the others (the
+#: report states the precision next to the preset).
+_HOW_FIELDS = {"num_workers", "eval_batch_size", "precision", "channels_last", "compile", "data_pipeline", "sync_bn"}
+
+
+def recipe_preset(spec: JobSpec) -> str:
+    """The name of the task's recipe preset this job's training recipe equals, else ``custom``.
+
+    Compared on every field but the speed settings (:data:`_HOW_FIELDS`), which a preset leaves to the device.
+    Reports show a published number only beside runs of the recipe the paper used.
+    """
+    from tasks.base import get_task
+
+    task = get_task(spec.task)
+    mine = {k: v for k, v in spec.recipe.items() if k not in _HOW_FIELDS}
+    recipe = task.teacher_recipe if spec.role == "teacher" else task.recipe  # teachers may train longer
+    for name in task.presets:
+        try:
+            ref = recipe(spec.dataset, spec.student, name).to_dict()
+        except Exception:  # noqa: BLE001 - a preset that does not apply to this dataset
+            continue
+        if {k: v for k, v in ref.items() if k not in _HOW_FIELDS} == mine:
+            return name
+    return "custom"
+
+
+def _chunks(items: list[Any], n: int) -> list[list[Any]]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
+
+
+class Tracker:
+    """The single MLflow writer of a grid. Uses ``MlflowClient`` with explicit run ids (no global state).
+
+    Args:
+        output: the grid's output folder (default store and artifact root live there).
+        tracking_uri: a remote server (``http://host:5000``) or any MLflow URI; default: the SQLite file.
+        experiment: experiment name.
+    """
+
+    #: Log each finished job's best model as an MLflow model (``runs:/<run id>/student``, see
+    #: :mod:`bench.tracking.model`); ``diffbench run --no-log-model`` turns it off (a few seconds per job).
+    log_models: bool = True
+    #: Where the one-line warning of a model that could not be logged goes (the grid sets its console).
+    warn: Any = None
+
+    def __init__(self, output: Path, tracking_uri: str | None = None, experiment: str = EXPERIMENT) -> None:
+        fail_fast_http()
+        check_server(tracking_uri or "")
+        import logging
+
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # schema-migration chatter on a new store
+            logging.getLogger(name).setLevel(logging.WARNING)
+        # A failed write is logged there with a traceback *and* raised; we report the raised one in one line.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+        self.output = Path(output).resolve()
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.uri = tracking_uri or default_tracking_uri(self.output)
+        self._mlflow = mlflow
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                artifacts = None if tracking_uri else (self.output / "mlartifacts").as_uri()
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
+            else:
+                self.experiment_id = exp.experiment_id
+        except Exception as err:  # noqa: BLE001 - connection errors come in many types
+            from bench.execute.lock import describe_os_error, is_write_error
+
+            if is_write_error(err):
+                raise UserError(f"MLflow store {self.uri!r} cannot be written: {describe_os_error(err)}") from None
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"MLflow tracking store {self.uri!r} is not usable: {first[:300]}") from None
+
+    # -- grid --------------------------------------------------------------------------------
+    def start_grid(
+        self, name: str, tags: dict[str, str], job_hashes: list[str], adopt: str | None = None,
+        config_text: str | None = None,
+    ) -> str:  # fmt: skip
+        """The grid's parent run (a new one, or the stale one of an earlier run of this grid, ``adopt``).
+
+        Tags: ``grid_hash`` (the grid's identity: its sorted job hashes), ``diffbench.output``; artifact
+        ``grid_jobs.json``: the grid's job hashes, so ``diffbench report --grid`` finds jobs that an earlier
+        run of the same grid finished (their runs have that run as parent).
+        """
+        tags = {
+            "diffbench.kind": "grid",
+            "git_commit": git_commit(),
+            "diffbench_version": diffbench_version(),
+            "grid_hash": grid_hash(job_hashes),
+            "diffbench.output": str(self.output),
+            **tags,
+        }
+        if adopt is not None:
+            self.client.update_run(adopt, status="RUNNING")
+            for k, v in tags.items():
+                self.client.set_tag(adopt, k, v)
+            run_id = adopt
+        else:
+            run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        self.mark_ui([run_id])
+        self.client.log_text(run_id, json.dumps(sorted(job_hashes)), GRID_JOBS_ARTIFACT)
+        if config_text:
+            # The resolved configuration, as `diffbench run --config` reads it back: in the run and the output.
+            self.client.log_text(run_id, config_text, "config.yaml")
+            folder = self.output / "grids"
+            folder.mkdir(exist_ok=True)
+            (folder / f"{tags['grid_hash']}.yaml").write_text(config_text)
+        return run_id
+
+    def close_stale(self, job_hashes: list[str]) -> str | None:
+        """Close what a dead driver of this output folder left ``RUNNING``; return a parent run to adopt.
+
+        Called while holding the output lock, so no live driver writes into this output: every
+        ``RUNNING`` grid or job run of it is stale. A stale grid run of the *same* grid (same
+        ``grid_hash``) is adopted (the re-run continues it); others are ended as ``KILLED`` with a
+        ``diffbench.closed`` tag. Job runs are ended as ``KILLED`` (a later grid resumes into them).
+        On a shared tracking server only runs tagged with this output folder are touched.
+        """
+        default_store = self.uri == default_tracking_uri(self.output)
+        adopt = None
+        want = grid_hash(job_hashes)
+        for run in self._search("attributes.status = 'RUNNING'"):
+            tags = run.data.tags
+            owned = tags.get("diffbench.output") == str(self.output) or (
+                default_store and "diffbench.output" not in tags
+            )
+            if not owned:
+                continue
+            if tags.get("diffbench.kind") == "grid" and adopt is None and tags.get("grid_hash") == want:
+                adopt = run.info.run_id
+                continue
+            self.client.set_tag(run.info.run_id, "diffbench.closed", "its driver died; closed by a later run")
+            self.client.set_terminated(run.info.run_id, "KILLED")
+        return adopt
+
+    def _search(self, filter_string: str) -> list[Any]:
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string, max_results=1000, page_token=token)
+            out += list(page)
+            token = page.token
+            if not token:
+                return out
+
+    def end_grid(self, run_id: str, failed: int, finished: int) -> None:
+        self.client.log_metric(run_id, "jobs_failed", failed)
+        self.client.log_metric(run_id, "jobs_finished", finished)
+        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+    def mark_ui(self, parent_runs: list[str]) -> None:
+        """Let the MLflow UI open on the runs table with this grid expanded (see :mod:`bench.tracking.ui_view`)."""
+        from bench.tracking.ui_view import mark_experiment
+        from tasks.base import get_task, task_names
+
+        metrics = [get_task(t).primary_metric for t in task_names()]
+        mark_experiment(self.client, self.experiment_id, metrics, parent_runs)
+
+    # -- jobs --------------------------------------------------------------------------------
+    def job_runs(self, hashes: list[str] | None = None, supersede_duplicates: bool = False) -> dict[str, Any]:
+        """The live run per job hash (all statuses; superseded runs excluded), optionally only for ``hashes``.
+
+        With ``supersede_duplicates``, older live runs of one hash (left by earlier versions) are tagged
+        superseded by the newest, so every hash keeps at most one live run.
+        """
+        # MLflow's filter language has no IN for tags: page through the experiment's job runs instead.
+        wanted = set(hashes) if hashes is not None else None
+        found: dict[str, Any] = {}
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string="tags.`diffbench.kind` = 'job'",
+                max_results=1000,
+                page_token=token,
+                order_by=["attributes.start_time ASC"],
+            )
+            for run in page:
+                h = run.data.tags.get("job_hash")
+                if not h or (wanted is not None and h not in wanted) or run.data.tags.get(SUPERSEDED) == "true":
+                    continue
+                older = found.get(h)
+                if older is not None and supersede_duplicates:
+                    self.supersede(older.info.run_id, run.info.run_id)
+                found[h] = run
+            token = page.token
+            if not token:
+                break
+        return found
+
+    def get_run(self, run_id: str) -> Any:
+        return self.client.get_run(run_id)
+
+    def supersede(self, old_id: str, new_id: str) -> None:
+        """Mark ``old_id`` as replaced by ``new_id`` (kept for the record, ignored by reports and resumes)."""
+        self.client.set_tag(old_id, SUPERSEDED, "true")
+        self.client.set_tag(old_id, "diffbench.superseded_by", new_id)
+        if self.client.get_run(old_id).info.status == "RUNNING":
+            self.client.set_terminated(old_id, "KILLED")
+
+    def start_job(self, spec: JobSpec, parent_id: str | None, device: str, existing: Any | None = None) -> str:
+        """The job's run: ``existing`` when the job continues in it (resume, re-export), else a new child."""
+        if existing is not None:
+            self.client.update_run(existing.info.run_id, status="RUNNING")
+            if "failure_reason" in existing.data.tags:  # an earlier attempt's reason no longer applies
+                self.client.delete_tag(existing.info.run_id, "failure_reason")
+            return existing.info.run_id
+        import torch
+        import torchvision
+
+        tags = {
+            "diffbench.kind": "job",
+            "task": spec.task,
+            "dataset": spec.dataset,
+            "teacher": spec.teacher or "",
+            "student": spec.student,
+            "method": spec.method,
+            "seed": str(spec.seed),
+            "role": spec.role,
+            "job_hash": spec.job_hash,
+            "recipe_preset": recipe_preset(spec),
+            "diffbench.output": str(self.output),
+            "diffbench_version": diffbench_version(),
+            "git_commit": git_commit(),
+            "torch_version": torch.__version__,
+            "torchvision_version": torchvision.__version__,
+            "device": device,
+        }
+        if parent_id:
+            tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=spec.label, tags=tags)
+        params = {f"hp.{k}": v for k, v in spec.hparams}
+        params.update({f"recipe.{k}": v for k, v in spec.recipe.items() if k != "extra"})
+        params.update({f"recipe.extra.{k}": v for k, v in (spec.recipe.get("extra") or {}).items()})
+        if spec.teacher_ref:
+            params["teacher_ref"] = spec.teacher_ref
+        from mlflow.entities import Param
+
+        plist = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for chunk in _chunks(plist, 100):
+            self.client.log_batch(run.info.run_id, params=chunk)
+        self._log_dataset(run.info.run_id, spec)
+        return run.info.run_id
+
+    def _log_dataset(self, run_id: str, spec: JobSpec) -> None:
+        """The job's data as an MLflow dataset input (the runs table's Dataset column): name and fingerprint."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        digest = (spec.data_id or spec.dataset).rpartition(":")[2][:36]
+        source = spec.data_dir or f"diffbench:{spec.dataset} (embedded)"
+        dataset = Dataset(name=spec.dataset, digest=digest, source_type="local" if spec.data_dir else "code",
+                          source=json.dumps({"uri": source}))  # fmt: skip
+        self.client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])])
+
+    def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(epoch)) for k, v in metrics.items() if k != "epoch"]
+        for chunk in _chunks(items, 1000):
+            self.client.log_batch(run_id, metrics=chunk)
+
+    def logged_epochs(self, run_id: str, key: str = "train/loss") -> set[int]:
+        """Epochs (steps) of ``key`` the run already holds."""
+        return {m.step for m in self.client.get_metric_history(run_id, key)}
+
+    def finish_job(self, run_id: str, summary: dict[str, float], workdir: Path) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()])
+        for name in ("config.json", "student.pt", "train.log"):
+            path = Path(workdir) / name
+            if path.is_file():
+                self.client.log_artifact(run_id, str(path))
+        if self.log_models:
+            from bench.tracking.model import log_model
+
+            log_model(run_id, workdir, self.uri, warn=self.warn)
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def kill(self, run_id: str) -> None:
+        """Mark a run interrupted by the user (``KILLED``); a re-run resumes the job into it."""
+        self.client.set_terminated(run_id, "KILLED")
+
+    def fail_job(self, run_id: str, reason: str, workdir: Path | None = None) -> None:
+        self.client.set_tag(run_id, "failure_reason", reason[:4000])
+        if workdir is not None and (Path(workdir) / "train.log").is_file():
+            self.client.log_artifact(run_id, str(Path(workdir) / "train.log"))
+        self.client.set_terminated(run_id, "FAILED")
