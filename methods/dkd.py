@@ -32,54 +32,6 @@ import torch.nn.functional as F
 
 from methods.base import Method, Progress, Range, TapSpec, UserError, fetch, paired_taps, register, upcast
 
-#: mdistiller's ``CFG.DKD.BETA``: the NCKD weight of every pair its configs do not override.
-DEFAULT_BETA = 8.0
-
-#: Per-pair ``beta`` as mdistiller's configs ship them, keyed by ``(dataset, teacher, student)`` in our
-#: architecture names. Sources: ``configs/cifar100/dkd/*.yaml`` (a file without ``DKD.BETA`` uses
-#: :data:`DEFAULT_BETA`) and ``configs/imagenet/{r34_r18,r50_mv1}/dkd.yaml`` (mdistiller a08d46f). Its first
-#: commit named the MobileNetV1 folder ``r50_mv2`` by mistake; commit fae6658 ("fix typo") renamed it, so
-#: there is no ImageNet MobileNetV2 DKD config.
-DKD_BETAS: dict[tuple[str, str, str], float] = {
-    ("cifar100", "resnet56", "resnet20"): 2.0,  # res56_res20.yaml
-    ("cifar100", "resnet110", "resnet32"): 2.0,  # res110_res32.yaml
-    ("cifar100", "resnet32x4", "resnet8x4"): 8.0,  # res32x4_res8x4.yaml (default)
-    ("cifar100", "wrn_40_2", "wrn_16_2"): 6.0,  # wrn40_2_wrn_16_2.yaml
-    ("cifar100", "wrn_40_2", "wrn_40_1"): 6.0,  # wrn40_2_wrn_40_1.yaml
-    ("cifar100", "vgg13", "vgg8"): 6.0,  # vgg13_vgg8.yaml
-    ("cifar100", "vgg13", "MobileNetV2"): 6.0,  # vgg13_mv2.yaml
-    ("cifar100", "ResNet50", "MobileNetV2"): 8.0,  # res50_mv2.yaml (default)
-    ("cifar100", "resnet32x4", "ShuffleV1"): 8.0,  # res32x4_shuv1.yaml (default)
-    ("cifar100", "resnet32x4", "ShuffleV2"): 8.0,  # res32x4_shuv2.yaml (default)
-    # wrn40_2_shuv1.yaml sets no DKD.BETA, so mdistiller trains this pair with the default 8.0.
-    ("cifar100", "wrn_40_2", "ShuffleV1"): 8.0,
-    ("imagenet", "resnet34", "resnet18"): 0.5,  # r34_r18/dkd.yaml
-    ("imagenet", "resnet50", "MobileNetV1"): 2.0,  # r50_mv1/dkd.yaml
-}
-
-#: Dataset-wide defaults that differ from CIFAR's. ImageNet: ``T=1``, ``WARMUP=1`` in both
-#: mdistiller ImageNet configs. COCO: mdistiller's ``detection/model/config.py`` (``KD.DKD``: alpha 1,
-#: beta 0.25, T 1, applied to box-head logits without any warm-up).
-DATASET_DEFAULTS: dict[str, dict[str, float]] = {
-    "imagenet": {"temperature": 1.0, "warmup": 1},
-    "coco": {"beta": 0.25, "temperature": 1.0, "warmup": 0},
-}
-
-
-def dkd_beta(teacher: str, student: str, dataset: str) -> float:
-    """The NCKD weight ``beta`` mdistiller uses for this pair (``DEFAULT_BETA`` when it sets none)."""
-    key = (dataset, teacher, student)
-    if key in DKD_BETAS:
-        return DKD_BETAS[key]
-    return float(DATASET_DEFAULTS.get(dataset, {}).get("beta", DEFAULT_BETA))
-
-
-def dkd_defaults(teacher: str, student: str, dataset: str) -> dict[str, float]:
-    """``beta`` plus the dataset's ``temperature``/``warmup`` overrides, ready for ``method_defaults``."""
-    out = {k: v for k, v in DATASET_DEFAULTS.get(dataset, {}).items() if k != "beta"}
-    out["beta"] = dkd_beta(teacher, student, dataset)
-    return out
-
 
 def _binary_log_probs(logits: torch.Tensor, target: torch.Tensor, gt_mask: torch.Tensor) -> torch.Tensor:
     """``[log p_t, log(1 - p_t)]`` per row, computed without ever forming ``log(0)``."""
@@ -143,7 +95,7 @@ class DKD(Method):
     Args:
         student_taps / teacher_taps: tap specs.
         alpha: TCKD weight.
-        beta: NCKD weight (per pair: see :func:`dkd_beta`).
+        beta: NCKD weight (per pair: see :func:`tasks.classification.spec.dkd_beta`).
         temperature: softening temperature ``T``.
         ce_weight: weight on the task loss (becomes :attr:`task_weight`).
         warmup: epochs over which the DKD term ramps linearly to full weight; ``<= 0`` disables it.

@@ -22,8 +22,6 @@ from methods.base import upcast
 
 #: Values of the methods' ``feat_norm`` hyper-parameter.
 FEAT_NORMS = ("none", "pkd")
-#: mmrazor's PKD weight per FPN level for Faster R-CNN students (the config named in the module docstring).
-PKD_LEVEL_WEIGHT = 6.0
 
 
 def pkd_norm(feat: torch.Tensor) -> torch.Tensor:

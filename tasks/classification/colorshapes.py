@@ -40,17 +40,24 @@ from collections.abc import Callable
 import numpy as np
 from torchvision import transforms as T
 
+from tasks.classification.datasets import (
+    COLORSHAPES_CLASSES,
+    COLORSHAPES_HUES,
+    COLORSHAPES_IMAGE_SIZE,
+    COLORSHAPES_MEAN,
+    COLORSHAPES_SHAPES,
+    COLORSHAPES_STD,
+)
 from tasks.classification.memory import MemoryImages
 
-#: Shapes, in label order; all mirror-symmetric left-right (a horizontal flip keeps the class).
-SHAPES: tuple[str, ...] = ("circle", "ring", "square", "diamond", "triangle")
-#: Hue families, in label order; family ``i`` is centred at hue ``i / len(HUES)`` on the colour wheel.
-HUES: tuple[str, ...] = ("red", "lime", "cyan", "violet")
-#: Class ``shape * len(HUES) + hue``, named ``"<hue> <shape>"``.
-CLASSES: tuple[str, ...] = tuple(f"{h} {s}" for s in SHAPES for h in HUES)
+#: The class layout (shapes and hue families in label order, class names) and the image side are declared, without
+#: torch, in :mod:`tasks.classification.datasets`; class ``shape * len(HUES) + hue`` is named ``"<hue> <shape>"``.
+SHAPES = COLORSHAPES_SHAPES
+HUES = COLORSHAPES_HUES
+CLASSES = COLORSHAPES_CLASSES
 NUM_CLASSES = len(CLASSES)
 
-IMAGE_SIZE = 32
+IMAGE_SIZE = COLORSHAPES_IMAGE_SIZE
 NUM_TRAIN = 2560
 NUM_VAL = 1000
 #: The seed of the benchmark's data: change it and every result changes.
@@ -64,10 +71,9 @@ JITTER = 6.0
 CONTRAST = (0.5, 0.9)
 NOISE = 0.04
 
-#: Mean / std of the training split after ``ToTensor`` (``tests/tasks/test_classification_colorshapes.py``
-#: recomputes them from the data).
-MEAN: tuple[float, float, float] = (0.2106, 0.2102, 0.2117)
-STD: tuple[float, float, float] = (0.1726, 0.1775, 0.1758)
+#: Mean / std of the training split after ``ToTensor`` (declared in :mod:`tasks.classification.datasets`).
+MEAN = COLORSHAPES_MEAN
+STD = COLORSHAPES_STD
 
 
 def _signed_distance(shape: str, dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.ndarray:

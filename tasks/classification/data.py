@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,114 +36,31 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from methods.base import UserError
+from methods.errors import UserError
 from tasks.classification import colorshapes
+from tasks.classification.datasets import (
+    CIFAR100_DIR,
+    CIFAR100_FILES,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    DATASETS,
+    DIGITS_MEAN,
+    DIGITS_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DatasetInfo,
+)
+from tasks.classification.datasets import find_cifar100_root as _find_cifar100_root
 from tasks.classification.memory import MemoryImages
 from tasks.classification.resident import ResidentTransform
 
 # -- constants ---------------------------------------------------------------------------------
+# The normalisation constants, CIFAR-100's file names and the per-dataset facts (DATASETS) are known without
+# torch: they live in tasks.classification.datasets, which the task's spec reads too.
 
-#: CIFAR-100 per-channel mean / std of the training set, as mdistiller and RepDistiller use them
-#: (``mdistiller/dataset/cifar100.py``).
-CIFAR100_MEAN: tuple[float, float, float] = (0.5071, 0.4867, 0.4408)
-CIFAR100_STD: tuple[float, float, float] = (0.2675, 0.2565, 0.2761)
-
-#: ImageNet mean / std of torchvision's reference scripts and pretrained weights.
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-#: Mean / std of the upsampled, [0, 1]-scaled digits *training split* (grey, so equal per channel);
-#: ``tests/tasks/test_classification_data.py`` recomputes them from the data.
-DIGITS_MEAN: tuple[float, float, float] = (0.3054,) * 3
-DIGITS_STD: tuple[float, float, float] = (0.3237,) * 3
 #: The digits split: stratified, 20 % validation, fixed seed so every run sees the same images.
 DIGITS_VAL_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
-
-#: Files the official CIFAR-100 python archive extracts to.
-CIFAR100_DIR = "cifar-100-python"
-CIFAR100_FILES = ("train", "test", "meta")
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Facts about a data set that are known without reading it.
-
-    Attributes:
-        name: CLI name.
-        num_classes: classes of the full data set (``synthetic``: the default, configurable).
-        image_size: side of the square images the model sees (``imagenet``: the crop).
-        mean / std: the normalisation constants applied after ``ToTensor``.
-        needs_data_dir: whether ``data_dir`` must be given.
-        configurable: whether ``num_classes`` / ``image_size`` may be overridden.
-        description: one line for ``--help`` and logs.
-    """
-
-    name: str
-    num_classes: int
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    needs_data_dir: bool
-    configurable: bool
-    description: str
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    d.name: d
-    for d in (
-        DatasetInfo(
-            name="cifar100",
-            num_classes=100,
-            image_size=32,
-            mean=CIFAR100_MEAN,
-            std=CIFAR100_STD,
-            needs_data_dir=True,
-            configurable=False,
-            description="CIFAR-100, official python archive (cifar-100-python/{train,test,meta})",
-        ),
-        DatasetInfo(
-            name="imagenet",
-            num_classes=1000,
-            image_size=224,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            needs_data_dir=True,
-            configurable=False,
-            description="ImageNet-1k, train/ and val/ class folders",
-        ),
-        DatasetInfo(
-            name="colorshapes",
-            num_classes=colorshapes.NUM_CLASSES,
-            image_size=colorshapes.IMAGE_SIZE,
-            mean=colorshapes.MEAN,
-            std=colorshapes.STD,
-            needs_data_dir=False,
-            configurable=False,
-            description="generated 20-class shapes in 4 hue families, 2560 train / 1000 val (embedded, no files)",
-        ),
-        DatasetInfo(
-            name="digits",
-            num_classes=10,
-            image_size=32,
-            mean=DIGITS_MEAN,
-            std=DIGITS_STD,
-            needs_data_dir=False,
-            configurable=False,
-            description="scikit-learn's bundled 8x8 digits upsampled to 32x32 RGB (embedded, no files)",
-        ),
-        DatasetInfo(
-            name="synthetic",
-            num_classes=100,
-            image_size=32,
-            mean=(0.0, 0.0, 0.0),
-            std=(1.0, 1.0, 1.0),
-            needs_data_dir=False,
-            configurable=True,
-            description="random N(0, 1) images with random labels, deterministic per index (for speed runs)",
-        ),
-    )
-}
 
 #: Default sizes of the synthetic splits.
 SYNTHETIC_TRAIN = 512
@@ -213,19 +129,6 @@ def _load_pickle(path: Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise UserError(f"cifar100: {path} holds a {type(obj).__name__}, expected a dict with 'data' and 'fine_labels'")
     return _str_keys(obj)
-
-
-def _find_cifar100_root(data_dir: Path) -> Path:
-    """``data_dir`` may be the folder holding ``cifar-100-python/`` or that folder itself."""
-    for cand in (data_dir / CIFAR100_DIR, data_dir):
-        if all((cand / f).is_file() for f in CIFAR100_FILES):
-            return cand
-    cand = data_dir / CIFAR100_DIR if (data_dir / CIFAR100_DIR).is_dir() else data_dir
-    missing = next(f for f in CIFAR100_FILES if not (cand / f).is_file())
-    raise UserError(
-        f"cifar100: {data_dir} has no {CIFAR100_DIR}/{missing} pickle; expected the official python-version "
-        f"archive extracted ({CIFAR100_DIR}/{{{','.join(CIFAR100_FILES)}}})"
-    )
 
 
 def _decode(names: Sequence[Any]) -> list[str]:
@@ -539,6 +442,8 @@ def dataset_names() -> list[str]:
 
 
 __all__ = [
+    "CIFAR100_DIR",
+    "CIFAR100_FILES",
     "CIFAR100_MEAN",
     "CIFAR100_STD",
     "DATASETS",

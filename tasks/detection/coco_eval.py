@@ -18,9 +18,7 @@ import torch
 from torch import nn
 
 from tasks.base import gather_lists
-
-#: COCOeval's ``stats[0:6]`` in order, under the names :meth:`DetectionTask.evaluate` reports.
-METRICS = ("bbox_AP", "AP50", "AP75", "APs", "APm", "APl")
+from tasks.detection.spec import METRICS  # COCOeval's stats[0:6] in order, declared with the task (torch-free)
 
 
 def to_coco_results(

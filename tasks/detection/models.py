@@ -14,7 +14,8 @@ Conventions kept from torchvision so its COCO weight files load strictly:
   On the embedded ``shapes`` set detectors train from scratch, so they use plain BatchNorm and train
   every layer (torchvision's own choice when no pretrained weights are given).
 
-The FPN levels are the taps. Faster R-CNN uses the four ResNet stages (``P2``-``P5``, strides 4-32)
+The arch, pair and level tables are in :mod:`.archs` (free of torch, for the task's spec) and re-exported
+here. The FPN levels are the taps. Faster R-CNN uses the four ResNet stages (``P2``-``P5``, strides 4-32)
 plus the max-pooled ``P6`` (stride 64), torchvision's keys ``"0".."3","pool"``; MobileNets return
 four stages too (``returned_layers=[1, 2, 3, 4]``, strides 4-32), so a MobileNet student's FPN lines
 up level by level with a ResNet teacher's (as in mdistiller's MV2-R50 pair, whose MobileNetV2 FPN
@@ -36,50 +37,34 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from methods.base import UserError
-
-#: arch name -> (detector family, backbone name).
-ARCHS: dict[str, tuple[str, str]] = {
-    "fasterrcnn_r101": ("fasterrcnn", "resnet101"),
-    "fasterrcnn_r50": ("fasterrcnn", "resnet50"),
-    "fasterrcnn_r34": ("fasterrcnn", "resnet34"),
-    "fasterrcnn_r18": ("fasterrcnn", "resnet18"),
-    "fasterrcnn_mbv2": ("fasterrcnn", "mobilenet_v2"),
-    "fasterrcnn_mbv3": ("fasterrcnn", "mobilenet_v3_large"),
-    "fasterrcnn_mbv3s": ("fasterrcnn", "mobilenet_v3_small"),
-    "retinanet_r101": ("retinanet", "resnet101"),
-    "retinanet_r50": ("retinanet", "resnet50"),
-    "retinanet_r18": ("retinanet", "resnet18"),
-}
-
-#: Teacher -> student presets. The three Faster R-CNN pairs are the DKD paper's COCO pairs (and
-#: mdistiller's ``DKD-R18-R101``, ``DKD-R50-R101``, ``DKD-MV2-R50`` configs); RetinaNet R101->R50 is
-#: the usual one-stage pair; ``cpu`` is the small pair of the embedded ``shapes`` default.
-PAIRS: dict[str, tuple[str, str]] = {
-    "r101_r18": ("fasterrcnn_r101", "fasterrcnn_r18"),
-    "r101_r50": ("fasterrcnn_r101", "fasterrcnn_r50"),
-    "r50_mbv2": ("fasterrcnn_r50", "fasterrcnn_mbv2"),
-    "retina_r101_r50": ("retinanet_r101", "retinanet_r50"),
-    "cpu": ("fasterrcnn_r18", "fasterrcnn_mbv3s"),
-}
-
-FPN_CHANNELS = 256
-#: torchvision's FPN output keys -> our level names, with strides.
-RCNN_LEVELS: tuple[tuple[str, str, int], ...] = (
-    ("0", "p2", 4),
-    ("1", "p3", 8),
-    ("2", "p4", 16),
-    ("3", "p5", 32),
-    ("pool", "p6", 64),
-)
-RETINA_LEVELS: tuple[tuple[str, str, int], ...] = (
-    ("0", "p3", 8),
-    ("1", "p4", 16),
-    ("2", "p5", 32),
-    ("p6", "p6", 64),
-    ("p7", "p7", 128),
+from methods.errors import UserError
+from tasks.detection.archs import (
+    ARCHS,
+    FPN_CHANNELS,
+    PAIRS,
+    RCNN_LEVELS,
+    RETINA_LEVELS,
+    entry,
+    family,
+    levels,
 )
 
+#: The torch-free tables (:mod:`.archs`) stay importable from here.
+__all__ = [
+    "ARCHS",
+    "CONFIGS",
+    "FPN_CHANNELS",
+    "PAIRS",
+    "RCNN_LEVELS",
+    "RETINA_LEVELS",
+    "DetectorConfig",
+    "build_detector",
+    "config_for",
+    "entry",
+    "family",
+    "fpn_level_names",
+    "levels",
+]
 
 @dataclass(frozen=True)
 class DetectorConfig:
@@ -123,29 +108,13 @@ CONFIGS: dict[str, DetectorConfig] = {
 }
 
 
-def family(arch: str) -> str:
-    """``"fasterrcnn"`` or ``"retinanet"``; ``UserError`` for an unknown arch."""
-    return _entry(arch)[0]
-
-
-def _entry(arch: str) -> tuple[str, str]:
-    if arch not in ARCHS:
-        raise UserError(f"unknown detection arch {arch!r}; valid: {', '.join(ARCHS)}")
-    return ARCHS[arch]
-
-
 def config_for(dataset: str) -> DetectorConfig:
     """Detector settings of ``dataset`` (user data sets in COCO format use the ``coco`` settings)."""
     return CONFIGS.get(dataset, CONFIGS["coco"])
 
 
-def levels(arch: str) -> tuple[tuple[str, str, int], ...]:
-    """``(torchvision key, level name, stride)`` of each FPN level of ``arch``."""
-    return RCNN_LEVELS if family(arch) == "fasterrcnn" else RETINA_LEVELS
-
-
 def _backbone(arch: str, cfg: DetectorConfig) -> nn.Module:
-    fam, name = _entry(arch)
+    fam, name = entry(arch)
     norm: type[nn.Module] = FrozenBatchNorm2d if cfg.frozen_bn else nn.BatchNorm2d
     if name.startswith("resnet"):
         body = resnet.__dict__[name](weights=None, norm_layer=norm)
@@ -172,7 +141,7 @@ def build_detector(arch: str, num_classes: int, dataset: str) -> nn.Module:
     The result is a plain torchvision ``FasterRCNN``/``RetinaNet`` whose state dict has torchvision's
     key names, with a ``det_arch`` attribute for the task's checks.
     """
-    fam, _ = _entry(arch)
+    fam, _ = entry(arch)
     if num_classes < 2:
         raise UserError(f"detection needs num_classes >= 2 (background + at least one class), got {num_classes}")
     cfg = config_for(dataset)

@@ -17,13 +17,13 @@ Output stride 8 everywhere, so teacher and student feature maps line up pixel fo
 ``aux`` only in training mode. The task upsamples for the loss and evaluation; keeping the
 low-resolution logits lets per-pixel KD run at stride 8 (see ``tasks.segmentation.task``).
 
-Nothing is downloaded: every builder passes ``weights=None``.
+Nothing is downloaded: every builder passes ``weights=None``. What each arch is (family, ``feat`` tap, auxiliary
+head) is declared, free of torch, in :mod:`.archs`; the builders here read their widths from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -33,10 +33,24 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
-from methods.base import UserError
+from tasks.segmentation.archs import ARCHS, OUTPUT_STRIDE, TINY_STUDENT, TINY_TEACHER, ArchSpec, arch_spec
 
-#: Spatial reduction of every backbone's last stage and of the logits.
-OUTPUT_STRIDE = 8
+#: The torch-free table (:mod:`.archs`) stays importable from here.
+__all__ = [
+    "ARCHS",
+    "BUILDERS",
+    "OUTPUT_STRIDE",
+    "ArchSpec",
+    "DilatedBasicBlock",
+    "PSPHead",
+    "SegmentationNet",
+    "TinyResNet",
+    "arch_spec",
+    "build_model",
+    "dilated_resnet18",
+    "mobilenet_v3_large_os8",
+    "small_deeplab_head",
+]
 
 
 class DilatedBasicBlock(nn.Module):
@@ -204,44 +218,36 @@ class SegmentationNet(nn.Module):
         return out
 
 
-@dataclass(frozen=True)
-class ArchSpec:
-    """What the task needs to know about an architecture without building it."""
-
-    build: Callable[[int], SegmentationNet]
-    feat_module: str
-    feat_channels: int
-    description: str
-
-
-def _resnet_net(body: nn.Module, head: Callable[[int, int], nn.Module], channels: int, aux: bool, n: int):
-    layers = {"layer4": "out", "layer3": "aux"} if aux else {"layer4": "out"}
+def _resnet_net(body: nn.Module, head: Callable[[int, int], nn.Module], spec: ArchSpec, n: int) -> SegmentationNet:
+    layers = {"layer4": "out", "layer3": "aux"} if spec.aux else {"layer4": "out"}
     getter = IntermediateLayerGetter(body, return_layers=layers)
-    return SegmentationNet(getter, head(channels, n), FCNHead(channels // 2, n) if aux else None)
+    channels = spec.feat_channels
+    return SegmentationNet(getter, head(channels, n), FCNHead(channels // 2, n) if spec.aux else None)
 
 
 def _deeplab_resnet(depth: int) -> Callable[[int], SegmentationNet]:
+    spec = ARCHS[f"deeplabv3_r{depth}"]
+
     def build(n: int) -> SegmentationNet:
         if depth == 18:
             body = dilated_resnet18()
         else:
             fn = {50: resnet.resnet50, 101: resnet.resnet101}[depth]
             body = fn(weights=None, replace_stride_with_dilation=[False, True, True])
-        return _resnet_net(body, DeepLabHead, 512 if depth == 18 else 2048, True, n)
+        return _resnet_net(body, DeepLabHead, spec, n)
 
     return build
 
 
 def _pspnet_r18(n: int) -> SegmentationNet:
-    return _resnet_net(dilated_resnet18(), PSPHead, 512, True, n)
+    return _resnet_net(dilated_resnet18(), PSPHead, ARCHS["pspnet_r18"], n)
 
 
 def _deeplab_mbv3(n: int) -> SegmentationNet:
     features = mobilenet_v3_large_os8()
-    # Last conv (960 ch) feeds the head, as torchvision's deeplabv3_mobilenet_v3_large. No auxiliary head:
-    # CIRKD trains its mobile students without one.
+    # Last conv (960 ch) feeds the head, as torchvision's deeplabv3_mobilenet_v3_large; no auxiliary head (the table).
     getter = IntermediateLayerGetter(features, return_layers={str(len(features) - 1): "out"})
-    return SegmentationNet(getter, DeepLabHead(960, n), None)
+    return SegmentationNet(getter, DeepLabHead(ARCHS["deeplabv3_mbv3"].feat_channels, n), None)
 
 
 def _deeplab_tiny(widths: Sequence[int], blocks: Sequence[int]) -> Callable[[int], SegmentationNet]:
@@ -255,33 +261,19 @@ def _deeplab_tiny(widths: Sequence[int], blocks: Sequence[int]) -> Callable[[int
     return build
 
 
-TINY_TEACHER = ((32, 64, 128, 256), (2, 2, 2, 2))
-TINY_STUDENT = ((16, 32, 64, 128), (1, 1, 1, 1))
-
-ARCHS: dict[str, ArchSpec] = {
-    "deeplabv3_r101": ArchSpec(
-        _deeplab_resnet(101), "backbone.layer4", 2048, "DeepLabV3, dilated ResNet-101 (teacher)"
-    ),
-    "deeplabv3_r50": ArchSpec(_deeplab_resnet(50), "backbone.layer4", 2048, "DeepLabV3, dilated ResNet-50"),
-    "deeplabv3_r18": ArchSpec(_deeplab_resnet(18), "backbone.layer4", 512, "DeepLabV3, dilated ResNet-18"),
-    "pspnet_r18": ArchSpec(_pspnet_r18, "backbone.layer4", 512, "PSPNet, dilated ResNet-18"),
-    "deeplabv3_mbv3": ArchSpec(_deeplab_mbv3, "backbone.16", 960, "DeepLabV3, MobileNetV3-Large at stride 8"),
-    "deeplabv3_tiny_t": ArchSpec(
-        _deeplab_tiny(*TINY_TEACHER), "backbone.layer4", TINY_TEACHER[0][3], "tiny DeepLabV3 teacher (CPU preset)"
-    ),
-    "deeplabv3_tiny_s": ArchSpec(
-        _deeplab_tiny(*TINY_STUDENT), "backbone.layer4", TINY_STUDENT[0][3], "tiny DeepLabV3 student (CPU preset)"
-    ),
+#: arch name -> ``builder(num_classes)``, for every name of :data:`ARCHS` (which says what each arch is).
+BUILDERS: dict[str, Callable[[int], SegmentationNet]] = {
+    "deeplabv3_r101": _deeplab_resnet(101),
+    "deeplabv3_r50": _deeplab_resnet(50),
+    "deeplabv3_r18": _deeplab_resnet(18),
+    "pspnet_r18": _pspnet_r18,
+    "deeplabv3_mbv3": _deeplab_mbv3,
+    "deeplabv3_tiny_t": _deeplab_tiny(*TINY_TEACHER),
+    "deeplabv3_tiny_s": _deeplab_tiny(*TINY_STUDENT),
 }
-
-
-def arch_spec(arch: str) -> ArchSpec:
-    try:
-        return ARCHS[arch]
-    except KeyError:
-        raise UserError(f"unknown segmentation arch {arch!r}; valid: {', '.join(sorted(ARCHS))}") from None
 
 
 def build_model(arch: str, num_classes: int) -> SegmentationNet:
     """A freshly initialised ``arch`` with ``num_classes`` outputs (no weights downloaded)."""
-    return arch_spec(arch).build(num_classes)
+    arch_spec(arch)  # an unknown name is a UserError listing the valid ones
+    return BUILDERS[arch](num_classes)

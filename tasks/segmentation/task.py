@@ -1,14 +1,7 @@
-"""Semantic segmentation task: DeepLabV3 / PSPNet on Cityscapes, ADE20K and an embedded shapes set.
+"""Semantic segmentation task with torch: DeepLabV3 / PSPNet on Cityscapes, ADE20K and an embedded shapes set.
 
-Where each method distills (the taps, all at output stride 8 for every model):
-
-* ``feat`` — the backbone's last stage (ResNet ``layer4``, MobileNetV3's last conv), roles
-  ``("hint", "feature")``: FitNet's hint and DiffKD's denoised feature. With a ResNet-50/101 teacher
-  (2048 channels) DiffKD compresses the teacher feature with its linear autoencoder to 1024 channels
-  (``teacher_channels // 2``, the official default, and the official ImageNet setting for a 2048-channel
-  teacher) before the 3x3 diffusion model; the tiny CPU teacher (256 channels) needs none.
-* ``logits`` — per-pixel class scores, flattened to ``[P, C]`` rows of the *valid* pixels with their
-  labels ``target [P]``, so KD and DKD are the classification losses averaged over pixels.
+What the task declares (data sets, recipes, pairs, taps, method defaults) is in :mod:`.spec`, free of torch;
+this module builds the models and data, runs the paired forward and evaluates.
 
 **Per-pixel KD resolution — a choice.** The logits rows are taken *before upsampling*, at stride 8, and
 the label map is downsampled to that grid by nearest neighbour (the pixel at each cell's top-left
@@ -23,18 +16,6 @@ against the full-resolution labels, ignore index 255; ``aux`` = ``0.4 x`` the sa
 head on ``layer3`` when the model has one (CIRKD's and PSPNet's 0.4 — the weight is part of the task
 loss, so it is already applied here).
 
-Method defaults (``method_defaults``), all with ``ce_weight = 1.0`` since CE + aux are the task loss:
-
-* KD: ``temperature = 1``, ``kd_weight = 1`` — CIRKD's ``--kd-temperature`` default 1.0 and its KD
-  scripts' ``--lambda-kd 1``.
-* DKD: no published segmentation recipe exists; we use mdistiller's only dense-prediction setting
-  (its COCO detector config: ``alpha = 1``, ``beta = 0.25``, ``T = 1``, no warm-up), per-pixel rows being
-  many and mostly easy like box-head rows.
-* FitNet: ``feat_weight = 10`` — CIRKD's ``scripts/train_kd/train_fitnet.sh`` (``--lambda-fitnet 10``);
-  CIRKD hints after the ASPP, we on the backbone's last stage as the issue asks.
-* DiffKD: ``use_ae`` / ``ae_channels`` as above, ``distill_logits = False`` (feature MSE after
-  denoising + diffusion + AE losses only), other weights the method's official 1.0.
-
 Evaluation: argmax of the full-resolution logits, a confusion matrix over the whole validation set,
 then ``mIoU`` / ``pixel_acc`` / ``IoU.<class>`` in percent (see ``metrics.py``: classes absent from both
 prediction and ground truth are NaN and excluded from the mean). Per preset: Cityscapes whole image
@@ -44,56 +25,20 @@ whole image.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from methods.base import TapSpec, UserError
-from tasks.base import DataBundle, PairedOutput, Recipe, Task, all_reduce_sum, register_task
+from methods.errors import UserError
+from tasks.base import DataBundle, PairedOutput, Recipe, Task, all_reduce_sum
 from tasks.segmentation import data as D
 from tasks.segmentation.metrics import confusion_counts, segmentation_metrics
-from tasks.segmentation.models import ARCHS, OUTPUT_STRIDE, arch_spec, build_model
-
-AUX_WEIGHT = 0.4
-
-#: Per data set: classes, training-set size (for iterations -> epochs), crop, evaluation mode.
-DATASETS: dict[str, dict[str, Any]] = {
-    "cityscapes": {
-        "classes": D.CITYSCAPES_CLASSES,
-        "train_images": 2975,
-        "crop": (512, 1024),
-        "eval": {"mode": "whole"},
-    },
-    "ade20k": {
-        "classes": D.ADE20K_CLASSES,
-        "train_images": 20210,
-        "crop": (512, 512),
-        "eval": {"mode": "slide", "crop": (512, 512), "stride": (341, 341)},
-    },
-    "shapes": {
-        "classes": D.SHAPES_CLASSES,
-        "train_images": D.SHAPES_COUNTS["train"],
-        "crop": D.SHAPES_SIZE,
-        "eval": {"mode": "whole"},
-    },
-}
-
-REAL_PAIRS = [
-    ("deeplabv3_r101", "deeplabv3_r18"),
-    ("deeplabv3_r101", "pspnet_r18"),
-    ("deeplabv3_r101", "deeplabv3_mbv3"),
-    ("deeplabv3_r101", "deeplabv3_r50"),
-]
-
-
-def iterations_to_epochs(iterations: int, batch_size: int, images: int) -> int:
-    """Epochs covering ``iterations`` steps of ``batch_size`` over ``images`` (loader drops the last batch)."""
-    return math.ceil(iterations / (images // batch_size))
+from tasks.segmentation.models import build_model
+from tasks.segmentation.spec import AUX_WEIGHT, SegmentationSpec
 
 
 def upsample(logits: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -157,48 +102,14 @@ def slide_logits(
     return total / count
 
 
-class SegmentationTask(Task):
-    """Semantic segmentation (see the module docstring for taps, losses, defaults and evaluation)."""
-
-    name: ClassVar[str] = "segmentation"
-    sync_bn_default: ClassVar[bool] = True  # the published Cityscapes/ADE20K setting (8 GPUs x 2 images, SyncBN)
-    datasets: ClassVar[tuple[str, ...]] = ("shapes", "cityscapes", "ade20k")
-    default_dataset: ClassVar[str] = "shapes"
-    primary_metric: ClassVar[str] = "mIoU"
-    metrics: ClassVar[tuple[str, ...]] = ("mIoU", "pixel_acc")
-    presets: ClassVar[tuple[str, ...]] = ("40k", "80k", "160k", "cpu")
+class SegmentationTask(SegmentationSpec, Task):
+    """Semantic segmentation: the models, data, paired forward and evaluation of :class:`SegmentationSpec`."""
 
     # -- models ------------------------------------------------------------------------------
-    def archs(self) -> list[str]:
-        return list(ARCHS)
-
     def build_model(self, arch: str, num_classes: int, dataset: str) -> nn.Module:
         return build_model(arch, num_classes)
 
-    def tap_specs(self, arch: str, num_classes: int, dataset: str) -> dict[str, TapSpec]:
-        spec = arch_spec(arch)
-        return {
-            "feat": TapSpec("feat", spec.feat_channels, OUTPUT_STRIDE, ("hint", "feature"), spec.feat_module),
-            "logits": TapSpec("logits", num_classes, 0, ("logits",)),
-        }
-
-    def default_pairs(self, dataset: str) -> list[tuple[str, str]]:
-        self._dataset(dataset)
-        if dataset == "shapes":
-            return [("deeplabv3_tiny_t", "deeplabv3_tiny_s")]
-        return list(REAL_PAIRS)
-
-    def default_num_classes(self, dataset: str) -> int:
-        return len(self._dataset(dataset)["classes"])
-
     # -- data --------------------------------------------------------------------------------
-    @staticmethod
-    def _dataset(dataset: str) -> dict[str, Any]:
-        try:
-            return DATASETS[dataset]
-        except KeyError:
-            raise UserError(f"unknown segmentation dataset {dataset!r}; valid: {', '.join(DATASETS)}") from None
-
     def build_data(self, dataset: str, data_dir: Path | None, recipe: Recipe) -> DataBundle:
         cfg = self._dataset(dataset)
         crop = tuple(recipe.extra.get("crop_size", cfg["crop"]))
@@ -228,92 +139,6 @@ class SegmentationTask(Task):
             "classes": list(classes),
         }
         return DataBundle(train=train, val=val, num_classes=len(classes), collate_fn=D.collate, info=info)
-
-    # -- recipes and method defaults ---------------------------------------------------------
-    def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
-        """Poly-schedule SGD recipes, iteration budgets expressed as epochs (see ``extra``).
-
-        Cityscapes (``40k``, default; ``80k``): CIRKD's 512x1024 crops, batch 16, lr 0.01, wd 5e-4.
-        ADE20K (``80k``, default; ``160k``): 512x512 crops, batch 16, lr 0.01, wd 5e-4. shapes (``cpu``):
-        sized for two CPU cores (see the report in ``cpu_recipe``).
-        """
-        cfg = self._dataset(dataset)
-        if dataset == "shapes":
-            if preset not in (None, "cpu"):
-                raise UserError(f"unknown preset {preset!r} for shapes; valid: cpu")
-            return self._cpu_recipe(student)
-        valid = {"cityscapes": ("40k", "80k"), "ade20k": ("80k", "160k")}[dataset]
-        preset = preset or valid[0]
-        if preset not in valid:
-            raise UserError(f"unknown preset {preset!r} for {dataset}; valid: {', '.join(valid)}")
-        iterations = int(preset.removesuffix("k")) * 1000
-        batch = 16
-        epochs = iterations_to_epochs(iterations, batch, cfg["train_images"])
-        return Recipe(
-            epochs=epochs,
-            batch_size=batch,
-            lr=0.01,
-            momentum=0.9,
-            weight_decay=5e-4,
-            schedule="poly",
-            poly_power=0.9,
-            eval_every=max(epochs // 10, 1),
-            num_workers=8,
-            extra={
-                "iterations": iterations,
-                "crop_size": cfg["crop"],
-                "aux_weight": AUX_WEIGHT,
-                "train_images": cfg["train_images"],
-                "eval": cfg["eval"],
-            },
-        )
-
-    @staticmethod
-    def _cpu_recipe(arch: str) -> Recipe:
-        """shapes on two CPU cores: teacher 40 epochs, students 16 (50 steps of 8 images per epoch).
-
-        Measured with a minimal loop (torch 2 threads, ``num_workers=0``; data loading is ~0.5 ms per image):
-        on two pinned cores of the GPU host, 7.5 s/epoch teacher, 4.4 vanilla, 4.6 KD, 8.8 DiffKD, i.e.
-        ~5 + 1.2 + 1.2 + 2.4 = ~10 minutes for teacher + vanilla + kd + diffkd. The teacher reached 74.5 mIoU
-        (vanilla student ~67-68), on this data set where colour is a 70% cue and shape must settle the rest.
-        """
-        teacher = arch == "deeplabv3_tiny_t"
-        epochs = 40 if teacher else 16
-        return Recipe(
-            epochs=epochs,
-            batch_size=8,
-            lr=0.02,
-            momentum=0.9,
-            weight_decay=5e-4,
-            schedule="poly",
-            poly_power=0.9,
-            eval_every=max(epochs // 4, 1),
-            num_workers=0,
-            extra={
-                "crop_size": D.SHAPES_SIZE,
-                "aux_weight": AUX_WEIGHT,
-                "train_images": D.SHAPES_COUNTS["train"],
-                "eval": {"mode": "whole"},
-            },
-        )
-
-    def method_defaults(self, method: str, dataset: str, teacher: str, student: str) -> dict[str, Any]:
-        if method == "kd":
-            return {"temperature": 1.0, "kd_weight": 1.0, "ce_weight": 1.0}
-        if method == "dkd":
-            return {"alpha": 1.0, "beta": 0.25, "temperature": 1.0, "warmup": 0, "ce_weight": 1.0}
-        if method == "fitnet":
-            return {"feat_weight": 10.0, "ce_weight": 1.0}
-        if method == "diffkd":
-            channels = arch_spec(teacher).feat_channels
-            use_ae = channels > 512
-            return {
-                "use_ae": use_ae,
-                "ae_channels": channels // 2 if use_ae else None,
-                "distill_logits": False,
-                "ce_weight": 1.0,
-            }
-        return {}
 
     # -- training and evaluation -------------------------------------------------------------
     def paired_forward(
@@ -410,5 +235,3 @@ def _pop_taps(model: nn.Module) -> dict[str, torch.Tensor]:
     rec = getattr(model, "tap_recorder", None)
     return rec.pop() if rec is not None else {}
 
-
-TASK = register_task(SegmentationTask())

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from methods import Progress, TapSpec, UserError, build_method
-from methods.dkd import DKD, dkd_beta, dkd_defaults, dkd_loss, warmup_factor
+from methods.dkd import DKD, dkd_loss, warmup_factor
 from methods.kd import kd_loss
+from tasks.classification.spec import dkd_beta, dkd_defaults
 
 TAPS = {"logits": TapSpec("logits", 6, 0, ("logits",))}
 

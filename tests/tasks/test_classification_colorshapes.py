@@ -176,8 +176,8 @@ def test_default_grid_is_colorshapes_with_three_seeds():
 
 
 def test_tiny_training_run_of_the_preset(tmp_path):
-    from bench.jobs.spec import resolve_job
     from bench.engine.loop import run_job
+    from bench.jobs.spec import resolve_job
 
     common = {"task": "classification", "dataset": "colorshapes", "preset": "colorshapes",
               "recipe_overrides": {"epochs": 1, "max_steps": 2, "batch_size": 16}}

@@ -22,7 +22,7 @@ from torch import nn
 
 from methods.base import TapSpec, UserError
 from tasks.base import TapRecorder, load_state_dict_file
-from tasks.classification.models import zoo
+from tasks.classification.models import wrn, zoo
 
 CIFAR = zoo.arch_names(imagenet=False)
 IMAGENET = zoo.arch_names(imagenet=True)
@@ -654,7 +654,7 @@ def test_wrn_updates_three_batchnorms_twice_like_mdistiller():
     expected = (1 - 0.9**2) * f1.mean((0, 2, 3))
     torch.testing.assert_close(twice[0].running_mean, expected, rtol=1e-4, atol=1e-6)
 
-    single = zoo.wrn.WideResNet(16, 10, 1, double_bn_update=False).train()
+    single = wrn.WideResNet(16, 10, 1, double_bn_update=False).train()
     single(x)
     assert int(single.bn1.num_batches_tracked) == 1
 

@@ -16,18 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: name -> (depth, filters of stem and the three stages). From mdistiller's builders.
-CONFIGS: dict[str, tuple[int, tuple[int, int, int, int]]] = {
-    "resnet8": (8, (16, 16, 32, 64)),
-    "resnet14": (14, (16, 16, 32, 64)),
-    "resnet20": (20, (16, 16, 32, 64)),
-    "resnet32": (32, (16, 16, 32, 64)),
-    "resnet44": (44, (16, 16, 32, 64)),
-    "resnet56": (56, (16, 16, 32, 64)),
-    "resnet110": (110, (16, 16, 32, 64)),
-    "resnet8x4": (8, (32, 64, 128, 256)),
-    "resnet32x4": (32, (32, 64, 128, 256)),
-}
+from tasks.classification.models.configs import RESNET_CONFIGS
+
+#: name -> (depth, filters of stem and the three stages), in :mod:`.configs` (torch-free).
+CONFIGS = RESNET_CONFIGS
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

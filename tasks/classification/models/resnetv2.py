@@ -11,14 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: name -> (block kind, blocks per stage).
-CONFIGS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
-    "ResNet18": ("basic", (2, 2, 2, 2)),
-    "ResNet34": ("basic", (3, 4, 6, 3)),
-    "ResNet50": ("bottleneck", (3, 4, 6, 3)),
-    "ResNet101": ("bottleneck", (3, 4, 23, 3)),
-    "ResNet152": ("bottleneck", (3, 8, 36, 3)),
-}
+from tasks.classification.models.configs import RESNETV2_CONFIGS, resnetv2_expansion
+
+#: name -> (block kind, blocks per stage), in :mod:`.configs` (torch-free).
+CONFIGS = RESNETV2_CONFIGS
+expansion = resnetv2_expansion
 
 
 def _shortcut(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -124,7 +121,3 @@ def build(name: str, num_classes: int) -> ResNet:
     """The CIFAR ResNet ``name`` (a key of :data:`CONFIGS`)."""
     kind, blocks = CONFIGS[name]
     return ResNet(BasicBlock if kind == "basic" else Bottleneck, blocks, num_classes=num_classes)
-
-
-def expansion(name: str) -> int:
-    return 1 if CONFIGS[name][0] == "basic" else 4

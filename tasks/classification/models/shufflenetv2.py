@@ -13,15 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: mdistiller's ``configs`` of ShuffleNetV2 by ``net_size``.
-CONFIGS: dict[float, dict[str, tuple[int, ...]]] = {
-    0.2: {"out_channels": (40, 80, 160, 512), "num_blocks": (3, 3, 3)},
-    0.3: {"out_channels": (40, 80, 160, 512), "num_blocks": (3, 7, 3)},
-    0.5: {"out_channels": (48, 96, 192, 1024), "num_blocks": (3, 7, 3)},
-    1: {"out_channels": (116, 232, 464, 1024), "num_blocks": (3, 7, 3)},
-    1.5: {"out_channels": (176, 352, 704, 1024), "num_blocks": (3, 7, 3)},
-    2: {"out_channels": (224, 488, 976, 2048), "num_blocks": (3, 7, 3)},
-}
+from tasks.classification.models.configs import SHUFFLENETV2_CONFIGS
+
+#: mdistiller's ``configs`` of ShuffleNetV2 by ``net_size``, in :mod:`.configs` (torch-free).
+CONFIGS = SHUFFLENETV2_CONFIGS
 
 
 class ShuffleBlock(nn.Module):

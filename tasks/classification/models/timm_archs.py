@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import difflib
 import functools
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from methods.base import UserError
-
-if TYPE_CHECKING:
-    from tasks.classification.models.zoo import Arch
+from methods.errors import UserError
+from tasks.classification.models.arch import TIMM_PREFIX, Arch
 
 #: Classes of the probe model (taps other than the logits do not depend on it).
 _PROBE_CLASSES = 10
@@ -53,8 +50,6 @@ def _builder(model_name: str):
 @functools.cache
 def timm_arch(arch: str) -> Arch:
     """The zoo entry of ``timm/<model name>``; :class:`UserError` for an unknown or untappable model."""
-    from tasks.classification.models.zoo import TIMM_PREFIX, Arch
-
     timm = _timm()
     model_name = arch.removeprefix(TIMM_PREFIX)
     if not timm.is_model(model_name):

@@ -15,17 +15,11 @@ import math
 import torch
 from torch import nn
 
-#: mdistiller's VGG configurations: channels of the convs of each of the five blocks.
-CFG: dict[str, list[list[int]]] = {
-    "A": [[64], [128], [256, 256], [512, 512], [512, 512]],
-    "B": [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]],
-    "D": [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]],
-    "E": [[64, 64], [128, 128], [256, 256, 256, 256], [512, 512, 512, 512], [512, 512, 512, 512]],
-    "S": [[64], [128], [256], [512], [512]],
-}
+from tasks.classification.models.configs import VGG_CFG, VGG_CONFIGS
 
-#: zoo name -> configuration letter (all with batch norm, as mdistiller's ``cifar_model_dict`` maps them).
-CONFIGS: dict[str, str] = {"vgg8": "S", "vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}
+#: mdistiller's VGG configurations and the zoo's names for them, in :mod:`.configs` (torch-free).
+CFG = VGG_CFG
+CONFIGS = VGG_CONFIGS
 
 
 class VGG(nn.Module):

@@ -20,19 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: name -> (depth, widen factor).
-CONFIGS: dict[str, tuple[int, int]] = {
-    "wrn_16_1": (16, 1),
-    "wrn_16_2": (16, 2),
-    "wrn_40_1": (40, 1),
-    "wrn_40_2": (40, 2),
-}
+from tasks.classification.models.configs import WRN_CONFIGS, wrn_widths
 
-
-def widths(name: str) -> tuple[int, int, int, int]:
-    """Channels of the stem and the three groups of ``name``."""
-    k = CONFIGS[name][1]
-    return 16, 16 * k, 32 * k, 64 * k
+#: name -> (depth, widen factor), and the channels of each group, in :mod:`.configs` (torch-free).
+CONFIGS = WRN_CONFIGS
+widths = wrn_widths
 
 
 class BasicBlock(nn.Module):

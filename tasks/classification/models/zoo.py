@@ -17,6 +17,10 @@ definition). Each architecture declares three taps, computed without a forward p
 
 Strides are relative to the model's native input: 32x32 for CIFAR models, 224x224 for ImageNet ones.
 
+The table itself (:data:`ARCHS`, :class:`Arch`, :func:`arch_names`, :func:`get_arch`, :func:`tap_specs`) lives in
+:mod:`.arch`, free of torch, and is re-exported here; this module adds what needs torch: :func:`build`,
+:func:`validate_taps` and :func:`register_arch`.
+
 Architectures from outside diffbench register with :func:`register_arch` (a decorator in the style of
 timm's ``@register_model``, declaring the builder's taps beside it); a plugin module that uses it is
 imported through the ``diffbench.archs`` entry point group or ``--import`` (:mod:`bench.jobs.plugins`). When
@@ -26,53 +30,42 @@ timm is installed, every timm model is an architecture too, as ``timm/<model nam
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from methods.base import TapSpec, UserError
+from methods.errors import UserError
 from tasks.base import TapRecorder
-from tasks.classification.models import mobilenetv1, mobilenetv2, resnet, resnetv2, shufflenetv1, shufflenetv2, vgg, wrn
+from tasks.classification.models.arch import (
+    ARCHS,
+    TIMM_PREFIX,
+    Arch,
+    LazyBuilder,
+    add_arch,
+    arch_names,
+    get_arch,
+    is_timm,
+    tap_specs,
+)
 
-
-@dataclass(frozen=True)
-class Arch:
-    """One registry entry.
-
-    Attributes:
-        name: the CLI name.
-        builder: ``builder(num_classes) -> nn.Module`` (freshly initialised, ``forward`` returns logits).
-        imagenet: True for ImageNet-resolution models (224x224), False for CIFAR ones (32x32).
-        hint: (module path, channels, stride) of the hint tap.
-        feat: (module path, channels, stride) of the feature tap.
-        logits: module path of the classifier.
-        size: the native input side when it is neither 32 nor 224 (plugins, timm models).
-    """
-
-    name: str
-    builder: Callable[[int], nn.Module]
-    imagenet: bool
-    hint: tuple[str, int, int]
-    feat: tuple[str, int, int]
-    logits: str
-    size: int | None = None
-
-    @property
-    def input_size(self) -> int:
-        return self.size or (224 if self.imagenet else 32)
-
-
-ARCHS: dict[str, Arch] = {}
+__all__ = [
+    "ARCHS",
+    "TIMM_PREFIX",
+    "Arch",
+    "Builder",
+    "LazyBuilder",
+    "arch_names",
+    "build",
+    "get_arch",
+    "is_timm",
+    "register_arch",
+    "tap_specs",
+    "torchvision_model",
+    "validate_taps",
+]
 
 #: ``builder(num_classes) -> nn.Module``, what :func:`register_arch` decorates.
 Builder = Callable[[int], nn.Module]
-
-
-def _add(arch: Arch) -> None:
-    if arch.name in ARCHS:
-        raise ValueError(f"architecture {arch.name!r} registered twice")
-    ARCHS[arch.name] = arch
 
 
 def register_arch(
@@ -102,100 +95,25 @@ def register_arch(
     """
 
     def decorate(builder: Builder) -> Builder:
-        _add(Arch(name or builder.__name__, builder, input_size >= 224, tuple(hint), tuple(feat), logits,
-                  None if input_size in (32, 224) else input_size))  # fmt: skip
+        add_arch(Arch(name or builder.__name__, builder, input_size >= 224, tuple(hint), tuple(feat), logits,
+                      None if input_size in (32, 224) else input_size))  # fmt: skip
         return builder
 
     return decorate
 
 
-def _bind(fn: Callable[..., nn.Module], *args: object) -> Callable[[int], nn.Module]:
-    return lambda num_classes: fn(*args, num_classes)
-
-
-def _torchvision_builder(fn: Callable[..., nn.Module]) -> Callable[[int], nn.Module]:
-    """torchvision's builder with no weights (nothing is downloaded; load files with ``load_weights``)."""
-    return lambda num_classes: fn(weights=None, num_classes=num_classes)
-
-
-def _register_all() -> None:
-    for name, (_, f) in resnet.CONFIGS.items():
-        _add(Arch(name, _bind(resnet.build, name), False, ("layer2", f[2], 2), ("layer3", f[3], 4), "fc"))
-    for name in resnetv2.CONFIGS:
-        if name not in ("ResNet18", "ResNet50"):  # mdistiller's zoo lists only these two
-            continue
-        e = resnetv2.expansion(name)
-        _add(Arch(name, _bind(resnetv2.build, name), False, ("layer2", 128 * e, 2), ("layer4", 512 * e, 8), "linear"))
-    for name in wrn.CONFIGS:
-        w = wrn.widths(name)
-        _add(Arch(name, _bind(wrn.build, name), False, ("block2", w[2], 2), ("relu", w[3], 4), "fc"))
-    for name, letter in vgg.CONFIGS.items():
-        c = vgg.CFG[letter]
-        _add(Arch(name, _bind(vgg.build, name), False, ("relu2", c[2][-1], 4), ("relu4", c[4][-1], 8), "classifier"))
-    _add(Arch("MobileNetV2", mobilenetv2.mobile_half, False, ("blocks.2", 16, 4), ("conv2", 1280, 16), "classifier"))
-    _add(Arch("ShuffleV1", shufflenetv1.shuffle_v1, False, ("layer2", 480, 4), ("layer3", 960, 8), "linear"))
-    _add(Arch("ShuffleV2", shufflenetv2.shuffle_v2, False, ("layer2", 232, 4), ("relu", 1024, 8), "linear"))
-
+def torchvision_model(name: str, num_classes: int) -> nn.Module:
+    """torchvision's builder ``name`` with no weights (nothing is downloaded; load files with ``load_weights``)."""
     import torchvision
 
-    for name, width in (("resnet18", 1), ("resnet34", 1), ("resnet50", 4)):
-        fn = getattr(torchvision.models, name)
-        _add(
-            Arch(
-                name,
-                _torchvision_builder(fn),
-                True,
-                ("layer3", 256 * width, 16),
-                ("layer4", 512 * width, 32),
-                "fc",
-            )
-        )
-    _add(Arch("MobileNetV1", mobilenetv1.MobileNetV1, True, ("model.11", 512, 16), ("model.13", 1024, 32), "fc"))
-
-
-_register_all()
-
-
-def arch_names(imagenet: bool | None = None) -> list[str]:
-    """Registered names, in registry order; ``imagenet`` filters ImageNet (True) or CIFAR (False) models."""
-    return [n for n, a in ARCHS.items() if imagenet is None or a.imagenet == imagenet]
-
-
-def get_arch(arch: str) -> Arch:
-    """The registry entry of ``arch`` (or a ``timm/<model>`` name); :class:`UserError` naming valid ones if unknown."""
-    if arch in ARCHS:
-        return ARCHS[arch]
-    if is_timm(arch):
-        from tasks.classification.models.timm_archs import timm_arch
-
-        return timm_arch(arch)
-    raise UserError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)} (or timm/<model> with timm installed)")
-
-
-def is_timm(arch: str | None) -> bool:
-    """Whether ``arch`` names a timm model (``timm/resnet18``): resolved on use, never listed."""
-    return isinstance(arch, str) and arch.startswith(TIMM_PREFIX)
-
-
-#: Prefix of the architecture names that are timm models.
-TIMM_PREFIX = "timm/"
+    return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
 
 
 def build(arch: str, num_classes: int) -> nn.Module:
     """A freshly initialised ``arch`` with ``num_classes`` outputs; ``forward(x)`` returns the logits."""
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
-    return get_arch(arch).builder(num_classes)
-
-
-def tap_specs(arch: str, num_classes: int) -> dict[str, TapSpec]:
-    """The ``hint``, ``feat`` and ``logits`` taps of ``arch``, without building or running it."""
-    a = get_arch(arch)
-    return {
-        "hint": TapSpec("hint", a.hint[1], a.hint[2], ("hint",), a.hint[0]),
-        "feat": TapSpec("feat", a.feat[1], a.feat[2], ("feature",), a.feat[0]),
-        "logits": TapSpec("logits", num_classes, 0, ("logits",), a.logits),
-    }
+    return get_arch(arch).build(num_classes)
 
 
 def validate_taps(

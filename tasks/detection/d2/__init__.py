@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from methods.base import UserError
+from methods.errors import UserError
 
 #: Every arch name of this backend starts with it: it is how the detection task picks the backend.
 PREFIX = "d2_"

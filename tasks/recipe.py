@@ -1,0 +1,128 @@
+"""The training recipe of a job: optimiser, schedule, batch and speed settings (free of torch).
+
+Kept apart from :mod:`tasks.base` (which imports torch) because planning a grid, hashing its jobs and every
+command that does not train read and compare recipes without ever building a model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from methods.errors import UserError
+
+#: ``Recipe.precision`` values: autocast dtypes (``fp16`` adds a gradient scaler).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: ``Recipe.compile`` values: ``off`` or a ``torch.compile`` mode.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+PIPELINES = ("auto", "device", "pil")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe: optimiser, schedule and batch. Presets live with each task.
+
+    ``schedule`` is ``"step"`` (``milestones`` in epochs, × ``gamma``), ``"poly"`` (power
+    ``poly_power`` over all iterations) or ``"cosine"``. ``warmup_epochs`` ramps the lr linearly from
+    ``warmup_factor × lr`` (may be fractional: detection warms up over a few hundred iterations).
+
+    Speed fields change how a job computes, so they are part of its identity like the rest:
+    ``precision`` (``fp32`` | ``bf16`` | ``fp16`` autocast; ``auto``: bf16 on CUDA, fp32 elsewhere),
+    ``channels_last`` (``None``: on for CUDA), ``compile`` (``off`` or a ``torch.compile`` mode) and
+    ``data_pipeline`` (``device``: in-memory data sets live on the training device and are augmented there
+    in batches; ``pil``: a per-sample DataLoader; ``auto``: ``device`` where the data set supports it).
+    :meth:`resolved` turns the ``auto`` values into what a device will run; jobs only hold resolved recipes.
+    ``eval_batch_size`` (default: the training batch) and ``num_workers`` change speed only.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    #: weight decay on 1-D parameters (biases, normalisation weights) too; mdistiller: yes, DiffKD's ImageNet: no.
+    weight_decay_1d: bool = True
+    schedule: str = "step"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    poly_power: float = 0.9
+    warmup_epochs: float = 0.0
+    warmup_factor: float = 0.001
+    eval_every: int = 1
+    num_workers: int = 2
+    #: cap on training steps per epoch (smoke runs); part of a job's identity like every other field.
+    max_steps: int | None = None
+    precision: str = "auto"
+    channels_last: bool | None = None
+    compile: str = "off"
+    data_pipeline: str = "auto"
+    #: BatchNorm statistics over the global batch when a job runs on several workers (``None``: the task's
+    #: default, on for segmentation as published); no effect on one worker.
+    sync_bn: bool | None = None
+    eval_batch_size: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse values no run can use, with one line naming the field (they would crash much later)."""
+        ints = {"epochs": 1, "batch_size": 1, "eval_every": 1, "num_workers": 0}
+        for name, low in ints.items():
+            value = getattr(self, name)
+            if isinstance(value, float) and value.is_integer():
+                object.__setattr__(self, name, int(value))
+            elif not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise UserError(f"recipe {name} must be an integer >= {low}, got {value!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise UserError(f"recipe max_steps must be an integer >= 1, got {self.max_steps!r}")
+        for name in ("lr", "momentum", "weight_decay", "gamma", "poly_power", "warmup_epochs", "warmup_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UserError(f"recipe {name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise UserError(f"recipe {name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))  # 1 and 1.0 are the same recipe (and job hash)
+        if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise UserError(
+                f"recipe needs lr > 0 and momentum, weight_decay, warmup_epochs >= 0 (got lr={self.lr}, "
+                f"momentum={self.momentum}, weight_decay={self.weight_decay}, "
+                f"warmup_epochs={self.warmup_epochs})"
+            )
+        if self.schedule not in ("step", "poly", "cosine"):
+            raise UserError(f"unknown lr schedule {self.schedule!r}; valid: step, poly, cosine")
+        for name, valid in (("precision", PRECISIONS), ("compile", COMPILE_MODES), ("data_pipeline", PIPELINES)):
+            if getattr(self, name) not in valid:
+                raise UserError(f"recipe {name} {getattr(self, name)!r} is not valid; valid: {', '.join(valid)}")
+        for name in ("channels_last", "sync_bn"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise UserError(f"recipe {name} must be true, false or null (auto), got {getattr(self, name)!r}")
+        ebs = self.eval_batch_size
+        if ebs is not None and (not isinstance(ebs, int) or isinstance(ebs, bool) or ebs < 1):
+            raise UserError(f"recipe eval_batch_size must be an integer >= 1, got {self.eval_batch_size!r}")
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        d["extra"] = dict(self.extra)
+        return d
+
+    def updated(self, **changes: Any) -> Recipe:
+        """A copy with ``changes`` applied (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def resolved(self, device_type: str, resident: bool) -> Recipe:
+        """The ``auto`` speed settings decided for a device (``cpu`` / ``cuda``) and data set.
+
+        ``resident``: whether the data set can live on the device (in-memory sets). CPU keeps fp32 and
+        contiguous tensors (what the official code ran, and the fastest there); CUDA gets bf16 autocast
+        and channels_last. A job on a GPU without bf16 (before Ampere) should ask for ``fp16``.
+        """
+        cuda = device_type == "cuda"
+        return replace(
+            self,
+            precision=("bf16" if cuda else "fp32") if self.precision == "auto" else self.precision,
+            channels_last=cuda if self.channels_last is None else self.channels_last,
+            data_pipeline=("device" if resident else "pil") if self.data_pipeline == "auto" else self.data_pipeline,
+        )

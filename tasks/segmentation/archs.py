@@ -1,0 +1,67 @@
+"""The segmentation architecture table, free of torch: what each arch is, without building it.
+
+Names, head families, the backbone map the ``feat`` tap sits on (module path and channels), whether an FCN
+auxiliary head is trained, and the output stride every model shares. The task's spec lists, checks and taps
+architectures and picks DiffKD's autoencoder from this table alone; :mod:`.models` builds each arch from the
+same entries (its docstring says how the models reach output stride 8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from methods.errors import UserError
+
+#: Spatial reduction of every backbone's last stage and of the logits.
+OUTPUT_STRIDE = 8
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What the task needs to know about an architecture without building it.
+
+    Attributes:
+        family: the head, ``"deeplabv3"`` or ``"pspnet"``.
+        feat_module: module path of the backbone's last stage (the ``feat`` tap).
+        feat_channels: its channels.
+        aux: whether the model has an FCN auxiliary head on the stage before the last (trained with weight 0.4).
+        description: one line for listings.
+    """
+
+    family: str
+    feat_module: str
+    feat_channels: int
+    aux: bool
+    description: str
+
+
+#: (widths, blocks per stage) of the tiny CPU-preset backbones (:class:`~tasks.segmentation.models.TinyResNet`).
+TINY_TEACHER = ((32, 64, 128, 256), (2, 2, 2, 2))
+TINY_STUDENT = ((16, 32, 64, 128), (1, 1, 1, 1))
+
+ARCHS: dict[str, ArchSpec] = {
+    "deeplabv3_r101": ArchSpec(
+        "deeplabv3", "backbone.layer4", 2048, True, "DeepLabV3, dilated ResNet-101 (teacher)"
+    ),
+    "deeplabv3_r50": ArchSpec("deeplabv3", "backbone.layer4", 2048, True, "DeepLabV3, dilated ResNet-50"),
+    "deeplabv3_r18": ArchSpec("deeplabv3", "backbone.layer4", 512, True, "DeepLabV3, dilated ResNet-18"),
+    "pspnet_r18": ArchSpec("pspnet", "backbone.layer4", 512, True, "PSPNet, dilated ResNet-18"),
+    # No auxiliary head: CIRKD trains its mobile students without one.
+    "deeplabv3_mbv3": ArchSpec(
+        "deeplabv3", "backbone.16", 960, False, "DeepLabV3, MobileNetV3-Large at stride 8"
+    ),
+    "deeplabv3_tiny_t": ArchSpec(
+        "deeplabv3", "backbone.layer4", TINY_TEACHER[0][3], True, "tiny DeepLabV3 teacher (CPU preset)"
+    ),
+    "deeplabv3_tiny_s": ArchSpec(
+        "deeplabv3", "backbone.layer4", TINY_STUDENT[0][3], True, "tiny DeepLabV3 student (CPU preset)"
+    ),
+}
+
+
+def arch_spec(arch: str) -> ArchSpec:
+    """The table entry of ``arch``; ``UserError`` listing the valid names otherwise."""
+    try:
+        return ARCHS[arch]
+    except KeyError:
+        raise UserError(f"unknown segmentation arch {arch!r}; valid: {', '.join(sorted(ARCHS))}") from None
