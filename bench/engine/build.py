@@ -8,7 +8,6 @@ tensor (a step then never copies a Python float to the GPU).
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,26 +18,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from bench.engine.device import available_cpus
 from bench.engine.distributed import Dist, convert_sync_bn, epoch_seed, seed_epoch
 from bench.jobs.spec import VANILLA, JobSpec
-from methods.base import Method, UserError, build_method
+from methods.base import Method, build_method
+from methods.errors import UserError
 from tasks.base import Recipe, Task, get_task
-
-
-def pick_device(device: str | None) -> torch.device:
-    """``auto`` (or None) → CUDA when available, else CPU; a CUDA request without CUDA is a UserError."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
-    if device.startswith("cuda:") and device[5:].isdigit() and int(device[5:]) >= torch.cuda.device_count():
-        raise UserError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from None
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -54,14 +39,6 @@ def seed_everything(seed: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed)
     return g
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask: what Ray, Slurm or ``taskset`` gave it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass

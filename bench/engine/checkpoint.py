@@ -12,13 +12,15 @@ Imports torch only (no Ray, no MLflow).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from bench.jobs.files import previous_path
+from methods.errors import first_line
 
 
 def save_atomic(obj: Any, path: Path, keep_previous: bool = False) -> None:
@@ -42,11 +44,6 @@ def save_atomic(obj: Any, path: Path, keep_previous: bool = False) -> None:
     os.replace(tmp, path)
 
 
-def previous_path(path: Path) -> Path:
-    """``checkpoint.pt`` -> ``checkpoint.prev.pt``: the copy :func:`save_atomic` keeps."""
-    return path.with_name(f"{path.stem}.prev{path.suffix}")
-
-
 def load_checkpoint(path: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
     """The newest readable training state of a job: ``path``, else its previous copy, else ``None``.
 
@@ -64,7 +61,7 @@ def load_checkpoint(path: Path, log: Callable[[str], None]) -> dict[str, Any] | 
                 log(f"warning: resuming from {candidate.name} (epoch {state['epoch']}): {path.name} was unusable")
             return state
         except Exception as err:  # noqa: BLE001 - a torn or foreign file: fall back, never give up
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            first = first_line(err, 200)
             corrupt = candidate.with_name(candidate.name + ".corrupt")
             with contextlib.suppress(OSError):
                 os.replace(candidate, corrupt)
@@ -75,15 +72,10 @@ def load_checkpoint(path: Path, log: Callable[[str], None]) -> dict[str, Any] | 
     return None
 
 
-def read_result(workdir: Path) -> dict[str, Any] | None:
-    """A finished job's ``result.json``, or ``None`` when it is missing or unreadable (then it is re-made)."""
-    path = Path(workdir) / "result.json"
+def student_file_loads(path: Path) -> bool:
+    """Whether ``path`` is a student file that loads (a teacher's ``student.pt`` is read by its students)."""
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict) or "history" not in data:
-        return None
-    return data
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - any unreadable file counts as missing
+        return False
+    return isinstance(obj, dict) and "student" in obj

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from methods.base import UserError
+from methods.errors import UserError, first_line
 
 #: Export formats and the suffix each file gets when ``--out`` is a folder.
 FORMATS: dict[str, str] = {
@@ -95,7 +95,7 @@ def load_student(path: Path | str) -> Student:
     try:
         record = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        first = first_line(err, 200)
         raise UserError(f"{path} cannot be read: {first}") from None
     if not isinstance(record, dict) or not all(k in record for k in _RECORD) or "student" not in record:
         raise UserError(f"{path} is not a diffbench student file (it records no {'/'.join(_RECORD)}); export takes "

@@ -1,14 +1,14 @@
 """The training loop: one job, in-process, resumable. Imports neither Ray nor MLflow.
 
-Read it top to bottom like torchvision's reference ``train.py``: build the task's data and models,
-the method, one SGD optimiser over the student *and* the method's extras (``bench.engine.build``), then epochs
-of paired forwards (``bench.engine.step``: precision, compilation, loss terms kept on the device). After every
-epoch the full state is written atomically to ``<job dir>/checkpoint.pt`` (``bench.engine.checkpoint``); a
-restarted job continues from it, so a crash loses at most the epoch in flight. The exported
-``student.pt`` holds the student's weights only.
+Read it top to bottom like torchvision's reference ``train.py``: :func:`run_job` builds the task's data and
+models, the method and one SGD optimiser over the student *and* the method's extras (:mod:`.build`), then
+:func:`_train` runs epochs of paired forwards (:mod:`.step`: precision, compilation, loss terms kept on the
+device). After every epoch the full state is written atomically to ``<job dir>/checkpoint.pt``
+(:mod:`.checkpoint`); a restarted job continues from it, so a crash loses at most the epoch in flight. The
+exported ``student.pt`` holds the student's weights only.
 
-Executors (``bench.execute.ray_tune``) wrap :func:`run_job` and pass a ``reporter`` callback that forwards
-each epoch's metrics to Ray Tune or MLflow.
+The loop tells its caller what happens through callbacks (``on_begin``, ``reporter``, ``on_step``); the
+executors turn them into the driver's events (:mod:`bench.execute.events`).
 """
 
 from __future__ import annotations
@@ -18,36 +18,23 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
-from bench.engine.build import Built, build_job, build_models, make_optimizer, pick_device, seed_everything, set_lr
-from bench.engine.checkpoint import load_checkpoint, previous_path, read_result, save_atomic
+from bench.engine.build import Built, build_job, make_optimizer, seed_everything, set_lr
+from bench.engine.checkpoint import load_checkpoint, save_atomic
+from bench.engine.device import pick_device
 from bench.engine.distributed import Dist
-from bench.execute.lock import check_claim, describe_os_error, is_write_error
-from bench.jobs.spec import JobSpec, job_dir
-from bench.engine.step import NonFinite, Stepper, autocast
-from methods.base import Progress, UserError
-from tasks.base import Recipe, get_task
-
-__all__ = [
-    "Built",
-    "JobFailed",
-    "JobResult",
-    "build_models",
-    "evaluate_checkpoint",
-    "lr_factor",
-    "make_optimizer",
-    "pick_device",
-    "previous_path",
-    "read_result",
-    "run_job",
-    "train_step",
-]
+from bench.engine.step import NonFinite, Stepper
+from bench.jobs.compat import needs_device_resolution
+from bench.jobs.files import CHECKPOINT, LOG, RESULT, STUDENT, STUDENT_BEST, describe_os_error, is_write_error, job_dir
+from bench.jobs.spec import JobSpec
+from methods.errors import UserError
+from methods.taps import Progress
+from tasks.recipe import Recipe
 
 
 class JobFailed(RuntimeError):
@@ -108,21 +95,6 @@ def lr_factor(recipe: Recipe, iteration: int, iters_per_epoch: int) -> float:
     return factor
 
 
-def train_step(
-    built: Built, batch: Any, device: torch.device, progress: Progress, optimizer: torch.optim.Optimizer,
-    precision: str = "fp32",
-) -> tuple[dict[str, torch.Tensor], int]:  # fmt: skip
-    """One full training step; returns the (detached) named loss terms and ``loss``, and the batch's images.
-
-    A convenience over :class:`bench.engine.step.Stepper` for callers that want the terms of one step.
-    """
-    stepper = Stepper(built, optimizer, device, precision)
-    images = stepper.step(batch, progress)
-    values = stepper._last.to(torch.float32)  # noqa: SLF001 - this step's terms, in order
-    names = [*(stepper.names or []), "loss"]
-    return dict(zip(names, values.unbind(0), strict=True)), images
-
-
 def _crash_hook(workdir: Path, epoch: int, method: str) -> None:
     """Test hook: ``DIFFBENCH_CRASH_ONCE_AT_EPOCH=N`` kills the job once after epoch N was checkpointed.
 
@@ -146,7 +118,6 @@ def run_job(
     log: Callable[[str], None] = print,
     on_step: Callable[[int, int, int, float], None] | None = None,
     on_begin: Callable[[int], None] | None = None,
-    claim_token: str | None = None,
     cpus: int | None = None,
     dist: Dist | None = None,
 ) -> JobResult:
@@ -162,10 +133,8 @@ def run_job(
             loss is the last one read from the device).
         on_begin: called once before training with the last epoch already done (0: a fresh start), so a
             driver knows whether the job resumes or restarts.
-        claim_token: the token of the grid driver that claimed this job (see :mod:`bench.execute.lock`); the job
-            refuses to train when another live driver holds its claim.
         cpus: CPUs the job was given (Ray's allocation); DataLoader workers are sized to them.
-        dist: this process's rank in a data-parallel job (:mod:`bench.engine.distributed`); every rank calls
+        dist: this process's rank in a data-parallel job (:mod:`.distributed`); every rank calls
             ``run_job`` with the same spec, rank 0 writes the files, every rank gets the same result.
 
     Raises:
@@ -182,7 +151,6 @@ def run_job(
     # Bad input fails here, before anything is written.
     built = build_job(spec, output, dev, generator, cpus, dist, log)
     workdir = job_dir(output, spec.job_hash)
-    check_claim(workdir, claim_token)
     try:
         return _train(spec, built, workdir, dev, reporter, log, on_step, on_begin)
     except NonFinite as err:
@@ -198,6 +166,16 @@ def _silent(_message: str) -> None:
     """The log of ranks other than 0 (rank 0 speaks for the job)."""
 
 
+@dataclass
+class _State:
+    """What a checkpoint carries besides the modules: where training is and what it measured so far."""
+
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)
+
+
 def _train(
     spec: JobSpec,
     built: Built,
@@ -209,13 +187,13 @@ def _train(
     on_begin: Callable[[int], None] | None,
 ) -> JobResult:
     recipe = spec.recipe_obj()
-    if recipe.precision == "auto":  # a spec written before recipes were resolved at planning time
+    if needs_device_resolution(spec.recipe):
         recipe = recipe.resolved(dev.type, spec.dataset in built.task.resident_datasets)
     main = built.dist.main
     if main:
         workdir.mkdir(parents=True, exist_ok=True)
         save_atomic(json.dumps(spec.to_dict(), indent=2, default=str), workdir / "config.json")
-        log = _tee(log, workdir / "train.log")
+        log = _tee(log, workdir / LOG)
     workers = f", {built.dist.world_size} workers" if built.dist.parallel else ""
     log(f"[{spec.label}] job {spec.job_hash} on {dev}{workers} in {workdir} ({recipe.precision}, "
         f"data {recipe.data_pipeline})")  # fmt: skip
@@ -223,113 +201,142 @@ def _train(
     stepper = Stepper(built, optimizer, dev, recipe.precision, recipe.compile, log, built.dist)
     iters = len(built.train_loader) if recipe.max_steps is None else min(recipe.max_steps, len(built.train_loader))
 
-    start_epoch, history, best, extra = 1, [], {}, {}
-    ckpt_path = workdir / "checkpoint.pt"
-    state = load_checkpoint(ckpt_path, log)
-    if state is not None:
-        built.student.load_state_dict(state["student"])
-        if built.method is not None and state.get("method") is not None:
-            built.method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        _lr_on_device(optimizer, dev)
-        stepper.load_state_dict(state.get("step"))
-        start_epoch, history, best, extra = state["epoch"] + 1, state["history"], state["best"], state["extra"]
-        log(f"[{spec.label}] resumed from epoch {state['epoch']}")
-    elif built.teacher is not None:
-        primary = built.task.primary_metric
-        extra["teacher_" + primary] = stepper.evaluate(built.teacher, built.val_loader)[primary]
-        log(f"[{spec.label}] teacher {primary} = {extra['teacher_' + primary]:.2f}")
-
+    state = _resume(spec, built, workdir / CHECKPOINT, optimizer, stepper, dev, log)
     if on_begin is not None:
-        on_begin(start_epoch - 1)
-    primary = built.task.primary_metric
-    train_time, train_images = extra.get("train_time", 0.0), extra.get("train_images", 0)
+        on_begin(state.epoch)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    lr = recipe.lr
-    for epoch in range(start_epoch, recipe.epochs + 1):
-        built.start_epoch(epoch)
-        built.student.train()
-        if built.method is not None:
-            built.method.train()
-        stepper.reset()
-        t0 = time.perf_counter()
-        seen = 0
-        for step, batch in enumerate(built.train_loader):
-            if step >= iters:
-                break
-            it = (epoch - 1) * iters + step
-            lr = recipe.lr * lr_factor(recipe, it, iters)
-            set_lr(optimizer, lr)
-            progress = Progress(epoch=epoch, epochs=recipe.epochs, step=it, steps_per_epoch=iters)
-            seen += stepper.step(batch, progress)
-            stepper.check(epoch, step, force=step + 1 == iters)
-            if on_step is not None:
-                on_step(epoch, step + 1, iters, stepper.last_loss)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        elapsed = time.perf_counter() - t0
-        train_time += elapsed
-        train_images += seen
-        metrics = stepper.means()
-        metrics["lr"] = lr
-        metrics["epoch_time_s"] = elapsed
-        if dev.type == "cuda":  # what the driver checks packed jobs against (see GridRun.check_packing)
-            metrics["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-            metrics["device_mem_mb"] = torch.cuda.get_device_properties(dev).total_memory / 2**20
-        if epoch % recipe.eval_every == 0 or epoch == recipe.epochs:
-            val = stepper.evaluate(built.student, built.val_loader)
-            metrics.update({f"val/{k}": v for k, v in val.items()})
-            if val[primary] > best.get(primary, -math.inf):
-                best = {**val, "epoch": epoch}
-                if main:
-                    save_atomic(_export(spec, built), workdir / "student_best.pt")
-        metrics["epoch"] = epoch
-        history.append(metrics)
-        extra.update(train_time=train_time, train_images=train_images)
+    for epoch in range(state.epoch + 1, recipe.epochs + 1):
+        metrics = _train_epoch(built, stepper, optimizer, recipe, epoch, iters, dev, on_step)
+        state.extra["train_time"] = state.extra.get("train_time", 0.0) + metrics["epoch_time_s"]
+        state.extra["train_images"] = state.extra.get("train_images", 0) + metrics.pop("images")
         if stepper.compile_time_s:
-            extra["compile_time_s"] = extra.get("compile_time_s", 0.0) + stepper.compile_time_s
+            state.extra["compile_time_s"] = state.extra.get("compile_time_s", 0.0) + stepper.compile_time_s
             stepper.compile_time_s = 0.0
+        if epoch % recipe.eval_every == 0 or epoch == recipe.epochs:
+            _validate(spec, built, stepper, state, metrics, epoch, workdir, main)
+        metrics["epoch"] = epoch
+        state.epoch = epoch
+        state.history.append(metrics)
         if main:  # every rank holds the same state; rank 0 writes it
-            save_atomic(
-                {
-                    "student": _unwrapped_state(built.student),
-                    "method": _unwrapped_state(built.method) if built.method is not None else None,
-                    "optimizer": optimizer.state_dict(),
-                    "step": stepper.state_dict(),
-                    "epoch": epoch,
-                    "history": history,
-                    "best": best,
-                    "extra": extra,
-                    "spec": spec.to_dict(),
-                },
-                ckpt_path,
-                keep_previous=True,
-            )
+            _save_checkpoint(spec, built, optimizer, stepper, state, workdir / CHECKPOINT)
         shown = " ".join(
             f"{k.replace('/', '_')}={v:.4g}" for k, v in metrics.items() if k == "train/loss" or k.startswith("val/")
         )
-        log(f"[{spec.label}] epoch {epoch}/{recipe.epochs} {shown} ({elapsed:.1f}s)")
+        log(f"[{spec.label}] epoch {epoch}/{recipe.epochs} {shown} ({metrics['epoch_time_s']:.1f}s)")
         if reporter is not None:
-            reporter(epoch, metrics, ckpt_path)
+            reporter(epoch, metrics, workdir / CHECKPOINT)
         if main:
             _crash_hook(workdir, epoch, spec.method)
+    return _finish(spec, built, state, recipe, workdir, dev)
 
-    student_path = workdir / "student.pt"
-    if main:
+
+def _resume(
+    spec: JobSpec, built: Built, path: Path, optimizer: torch.optim.Optimizer, stepper: Stepper, dev: torch.device,
+    log: Callable[[str], None],
+) -> _State:  # fmt: skip
+    """The job's checkpointed state loaded into its modules, or a fresh state (with the teacher's score)."""
+    saved = load_checkpoint(path, log)
+    if saved is None:
+        state = _State()
+        if built.teacher is not None:
+            primary = built.task.primary_metric
+            state.extra["teacher_" + primary] = stepper.evaluate(built.teacher, built.val_loader)[primary]
+            log(f"[{spec.label}] teacher {primary} = {state.extra['teacher_' + primary]:.2f}")
+        return state
+    built.student.load_state_dict(saved["student"])
+    if built.method is not None and saved.get("method") is not None:
+        built.method.load_state_dict(saved["method"])
+    optimizer.load_state_dict(saved["optimizer"])
+    _lr_on_device(optimizer, dev)
+    stepper.load_state_dict(saved.get("step"))
+    log(f"[{spec.label}] resumed from epoch {saved['epoch']}")
+    return _State(saved["epoch"], saved["history"], saved["best"], saved["extra"])
+
+
+def _train_epoch(
+    built: Built, stepper: Stepper, optimizer: torch.optim.Optimizer, recipe: Recipe, epoch: int, iters: int,
+    dev: torch.device, on_step: Callable[[int, int, int, float], None] | None,
+) -> dict[str, float]:  # fmt: skip
+    """One epoch of steps; the epoch's mean loss terms, last lr, wall time and images seen."""
+    built.start_epoch(epoch)
+    built.student.train()
+    if built.method is not None:
+        built.method.train()
+    stepper.reset()
+    t0 = time.perf_counter()
+    seen, lr = 0, recipe.lr
+    for step, batch in enumerate(built.train_loader):
+        if step >= iters:
+            break
+        it = (epoch - 1) * iters + step
+        lr = recipe.lr * lr_factor(recipe, it, iters)
+        set_lr(optimizer, lr)
+        seen += stepper.step(batch, Progress(epoch=epoch, epochs=recipe.epochs, step=it, steps_per_epoch=iters))
+        stepper.check(epoch, step, force=step + 1 == iters)
+        if on_step is not None:
+            on_step(epoch, step + 1, iters, stepper.last_loss)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    metrics = {**stepper.means(), "lr": lr, "epoch_time_s": time.perf_counter() - t0, "images": seen}
+    if dev.type == "cuda":  # what the driver checks packed jobs against (see GridRun.check_packing)
+        metrics["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        metrics["device_mem_mb"] = torch.cuda.get_device_properties(dev).total_memory / 2**20
+    return metrics
+
+
+def _validate(
+    spec: JobSpec, built: Built, stepper: Stepper, state: _State, metrics: dict[str, float], epoch: int,
+    workdir: Path, main: bool,
+) -> None:  # fmt: skip
+    """Evaluate the student into ``metrics``; a new best is kept in ``state`` and exported as ``student_best.pt``."""
+    primary = built.task.primary_metric
+    val = stepper.evaluate(built.student, built.val_loader)
+    metrics.update({f"val/{k}": v for k, v in val.items()})
+    if val[primary] > state.best.get(primary, -math.inf):
+        state.best = {**val, "epoch": epoch}
+        if main:
+            save_atomic(_export(spec, built), workdir / STUDENT_BEST)
+
+
+def _save_checkpoint(
+    spec: JobSpec, built: Built, optimizer: torch.optim.Optimizer, stepper: Stepper, state: _State, path: Path
+) -> None:
+    save_atomic(
+        {
+            "student": _unwrapped_state(built.student),
+            "method": _unwrapped_state(built.method) if built.method is not None else None,
+            "optimizer": optimizer.state_dict(),
+            "step": stepper.state_dict(),
+            "epoch": state.epoch,
+            "history": state.history,
+            "best": state.best,
+            "extra": state.extra,
+            "spec": spec.to_dict(),
+        },
+        path,
+        keep_previous=True,
+    )
+
+
+def _finish(spec: JobSpec, built: Built, state: _State, recipe: Recipe, workdir: Path, dev: torch.device) -> JobResult:
+    """Export the last student and write ``result.json``: best and last metrics, time, throughput."""
+    student_path = workdir / STUDENT
+    if built.dist.main:
         save_atomic(_export(spec, built), student_path)
-    last = {k.removeprefix("val/"): v for k, v in history[-1].items() if k.startswith("val/")}
-    summary = {f"best_{k}": v for k, v in best.items() if k != "epoch"}
+    last = {k.removeprefix("val/"): v for k, v in state.history[-1].items() if k.startswith("val/")}
+    summary = {f"best_{k}": v for k, v in state.best.items() if k != "epoch"}
     summary.update({f"last_{k}": v for k, v in last.items()})
-    summary["best_epoch"] = best.get("epoch", recipe.epochs)
+    summary["best_epoch"] = state.best.get("epoch", recipe.epochs)
+    train_time = state.extra.get("train_time", 0.0)
     summary["train_time_s"] = train_time
-    summary["images_per_s"] = train_images / train_time if train_time else 0.0
+    summary["images_per_s"] = state.extra.get("train_images", 0) / train_time if train_time else 0.0
     if dev.type == "cuda":
         summary["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-    summary.update({k: v for k, v in extra.items() if k.startswith("teacher_") or k == "compile_time_s"})
-    result = JobResult(spec.job_hash, "FINISHED", summary, history, str(student_path))
-    if main:
-        save_atomic(json.dumps(result.to_dict(), indent=2), workdir / "result.json")
+    summary.update({k: v for k, v in state.extra.items() if k.startswith("teacher_") or k == "compile_time_s"})
+    result = JobResult(spec.job_hash, "FINISHED", summary, state.history, str(student_path))
+    if built.dist.main:
+        save_atomic(json.dumps(result.to_dict(), indent=2), workdir / RESULT)
     built.dist.barrier()  # the files exist for every rank (and the driver) once any rank returns
     return result
 
@@ -367,47 +374,3 @@ def _export(spec: JobSpec, built: Built) -> dict[str, Any]:
         "num_classes": built.num_classes,
         "job": spec.to_dict(),
     }
-
-
-def recorded_job(checkpoint: Path) -> dict[str, Any]:
-    """What a diffbench ``student.pt`` says it is (arch, task, dataset, data_dir); ``{}`` for other files."""
-    try:
-        obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - unreadable files are reported by the strict loader
-        return {}
-    if not isinstance(obj, dict) or "arch" not in obj or "student" not in obj:
-        return {}
-    job = obj.get("job") or {}
-    return {"arch": obj.get("arch"), "task": obj.get("task"), "dataset": obj.get("dataset"),
-            "data_dir": job.get("data_dir")}  # fmt: skip
-
-
-def evaluate_checkpoint(
-    task_name: str,
-    dataset: str,
-    data_dir: Path | None,
-    arch: str,
-    checkpoint: Path,
-    device: str = "auto",
-    batch_size: int = 128,
-    precision: str = "fp32",
-    num_workers: int = 2,
-) -> dict[str, Any]:
-    """Evaluate a checkpoint (ours, mdistiller's or torchvision's) on the dataset's test split."""
-    task = get_task(task_name)
-    task.check_names(dataset, arch)
-    dev = pick_device(device)
-    recipe = task.recipe(dataset, arch).updated(batch_size=batch_size)
-    bundle = task.build_data(dataset, data_dir, recipe)
-    model = task.build_model(arch, bundle.num_classes, dataset)
-    task.load_weights(model, checkpoint)
-    model.to(dev)
-    from bench.engine.build import available_cpus
-
-    workers = min(num_workers, max(0, available_cpus() - 1))
-    loader = DataLoader(bundle.val, batch_size=batch_size, shuffle=False, collate_fn=bundle.collate_fn,
-                        num_workers=workers)  # fmt: skip
-    ctx = autocast(dev, precision) if task.eval_autocast else torch.autocast(dev.type, enabled=False)
-    with torch.inference_mode(), ctx:
-        metrics = task.evaluate(model, loader, dev)
-    return {**metrics, "images": len(bundle.val), "arch": arch, "dataset": dataset, "checkpoint": str(checkpoint)}

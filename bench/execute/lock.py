@@ -21,7 +21,6 @@ Nothing here imports torch, Ray or MLflow.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shlex
@@ -33,7 +32,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from methods.base import UserError
+from bench.jobs.files import describe_os_error
+from methods.errors import UserError
 
 LOCK_NAME = ".diffbench.lock"
 CLAIM_NAME = "claim.json"
@@ -248,7 +248,7 @@ def check_claim(job_dir: Path, token: str | None) -> None:
     raise UserError(f"job {Path(job_dir).name} is being trained by another diffbench driver ({holder.describe()})")
 
 
-def check_writable(output: Path) -> Path:
+def prepare_output(output: Path) -> Path:
     """Create ``output`` if needed and prove it is writable, before anything starts; one-line errors.
 
     Returns the resolved folder. Catches an output path that is a file, a read-only or immutable folder
@@ -272,45 +272,3 @@ def _probe(path: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     path.unlink()
-
-
-#: ``errno`` values that mean "the disk cannot take this write" (a re-run after freeing space resumes).
-WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM}
-
-
-def is_write_error(err: BaseException) -> bool:
-    """Whether ``err`` (or what it wraps) says the disk or store cannot be written, not that the code broke."""
-    seen = 0
-    while err is not None and seen < 8:
-        if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
-            return True
-        text = str(err).lower()
-        if "database or disk is full" in text or "readonly database" in text or "disk i/o error" in text:
-            return True
-        if "no space left on device" in text or "read-only file system" in text or "file too large" in text:
-            return True
-        err = err.__cause__ or err.__context__
-        seen += 1
-    return False
-
-
-class StorageFull(RuntimeError):
-    """The output folder or the MLflow store stopped taking writes during a grid (one line, exit 3).
-
-    Raised by the driver when a job failed because it could not write its files, or when a write to the
-    store failed: every other job would fail the same way, so the grid stops; a re-run resumes.
-    """
-
-
-def describe_os_error(err: BaseException) -> str:
-    """``No space left on device (path)`` without the traceback's noise; the OS error a wrapper hides, if any."""
-    inner: BaseException | None = err
-    for _ in range(8):
-        if inner is None:
-            break
-        if isinstance(inner, OSError) and inner.strerror:
-            where = f" ({inner.filename})" if inner.filename else ""
-            return f"{inner.strerror}{where}"
-        inner = inner.__cause__ or inner.__context__
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return first[:300]

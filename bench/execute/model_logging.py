@@ -1,6 +1,7 @@
 """The best student of a finished job as an MLflow model, loadable by URI (``runs:/<run id>/student``).
 
-The driver's tracker calls :func:`log_model` once per finished job. The model is logged with
+The grid's driver calls :func:`log_model` once per finished job, before its run is marked finished. It lives with
+the driver because it needs both the engine (to rebuild the student from its file) and MLflow. The model is logged with
 ``mlflow.pytorch.log_model`` in MLflow's ``pt2`` format (``torch.export``, safe to load and needing no
 diffbench code: ``mlflow.pytorch.load_model(uri)`` gives a module that maps ``images`` ``[batch, 3, H, W]``
 to ``logits``), with a tensor signature whose batch is dynamic; a model ``torch.export`` cannot capture is
@@ -19,8 +20,11 @@ import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bench.tracking.schema import MODEL_ARTIFACT
+from methods.errors import first_line
+
 #: The name of the logged model inside its run (``runs:/<run id>/student``).
-MODEL_NAME = "student"
+MODEL_NAME = MODEL_ARTIFACT
 
 
 def log_model(
@@ -43,7 +47,7 @@ def log_model(
     try:
         return _log(run_id, Path(workdir), tracking_uri)
     except Exception as err:  # noqa: BLE001 - an extra must never fail a grid
-        first = (str(err).strip().splitlines() or [""])[0][:300]
+        first = first_line(err)
         line = f"run {run_id}: student not logged as an MLflow model: {type(err).__name__}: {first}"
         (warn or logging.getLogger("bench").warning)(line)
         return None

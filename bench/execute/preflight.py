@@ -15,14 +15,13 @@ from typing import Any
 
 from rich.console import Console
 
+from bench.execute.options import RunOptions
 from bench.jobs.spec import VANILLA, JobSpec
-from methods.base import UserError
-
-_DEVICES = "auto, cpu, cuda, cuda:N"
+from methods.errors import UserError, first_line
 
 
-def check_device(device: str, executor: str, gpus_per_job: float, address: str | None) -> str:
-    """Validate ``--device`` against the executor and GPU request; return the jobs' device (``cpu``/``cuda``...).
+def check_device(options: RunOptions) -> str:
+    """The jobs' device (``cpu``, ``cuda``, ``cuda:N``) for validated ``options``; needs torch to count GPUs.
 
     On the Ray executor a job gets a GPU only through ``--gpus-per-job``; with ``auto`` (or ``cuda``) on a
     machine with CUDA and no request, each job gets one whole GPU. A local Ray instance has exactly this
@@ -30,21 +29,14 @@ def check_device(device: str, executor: str, gpus_per_job: float, address: str |
     """
     import torch
 
-    from bench.engine.loop import pick_device
+    from bench.engine.device import pick_device
 
-    if device != "auto" and device != "cpu" and not (device == "cuda" or device.startswith("cuda:")):
-        raise UserError(f"unknown device {device!r}; valid: {_DEVICES}")
-    if executor == "local":
+    device, gpus_per_job = options.device, options.gpus_per_job
+    if options.executor == "local":
         return str(pick_device(device))
     if device == "cpu":
-        if gpus_per_job > 0:
-            raise UserError(f"--device cpu contradicts --gpus-per-job {gpus_per_job:g}")
         return "cpu"
-    if device.startswith("cuda:"):
-        raise UserError(
-            "--device cuda:N picks a GPU for `diffbench train`; on Ray use --gpus-per-job (Ray assigns GPUs)"
-        )
-    if address is None:
+    if options.address is None:
         have = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if gpus_per_job > have:
             raise UserError(
@@ -106,14 +98,7 @@ def _check_data(spec: JobSpec) -> tuple[int, int, int]:
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001 - any unreadable data is the user's to fix, in one line
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        first = first_line(err)
         where = f" in {spec.data_dir}" if spec.data_dir else ""
         raise UserError(f"{spec.dataset}{where}: cannot be read ({type(err).__name__}: {first})") from None
     return len(bundle.train), len(bundle.val), bundle.num_classes
-
-
-def teacher_identity(path: str | Path) -> tuple[str, str]:
-    """``(teacher_ref, teacher_path)`` of a given checkpoint file: its content hash and where it is."""
-    from bench.jobs.spec import file_identity
-
-    return file_identity(path)

@@ -1,6 +1,6 @@
 """What a grid shows while it runs: one line per event, and in a terminal a live table with times and ETAs.
 
-Two audiences, one source (the :class:`~bench.execute.state.JobState` of each job):
+Two audiences, one source (the :class:`~bench.execute.job_state.JobState` of each job):
 
 * **logs** (piped output, a scheduler's log file): a line when a job starts (with its ``train.log``), at
   every epoch (metric, elapsed, ETA), when it resumes, finishes or fails, and a grid line after each
@@ -17,14 +17,25 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from bench.execute.state import GridRun, JobState
+from bench.execute.job_state import JobState
+
+
+class Grid(Protocol):
+    """What the view reads of the grid's state (:class:`bench.execute.state.GridRun`)."""
+
+    states: dict[str, JobState]
+    primary: dict[str, str]
+    output: Path
+    notice: str
+
+    def counts(self) -> dict[str, int]: ...
 
 
 def clock(seconds: float | None) -> str:
@@ -40,7 +51,7 @@ def clock(seconds: float | None) -> str:
 class GridProgress:
     """Event lines and the live table of one grid (see the module docstring)."""
 
-    def __init__(self, grid: GridRun, console: Console) -> None:
+    def __init__(self, grid: Grid, console: Console) -> None:
         self.grid = grid
         self.console = console
         self.tty = console.is_terminal

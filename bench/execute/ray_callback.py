@@ -7,17 +7,56 @@ included, to its experiment folder, and the driver-side state (MLflow client, co
 from __future__ import annotations
 
 import functools
-import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-from bench.execute.ray_tune import PendingWatch
+from bench.execute.events import from_report
 from bench.execute.state import GridRun
 from bench.jobs.spec import JobSpec
+
+
+class PendingWatch:
+    """Notices a stage whose jobs wait for resources while none runs (a request the free nodes cannot meet).
+
+    ``check`` returns the line to show (empty when all is well); it says what each job asks and what the
+    cluster has free, so a user who joined a busy cluster with ``--address auto`` knows why nothing starts.
+    """
+
+    def __init__(self, request: dict[str, float], after_s: float | None = None) -> None:
+        self.request = request
+        self.after_s = float(os.environ.get("DIFFBENCH_PENDING_WARN_S", 60)) if after_s is None else after_s
+        self.since: float | None = None
+
+    def check(self, trials: list[Any]) -> str:
+        import ray
+
+        statuses = [getattr(t, "status", "") for t in trials]
+        pending = statuses.count("PENDING")
+        if not pending or "RUNNING" in statuses:
+            self.since = None
+            return ""
+        now = time.monotonic()
+        self.since = self.since if self.since is not None else now
+        waited = now - self.since
+        if waited < self.after_s:
+            return ""
+        free, total = ray.available_resources(), ray.cluster_resources()
+        parts = [
+            f"{key} {free.get(key, 0):g} of {total.get(key, 0):g} free"
+            for key in ("CPU", "GPU")
+            if self.request.get(key.lower(), 0) > 0 or key == "CPU"
+        ]
+        asks = ", ".join(f"{v:g} {k.upper()}" for k, v in self.request.items() if v)
+        return (
+            f"{pending} job(s) waiting {waited:.0f}s for resources: each asks {asks}; the cluster has "
+            f"{', '.join(parts)} (other work may hold them; see `ray status`)"
+        )
+
 
 
 def _fatal_on_error(method: Callable) -> Callable:
@@ -89,16 +128,9 @@ class DriverCallback(tune.Callback):
 
     @_fatal_on_error
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        spec = self._spec(trial)
-        event = result.get("event")
-        if event == "begin":
-            self.grid.on_begin(spec, int(result["resumed_after"]))
-        elif event == "epoch":
-            self.grid.on_epoch(spec, int(result["epoch"]), result)
-        elif event == "finished":
-            self.grid.on_finish(spec, json.loads(result["summary"]))
-        elif event == "failed":
-            self.grid.on_fail(spec, str(result.get("failure_reason", "failed")), storage=bool(result.get("storage")))
+        event = from_report(result)
+        if event is not None:
+            self.grid.handle(self._spec(trial), event)
         self.on_change()
 
     @_fatal_on_error

@@ -13,49 +13,14 @@ Imports Ray lazily (the module itself only needs torch).
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.execute.options import Workers
 from bench.jobs.spec import JobSpec
-from methods.base import UserError
-
-
-@dataclass(frozen=True)
-class Workers:
-    """How one job is spread: ``count`` workers with ``cpus`` CPUs and ``gpus`` GPUs each."""
-
-    count: int
-    cpus: float
-    gpus: float
-
-    @property
-    def distributed(self) -> bool:
-        return self.count > 1
-
-    @classmethod
-    def plan(cls, workers_per_job: int | None, gpus_per_job: float, cpus_per_job: float | None) -> Workers:
-        """``--workers-per-job`` / ``--gpus-per-job`` / ``--cpus-per-job`` as one shape, validated.
-
-        ``--gpus-per-job N`` (N > 1) means N workers of one GPU each; ``--workers-per-job N`` alone, N CPU
-        workers; with both, the GPUs are split evenly (each worker at most one GPU).
-        """
-        if workers_per_job is not None and workers_per_job < 1:
-            raise UserError(f"--workers-per-job must be at least 1, got {workers_per_job}")
-        count = workers_per_job or (int(gpus_per_job) if gpus_per_job > 1 else 1)
-        gpus = gpus_per_job / count if gpus_per_job else 0.0
-        if gpus > 1:
-            raise UserError(
-                f"--gpus-per-job {gpus_per_job:g} over {count} workers is {gpus:g} GPUs per worker; a worker uses "
-                "one GPU: give --workers-per-job equal to the GPU count"
-            )
-        if count > 1 and 0 < gpus < 1:
-            raise UserError("data-parallel workers take whole GPUs; drop the fraction or use one worker per job")
-        cpus = (cpus_per_job / count) if cpus_per_job else 1.0
-        return cls(count, cpus, gpus)
+from methods.errors import UserError, first_line
 
 
 def _worker(config: dict[str, Any]) -> None:
@@ -64,7 +29,7 @@ def _worker(config: dict[str, Any]) -> None:
     import torch
 
     from bench.engine.distributed import Dist
-    from bench.engine.loop import JobFailed, run_job
+    from bench.execute.events import run_reporting, to_report
 
     ctx = ray.train.get_context()
     dist = Dist(ctx.get_world_rank(), ctx.get_world_size())
@@ -81,26 +46,10 @@ def _worker(config: dict[str, Any]) -> None:
     load_plugins(config.get("imports"))  # entry points and the driver's --import modules, in this worker too
     spec = JobSpec.from_dict(config["job"])
 
-    def report(payload: dict[str, Any]) -> None:
-        ray.train.report(payload)  # every rank reports the same (reduced) values; rank 0's reach Tune
-
-    try:
-        result = run_job(
-            spec,
-            config["output"],
-            device=device,
-            reporter=lambda e, m, _p: report({**m, "epoch": e, "event": "epoch"}),
-            on_begin=lambda done: report({"event": "begin", "resumed_after": done}),
-            log=print,
-            claim_token=config.get("claim_token"),
-            cpus=max(1, int(config["cpus"])),
-            dist=dist,
-        )
-    except (JobFailed, UserError) as err:
-        report({"event": "failed", "failure_reason": f"{type(err).__name__}: {err}",
-                "storage": bool(getattr(err, "storage", False))})  # fmt: skip
-        return
-    report({"event": "finished", "summary": json.dumps(result.metrics)})
+    # Every rank reports the same (reduced) values; rank 0's reach Tune.
+    run_reporting(spec, config["output"], lambda event: ray.train.report(to_report(event)),
+                  claim_token=config.get("claim_token"), device=device, log=print, cpus=max(1, int(config["cpus"])),
+                  dist=dist)  # fmt: skip
 
 
 def _trainer(config: dict[str, Any], workers: Workers, max_failures: int, callbacks: list[Any]) -> Any:
@@ -132,13 +81,15 @@ def train_driver(config: dict[str, Any]) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from bench.execute.events import Failed, to_report
+
     workers = Workers(**config["workers"])
     trainer = _trainer(config, workers, int(config["max_failures"]), [TuneReportCallback()])
     try:
         trainer.fit()
     except Exception as err:  # noqa: BLE001 - Ray Train gave up after its retries: the job failed
-        first = (str(err).strip().splitlines() or [type(err).__name__])[-1][:500]
-        tune.report({"event": "failed", "failure_reason": f"crashed {int(config['max_failures']) + 1}x; last: {first}"})
+        why = f"crashed {int(config['max_failures']) + 1}x; last: {first_line(err, 500, last=True)}"
+        tune.report(to_report(Failed(why)))
 
 
 def driver_resources() -> dict[str, float]:
@@ -176,16 +127,16 @@ def train_one(spec: JobSpec, output: Path, workers: Workers, max_failures: int =
     Raises:
         JobFailed: the job failed for good (its reason, as a grid would record it).
     """
-    from bench.jobs.spec import job_dir
-    from bench.engine.loop import JobFailed, read_result
-
-    check_cluster(workers)
+    from bench.engine.loop import JobFailed
+    from bench.execute.events import Failed, from_report
+    from bench.jobs.files import job_dir, read_result
     from bench.jobs.plugins import imported_modules
 
+    check_cluster(workers)
     config = {"job": spec.to_dict(), "output": str(output), "claim_token": None, "imports": imported_modules()}
-    last = _trainer(config, workers, max_failures, []).fit().metrics or {}
-    if last.get("event") == "failed":
-        raise JobFailed(str(last.get("failure_reason")), storage=bool(last.get("storage")))
+    last = from_report(_trainer(config, workers, max_failures, []).fit().metrics or {})
+    if isinstance(last, Failed):
+        raise JobFailed(last.reason, storage=last.storage)
     result = read_result(job_dir(output, spec.job_hash))
     if result is None:
         raise JobFailed(f"job {spec.job_hash} ended without a result; see {job_dir(output, spec.job_hash)}/train.log")

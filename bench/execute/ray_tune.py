@@ -1,18 +1,14 @@
-"""Executors: run a grid's jobs on Ray Tune (default) or one by one in-process (``--executor local``).
+"""The Ray Tune executor (the default): a grid's jobs as Tune trials, teachers first, on one machine or a cluster.
 
-Both run the same job function (:func:`bench.engine.loop.run_job`) and share :class:`GridRun`, the driver's
-book-keeping: which jobs are already finished (skipped), which MLflow run a job logs into (its old
-one when it is resumed), the live progress view, and the one MLflow writer.
+Each trial runs the same job function as the other executors (:func:`bench.execute.events.run_reporting`).
+The workers never talk to MLflow: each epoch they ``tune.report`` the job's events (plus a small checkpoint
+pointer, so Ray's ``FailureConfig`` restores the trial), Tune streams the results to the driver, and a Tune
+callback in the driver (:mod:`.ray_callback`) hands them to the grid. One writer, however many jobs run at once.
 
-Order: teacher jobs first; a student whose teacher job failed is recorded as failed without running.
-Failures: an exception in a job (a crash) is retried up to ``max_failures`` times, each retry resuming
-from the job's last checkpoint; a deterministic failure (:class:`~bench.engine.loop.JobFailed`, e.g. a NaN
-loss, or a :class:`~methods.base.UserError` such as missing data) is recorded at once, without retries.
-Either way the rest of the grid goes on.
-
-On Ray the workers never talk to MLflow: each epoch they ``tune.report`` metrics (plus a small
-checkpoint pointer, so Ray's ``FailureConfig`` restores the trial), Tune streams the results to the
-driver, and a Tune callback in the driver logs them. One writer, however many jobs run at once.
+Failures: an exception in a job (a crash) is retried up to ``max_failures`` times by Tune, each retry resuming
+from the job's last checkpoint; a deterministic failure (:class:`~bench.engine.loop.JobFailed`, a
+:class:`~methods.errors.UserError`) is reported at once, without retries. Either way the rest of the grid goes
+on; a student whose teacher job failed is recorded as failed without running.
 """
 
 from __future__ import annotations
@@ -29,72 +25,22 @@ from typing import Any
 
 from rich.live import Live
 
-from bench.execute.state import GridRun
-from bench.execute.lock import is_write_error
+from bench.execute.options import RunOptions
+from bench.execute.state import GridRun, stages
 from bench.jobs.spec import JobSpec
-from methods.base import UserError
-
-
-def _stages(jobs: list[JobSpec]) -> list[list[JobSpec]]:
-    teachers = [j for j in jobs if j.role == "teacher"]
-    students = [j for j in jobs if j.role != "teacher"]
-    return [s for s in (teachers, students) if s]
-
-
-# ------------------------------------------------------------------------------------------------
-# Local executor
-# ------------------------------------------------------------------------------------------------
-def run_local(grid: GridRun, jobs: list[JobSpec], max_failures: int = 1, live: Live | None = None) -> None:
-    """Run ``jobs`` one by one in this process (teachers first), with the same retry semantics as Ray."""
-    from bench.engine.loop import JobFailed, run_job
-
-    for stage in _stages(jobs):
-        for spec in stage:
-            reason = grid.teacher_failed(spec)
-            if reason:
-                grid.on_fail(spec, reason)
-                continue
-            grid.on_start(spec)
-            for attempt in range(max_failures + 1):
-                try:
-                    result = run_job(
-                        spec,
-                        grid.output,
-                        device=grid.device,
-                        log=lambda _m: None,
-                        reporter=lambda e, m, _p, s=spec: grid.on_epoch(s, e, m),
-                        on_begin=lambda done, s=spec: grid.on_begin(s, done),
-                        on_step=lambda e, i, n, loss, s=spec: grid.on_step(s, e, i, n, loss),
-                        claim_token=grid.lock.token if grid.lock is not None else None,
-                    )
-                    grid.on_finish(spec, result.metrics)
-                    break
-                except (JobFailed, UserError) as err:
-                    grid.on_fail(spec, f"{type(err).__name__}: {err}", storage=getattr(err, "storage", False))
-                    break
-                except Exception as err:  # noqa: BLE001 - a crash: retry from the checkpoint, then give up
-                    if grid.fatal is not None or is_write_error(err):
-                        raise  # the driver could not write (the store is full): not the job's fault
-                    if attempt == max_failures:
-                        grid.on_fail(spec, f"crashed {attempt + 1}x; last: {type(err).__name__}: {err}")
-                    else:
-                        grid.console.print(f"[yellow]{spec.label} crashed ({err}); retrying from its checkpoint[/]")
-            if live is not None:
-                live.refresh()
+from methods.errors import UserError, first_line
 
 
 # ------------------------------------------------------------------------------------------------
 # Ray executor
 # ------------------------------------------------------------------------------------------------
 def _ray_trainable(config: dict[str, Any]) -> None:
-    """One job inside a Ray Tune trial. Reports each epoch; never touches MLflow."""
-    import tempfile
-
+    """One job inside a Ray Tune trial: its events go to the driver as Tune results; never touches MLflow."""
     import torch
     from ray import tune
 
+    from bench.execute.events import Epoch, run_reporting, to_report
     from bench.jobs.plugins import load_plugins
-    from bench.engine.loop import JobFailed, run_job
 
     load_plugins(config.get("imports"))  # entry points and the driver's --import modules, in this worker too
     spec = JobSpec.from_dict(config["job"])
@@ -105,29 +51,16 @@ def _ray_trainable(config: dict[str, Any]) -> None:
             pointer = json.loads((Path(d) / "pointer.json").read_text())
         print(f"[{spec.label}] Ray restored the trial at epoch {pointer['epoch']}; resuming from the job checkpoint")
 
-    def reporter(epoch: int, metrics: dict[str, float], _path: Path) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            (Path(d) / "pointer.json").write_text(json.dumps({"job_hash": spec.job_hash, "epoch": epoch}))
-            tune.report({**metrics, "epoch": epoch, "event": "epoch"}, checkpoint=tune.Checkpoint.from_directory(d))
+    def emit(event: Any) -> None:
+        if not isinstance(event, Epoch):
+            tune.report(to_report(event))
+            return
+        with tempfile.TemporaryDirectory() as d:  # a pointer: the job's own checkpoint holds the state
+            (Path(d) / "pointer.json").write_text(json.dumps({"job_hash": spec.job_hash, "epoch": event.epoch}))
+            tune.report(to_report(event), checkpoint=tune.Checkpoint.from_directory(d))
 
-    def on_begin(done: int) -> None:
-        tune.report({"event": "begin", "resumed_after": done})  # "done" is a reserved Tune key
-
-    try:
-        result = run_job(
-            spec,
-            config["output"],
-            device=config["device"],
-            reporter=reporter,
-            log=print,
-            on_begin=on_begin,
-            claim_token=config.get("claim_token"),
-        )
-    except (JobFailed, UserError) as err:
-        tune.report({"event": "failed", "failure_reason": f"{type(err).__name__}: {err}",
-                     "storage": bool(getattr(err, "storage", False))})  # fmt: skip
-        return
-    tune.report({"event": "finished", "summary": json.dumps(result.metrics)})
+    run_reporting(spec, config["output"], emit, claim_token=config.get("claim_token"), device=config["device"],
+                  log=print)  # fmt: skip
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -142,22 +75,6 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
             pass
     except OSError as err:
         raise UserError(f"cannot reach Ray at {address!r}: {err.strerror or err}") from None
-
-
-def validate_request(cpus_per_job: float | None, gpus_per_job: float, max_concurrent: int | None) -> None:
-    """Refuse per-job requests no scheduler can meet, before Ray starts (one line each)."""
-    import math
-
-    if cpus_per_job is not None and (not math.isfinite(cpus_per_job) or cpus_per_job <= 0):
-        raise UserError(f"--cpus-per-job must be > 0, got {cpus_per_job:g}")
-    if not math.isfinite(gpus_per_job) or gpus_per_job < 0:
-        raise UserError(f"--gpus-per-job must be >= 0, got {gpus_per_job:g}")
-    if gpus_per_job > 1 and not float(gpus_per_job).is_integer():
-        raise UserError(
-            f"--gpus-per-job {gpus_per_job:g}: a fraction must be below 1 (jobs share a GPU), else whole GPUs"
-        )
-    if max_concurrent is not None and max_concurrent < 1:
-        raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
 
 
 def check_resources(cpus_per_job: float | None, gpus_per_job: float) -> None:
@@ -235,7 +152,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> str:
         text = "".join(captured) + str(err)
         if "InvalidAuthToken" in text or "Unauthenticated" in text or "auth_token" in text.lower():
             raise UserError(_TOKEN_HELP.format(address=address)) from None
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         raise UserError(f"cannot reach Ray at {address or 'a new local instance'!r}: {first[:300]}") from None
     return describe_cluster(address)
 
@@ -256,59 +173,16 @@ def describe_cluster(address: str | None) -> str:
     return f"Ray: joined the cluster at {where} ({what})"
 
 
-class PendingWatch:
-    """Notices a stage whose jobs wait for resources while none runs (a request the free nodes cannot meet).
-
-    ``check`` returns the line to show (empty when all is well); it says what each job asks and what the
-    cluster has free, so a user who joined a busy cluster with ``--address auto`` knows why nothing starts.
-    """
-
-    def __init__(self, request: dict[str, float], after_s: float | None = None) -> None:
-        self.request = request
-        self.after_s = float(os.environ.get("DIFFBENCH_PENDING_WARN_S", 60)) if after_s is None else after_s
-        self.since: float | None = None
-
-    def check(self, trials: list[Any]) -> str:
-        import ray
-
-        statuses = [getattr(t, "status", "") for t in trials]
-        pending = statuses.count("PENDING")
-        if not pending or "RUNNING" in statuses:
-            self.since = None
-            return ""
-        now = time.monotonic()
-        self.since = self.since if self.since is not None else now
-        waited = now - self.since
-        if waited < self.after_s:
-            return ""
-        free, total = ray.available_resources(), ray.cluster_resources()
-        parts = [
-            f"{key} {free.get(key, 0):g} of {total.get(key, 0):g} free"
-            for key in ("CPU", "GPU")
-            if self.request.get(key.lower(), 0) > 0 or key == "CPU"
-        ]
-        asks = ", ".join(f"{v:g} {k.upper()}" for k, v in self.request.items() if v)
-        return (
-            f"{pending} job(s) waiting {waited:.0f}s for resources: each asks {asks}; the cluster has "
-            f"{', '.join(parts)} (other work may hold them; see `ray status`)"
-        )
-
-
-def run_ray(
-    grid: GridRun,
-    jobs: list[JobSpec],
-    cpus_per_job: float | None = None,
-    gpus_per_job: float = 0,
-    max_concurrent: int | None = None,
-    max_failures: int = 1,
-    live: Live | None = None,
-    workers: Any | None = None,
-) -> None:
+def run_ray(grid: GridRun, jobs: list[JobSpec], options: RunOptions, gpus_per_job: float,
+            live: Live | None = None) -> None:  # fmt: skip
     """Run ``jobs`` as Ray Tune trials, teachers first; see the module docstring.
 
-    ``workers`` (a :class:`bench.execute.ray_train.Workers` of more than one worker): every job is a Ray Train
-    data-parallel run whose Tune trial is only its driver (:func:`bench.execute.ray_train.train_driver`).
+    ``gpus_per_job`` is the resolved GPU share of each job (a whole GPU when CUDA was picked without a request).
+    Jobs of several workers (``options.workers``) are each a Ray Train data-parallel run whose Tune trial is only
+    its driver (:func:`bench.execute.ray_train.train_driver`).
     """
+    cpus_per_job, max_concurrent, max_failures = options.cpus_per_job, options.max_concurrent, options.max_failures
+    workers = options.workers
     import logging
 
     from ray import tune
@@ -317,8 +191,8 @@ def run_ray(
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     logging.getLogger("ray.train").setLevel(logging.CRITICAL)
 
+    from bench.execute.ray_callback import DriverCallback, PendingWatch
     from bench.jobs.plugins import imported_modules
-    from bench.execute.ray_callback import DriverCallback
 
     def refresh() -> None:
         if live is not None:
@@ -329,7 +203,7 @@ def run_ray(
     device = "cuda" if gpus_per_job > 0 else "cpu"
     cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
     node_cpus = _node_cpus()
-    for i, stage in enumerate(_stages(jobs)):
+    for i, stage in enumerate(stages(jobs)):
         runnable = []
         for spec in stage:
             reason = grid.teacher_failed(spec)
@@ -354,7 +228,7 @@ def run_ray(
         }
         request = {"cpu": cpus, "gpu": gpus_per_job}
         concurrent = max_concurrent or 0
-        if workers is not None and workers.distributed:
+        if workers.distributed:
             from dataclasses import asdict
 
             from bench.execute.ray_train import driver_resources, jobs_at_once, train_driver

@@ -1,7 +1,7 @@
 """The driver's book-keeping of one ``diffbench run``: what to skip, which run a job logs into, progress.
 
-Both executors (``bench.execute.ray_tune``) drive a :class:`GridRun` through the same events (start, begin,
-epoch, finish, fail); it is the grid's one MLflow writer.
+Every executor drives a :class:`GridRun` through the same events (:mod:`.events`: begin, epoch, finished,
+failed; plus start and step, which only the driver sees); it is the grid's one MLflow writer.
 
 **One live run per job hash.** A job's MLflow run is found by its hash and *reused* whenever the job
 continues from its checkpoint (a resume, a retry, a re-export of a teacher whose ``student.pt`` was
@@ -12,7 +12,7 @@ ignore superseded runs. Older duplicates (left by earlier versions) are supersed
 
 **Files that lie.** A ``result.json`` that does not parse or a teacher ``student.pt`` that does not load
 counts as missing: the job runs again, resumes from its final checkpoint and rewrites them (no epoch is
-trained twice). A corrupt checkpoint is the job's to handle (``bench.engine.loop.load_checkpoint``).
+trained twice). A corrupt checkpoint is the job's to handle (:func:`bench.engine.checkpoint.load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -24,41 +24,15 @@ from typing import Any
 
 from rich.console import Console, Group
 
-from bench.execute.lock import OutputLock, StorageFull
+from bench.engine.checkpoint import student_file_loads
+from bench.execute import events as ev
+from bench.execute.job_state import JobState
+from bench.execute.lock import OutputLock
 from bench.execute.progress import GridProgress
-from bench.jobs.spec import JobSpec, job_dir
+from bench.jobs.files import RESULT, STUDENT, StorageFull, job_dir, previous_path, read_result
+from bench.jobs.spec import JobSpec
+from bench.tracking import schema
 from bench.tracking.tracker import Tracker
-from bench.engine.loop import previous_path, read_result
-
-_EPOCH_PREFIXES = ("train/", "val/")
-_EPOCH_KEYS = {"lr", "epoch_time_s"}
-
-
-@dataclass
-class JobState:
-    spec: JobSpec
-    status: str = "queued"  # queued | running | finished | failed | skipped
-    epoch: int = 0
-    metric: float | None = None
-    run_id: str | None = None
-    reason: str = ""
-    attempts: int = 0
-    #: epochs the job's MLflow run already holds (a retry on another node re-reports them: log each once).
-    logged: set[int] = field(default_factory=set)
-    #: the existing run this job continues in, or the one it replaces (see the module docstring).
-    reuse: Any | None = None
-    supersede: Any | None = None
-    #: when it last changed state, for the view.
-    since: float = field(default_factory=time.monotonic)
-    # timing and progress for the view (bench.execute.progress)
-    t_start: float | None = None
-    t_end: float | None = None
-    t_epoch: float | None = None
-    epoch_times: list[float] = field(default_factory=list)
-    step: int = 0
-    steps: int = 0
-    loss: float | None = None
-    resumed_from: int = 0
 
 
 @dataclass
@@ -85,16 +59,18 @@ class GridRun:
     command: str = "run"
     #: the GPU share of each job (``--gpus-per-job``); below 1, jobs are packed on a GPU.
     gpus_per_job: float = 0.0
+    #: log each finished job's best student as an MLflow model (:mod:`.model_logging`).
+    log_models: bool = False
     _packing_warned: bool = False
     progress: GridProgress | None = None
 
     def __post_init__(self) -> None:
-        from tasks.base import get_task
+        from tasks.spec import task_spec
 
         self.output = Path(self.output).resolve()
         self.progress = GridProgress(self, self.console)
         self.states = {j.job_hash: JobState(j) for j in self.jobs}
-        self.primary = {j.task: get_task(j.task).primary_metric for j in self.jobs}
+        self.primary = {j.task: task_spec(j.task).primary_metric for j in self.jobs}
         self._existing = self.tracker.job_runs([j.job_hash for j in self.jobs], supersede_duplicates=True)
 
     # -- planning ----------------------------------------------------------------------------
@@ -104,13 +80,13 @@ class GridRun:
         For a teacher the exported weights must also load: its students read them.
         """
         wd = job_dir(self.output, st.spec.job_hash)
-        if not (wd / "result.json").is_file() or not (wd / "student.pt").is_file():
+        if not (wd / RESULT).is_file() or not (wd / STUDENT).is_file():
             return False
         if read_result(wd) is None:
-            self.warn(f"{wd / 'result.json'} is unreadable; the job will rewrite it from its checkpoint")
+            self.warn(f"{wd / RESULT} is unreadable; the job will rewrite it from its checkpoint")
             return False
-        if st.spec.role == "teacher" and not _weights_load(wd / "student.pt"):
-            self.warn(f"{wd / 'student.pt'} is unreadable; the teacher job will export it again")
+        if st.spec.role == "teacher" and not student_file_loads(wd / STUDENT):
+            self.warn(f"{wd / STUDENT} is unreadable; the teacher job will export it again")
             return False
         return True
 
@@ -181,10 +157,21 @@ class GridRun:
             run = self._existing.get(st.spec.job_hash)
             st.run_id = self.tracker.start_job(st.spec, self.parent_id, self.device, existing=run)
             self._fill_missing_epochs(st, result)
-            self.tracker.finish_job(st.run_id, result["metrics"], wd)
+            self.tracker.finish_job(st.run_id, result["metrics"], wd, self._model_logger(wd))
             st.status = "skipped"
 
     # -- events ------------------------------------------------------------------------------
+    def handle(self, spec: JobSpec, event: ev.Event) -> None:
+        """One event of a running job (:mod:`.events`), from whichever executor runs it."""
+        if isinstance(event, ev.Begin):
+            self.on_begin(spec, event.resumed_after)
+        elif isinstance(event, ev.Epoch):
+            self.on_epoch(spec, event.epoch, event.metrics)
+        elif isinstance(event, ev.Finished):
+            self.on_finish(spec, event.summary)
+        else:
+            self.on_fail(spec, event.reason, storage=event.storage)
+
     def on_start(self, spec: JobSpec) -> None:
         st = self.states[spec.job_hash]
         st.attempts += 1
@@ -273,7 +260,7 @@ class GridRun:
             self.on_start(spec)
         wd = job_dir(self.output, spec.job_hash)
         self._fill_missing_epochs(st, read_result(wd))
-        self.tracker.finish_job(st.run_id, summary, wd)
+        self.tracker.finish_job(st.run_id, summary, wd, self._model_logger(wd))
         st.status, st.since = "finished", time.monotonic()
         st.t_end = time.monotonic()
         key = f"best_{self.primary[spec.task]}"
@@ -328,6 +315,14 @@ class GridRun:
                 return f"teacher job {t.spec.label} ({t.spec.job_hash}) failed: {t.reason}"
         return None
 
+    def _model_logger(self, workdir: Path) -> Any:
+        """What logs a finished job's best student to its run (``None`` with ``--no-log-model``)."""
+        if not self.log_models:
+            return None
+        from bench.execute.model_logging import log_model
+
+        return lambda run_id: log_model(run_id, workdir, self.tracker.uri, warn=self.warn)
+
     def warn(self, message: str) -> None:
         from rich.markup import escape
 
@@ -350,15 +345,12 @@ def epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {
         k: float(v)
         for k, v in metrics.items()
-        if (k.startswith(_EPOCH_PREFIXES) or k in _EPOCH_KEYS) and isinstance(v, int | float)
+        if (k.startswith(schema.EPOCH_PREFIXES) or k in schema.EPOCH_KEYS) and isinstance(v, int | float)
     }
 
 
-def _weights_load(path: Path) -> bool:
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - any unreadable file counts as missing
-        return False
-    return isinstance(obj, dict) and "student" in obj
+def stages(jobs: list[JobSpec]) -> list[list[JobSpec]]:
+    """The grid's jobs in the order they can run: teacher jobs, then students (which read the teachers' weights)."""
+    teachers = [j for j in jobs if j.role == "teacher"]
+    students = [j for j in jobs if j.role != "teacher"]
+    return [s for s in (teachers, students) if s]

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from bench.jobs.presets import GRID_PRESETS
 from bench.jobs.spec import VANILLA, JobSpec, file_identity, resolve_job
-from methods.base import UserError
-from tasks.base import get_task
-
-ALL_METHODS = ("kd", "dkd", "fitnet", "diffkd")
+from methods import catalog
+from methods.errors import UserError, unknown
+from tasks.recipe import Recipe
+from tasks.spec import task_spec
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class GridSpec:
     dataset: str | None = None
     data_dir: str | None = None
     pairs: tuple[tuple[str, str], ...] = ()
-    methods: tuple[str, ...] = ALL_METHODS
+    methods: tuple[str, ...] = catalog.BUILTIN
     seeds: int | tuple[int, ...] = 1
     sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
@@ -66,17 +67,6 @@ class GridSpec:
                 out[key] = value
         return replace(self, **out)
 
-
-#: Named grids. ``default`` is what ``diffbench run`` with no arguments runs.
-GRID_PRESETS: dict[str, dict[str, Any]] = {
-    # colorshapes (tasks/classification/colorshapes.py), resnet20 -> resnet8, 3 seeds: the methods differ there.
-    "default": {"task": "classification", "dataset": "colorshapes", "seeds": 3},
-    "smoke": {"task": "classification", "dataset": "digits", "preset": "smoke"},
-    "cifar100": {"task": "classification", "dataset": "cifar100", "preset": "cifar100"},
-    "imagenet": {"task": "classification", "dataset": "imagenet", "preset": "imagenet"},
-    "detection": {"task": "detection"},
-    "segmentation": {"task": "segmentation"},
-}
 
 def seeds_of(seeds: int | tuple[int, ...] | str) -> list[int]:
     """``3`` → seeds 0, 1, 2; ``"0,5,7"`` or ``(0, 5, 7)`` → those seeds (``--seeds`` takes a count or a list)."""
@@ -106,7 +96,7 @@ def parse_pair(text: str) -> tuple[str, str]:
 
 def grid_from_preset(name: str) -> GridSpec:
     if name not in GRID_PRESETS:
-        raise UserError(f"unknown preset {name!r}; valid: {', '.join(GRID_PRESETS)}")
+        raise unknown("grid preset", name, GRID_PRESETS)
     return GridSpec(**GRID_PRESETS[name])
 
 
@@ -115,9 +105,7 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
 
     ``device`` (``cpu`` / ``cuda``): where the jobs will run, which decides the recipes' ``auto`` settings.
     """
-    from tasks.base import Recipe
-
-    task = get_task(grid.task)
+    task = task_spec(grid.task)
     dataset = grid.dataset or task.default_dataset
     task.check_names(dataset)
     pairs = list(grid.pairs) or list(task.default_pairs(dataset))
@@ -125,6 +113,8 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
         raise UserError(f"task {grid.task!r} has no default pairs for {dataset!r}; give --pairs teacher:student")
     seed_list = seeds_of(grid.seeds)
     methods = [m for m in dict.fromkeys(grid.methods) if m != VANILLA]
+    for m in methods:
+        catalog.method_info(m)  # a misspelt method: one line with a "did you mean"
     valid_recipe = {f.name for f in fields(Recipe)}
     bad = sorted((set(grid.recipe) | set(grid.teacher_recipe)) - valid_recipe)
     if bad:

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from methods.base import UserError
+from methods.errors import UserError, first_line
 
 #: Entry point groups diffbench loads: what each plugin module registers.
 ENTRY_POINT_GROUPS = ("diffbench.methods", "diffbench.archs")
@@ -53,8 +53,6 @@ def load_plugins(modules: Iterable[str] | None = ()) -> list[str]:
     Raises:
         UserError: a module that does not exist or whose import fails (one line naming it).
     """
-    import methods.base  # noqa: F401 - the built-in methods first: a plugin reusing a built-in name is the one refused
-
     for group in ENTRY_POINT_GROUPS:
         for ep in _entry_points(group):
             if (group, ep.name, ep.value) not in _loaded_entry_points:
@@ -100,7 +98,7 @@ def _load_entry_point(ep: Any, group: str) -> None:
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure of foreign code is the user's to fix, in one line
-        raise UserError(f"{where} failed to import: {_describe(err)}") from None
+        raise UserError(f"{where} failed to import: {type(err).__name__}: {first_line(err)}") from None
 
 
 def _import(spec: str) -> None:
@@ -113,7 +111,7 @@ def _import(spec: str) -> None:
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001 - see _load_entry_point
-        raise UserError(f"--import {spec}: importing it failed: {_describe(err)}") from None
+        raise UserError(f"--import {spec}: importing it failed: {type(err).__name__}: {first_line(err)}") from None
     _imported.append(key)
 
 
@@ -150,8 +148,3 @@ def _import_file(path: str) -> None:
     except BaseException:
         sys.modules.pop(name, None)
         raise
-
-
-def _describe(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:300]}" if text else type(err).__name__

@@ -18,17 +18,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.jobs.compat import NEUTRAL_HPARAMS
-from methods.base import UserError
-from tasks.base import Recipe, get_task
+from bench.jobs.compat import identity_hparams, planned_teacher_path
+from bench.jobs.files import STUDENT, job_dir
+from methods.catalog import VANILLA
+from methods.errors import UserError
+from tasks.recipe import Recipe
+from tasks.spec import task_spec
 
 #: Recipe fields that do not change a job's result, so are not part of its identity.
 _NOT_IDENTITY = {"num_workers", "eval_batch_size"}
 #: Job fields that say *where* things are, not what they are: identity uses ``data_id`` / ``teacher_ref``.
 _LOCATIONS = {"data_dir", "teacher_path"}
 
-#: The method name of a run without distillation: the student (or a teacher) alone.
-VANILLA = "vanilla"
 
 
 @dataclass(frozen=True)
@@ -83,14 +84,14 @@ class JobSpec:
 
         ``recipe.num_workers`` and ``recipe.eval_batch_size`` are left out: they change speed, not the
         numbers, so resuming a grid with another worker count must find its finished jobs; so are
-        :data:`NEUTRAL_HPARAMS` at their neutral value. So are the
+        :data:`~bench.jobs.compat.NEUTRAL_HPARAMS` at their neutral value. So are the
         locations ``data_dir`` and ``teacher_path``: the data and teacher weights are identified by content.
         """
         d = self.to_dict()
         for key in _LOCATIONS:
             d.pop(key, None)
         d["recipe"] = {k: v for k, v in d["recipe"].items() if k not in _NOT_IDENTITY}
-        d["hparams"] = {k: v for k, v in d["hparams"].items() if k not in NEUTRAL_HPARAMS or v != NEUTRAL_HPARAMS[k]}
+        d["hparams"] = identity_hparams(d["hparams"])
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -113,10 +114,11 @@ class JobSpec:
             return None
         if self.teacher_path is not None:
             return Path(self.teacher_path)
-        kind, _, ref = self.teacher_ref.partition(":")
-        if kind == "file":  # a job planned before teacher files were identified by content
-            return Path(ref)
-        return job_dir(output, ref) / "student.pt"
+        planned = planned_teacher_path(self.teacher_ref)
+        if planned is not None:
+            return planned
+        ref = self.teacher_ref.partition(":")[2]
+        return job_dir(output, ref) / STUDENT
 
 
 _FILE_IDS: dict[tuple[str, int, int], str] = {}
@@ -141,11 +143,6 @@ def file_identity(path: str | Path) -> tuple[str, str]:
     return _FILE_IDS[key], str(p)
 
 
-def job_dir(output: Path, job_hash: str) -> Path:
-    """The folder a job writes its checkpoint, results and log into."""
-    return Path(output) / "jobs" / job_hash
-
-
 def resolve_job(
     *,
     task: str,
@@ -168,13 +165,13 @@ def resolve_job(
 
     Validates every name: task, dataset, architectures, method and hyper-parameter names, so a bad
     grid fails before anything trains. ``device`` (``cpu`` or ``cuda``) decides the recipe's ``auto``
-    speed settings (see :meth:`tasks.base.Recipe.resolved`), which are part of the job's identity.
+    speed settings (see :meth:`tasks.recipe.Recipe.resolved`), which are part of the job's identity.
     ``scale_lr="linear"`` scales the preset's learning rate by ``batch / preset batch`` (Goyal et al.'s rule)
     when the batch is overridden; by default the lr is the recipe's, whatever the batch or worker count.
     """
-    from methods.base import check_hparams, default_hparams
+    from methods.catalog import check_hparams, default_hparams
 
-    t = get_task(task)
+    t = task_spec(task)
     dataset = dataset or t.default_dataset
     t.check_names(dataset, student, teacher)
     hparams: dict[str, Any] = {}

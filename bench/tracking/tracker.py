@@ -8,80 +8,22 @@ remote tracking server sees one client.
 Default store: ``sqlite:///<output>/mlflow.db`` with artifacts in ``<output>/mlartifacts`` (absolute
 paths: Ray runs trials in their own working directory).
 
-Run schema (what ``diffbench report`` reads):
-
-* tags: ``diffbench.kind`` (``grid`` | ``job``), ``task``, ``dataset``, ``teacher`` (empty for vanilla
-  and teacher jobs), ``student``, ``method``, ``seed``, ``role`` (``student`` | ``teacher``),
-  ``job_hash``, ``git_commit``, ``torch_version``, ``torchvision_version``, ``device``,
-  ``failure_reason`` on failed jobs;
-* params: ``hp.<name>`` (method hyper-parameters), ``recipe.<name>``;
-* metrics per epoch (step = epoch): ``train/loss``, ``train/<term>``, ``lr``, ``val/<metric>``;
-  summary: ``best_<metric>``, ``last_<metric>``, ``best_epoch``, ``train_time_s``, ``images_per_s``,
-  ``peak_mem_mb``, ``teacher_<metric>``;
-* artifacts: ``config.json`` (the resolved job), ``student.pt`` (student weights only), ``train.log``.
+The names of every tag, param, metric and artifact are in :mod:`bench.tracking.schema`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.jobs.spec import JobSpec
-from bench.tracking.version import diffbench_version, git_commit  # noqa: F401 - re-exported
-from methods.base import UserError
-
-EXPERIMENT = "diffbench"
-#: Tag of a job run that a later run of the same job replaced (see ``bench.execute.state``).
-SUPERSEDED = "diffbench.superseded"
-#: Artifact of a grid's parent run: the JSON list of the grid's job hashes.
-GRID_JOBS_ARTIFACT = "grid_jobs.json"
-#: MLflow's HTTP client retries for minutes by default; an unreachable server should fail fast.
-_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-
-
-def fail_fast_http() -> None:
-    """Make MLflow's HTTP client give up at once on a dead server (it retries for minutes by default)."""
-    for k, v in _HTTP_ENV.items():
-        os.environ.setdefault(k, v)
-
-
-def check_server(uri: str) -> None:
-    """For an ``http(s)://`` tracking URI, one request to the server; ``UserError`` if it does not answer."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).close()
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise UserError(f"MLflow tracking server {uri!r} is not reachable: {reason}") from None
-
-
-#: Tracking URI schemes MLflow's client can write runs to.
-_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
-
-
-def check_tracking_uri(uri: str | None) -> None:
-    """Refuse a tracking URI MLflow cannot use (unknown scheme, dead server), in one line, before anything runs."""
-    if uri is None or ("://" not in uri and ":" not in uri):  # a plain path: MLflow's file store
-        return
-    scheme = uri.split(":", 1)[0].split("+", 1)[0]
-    if scheme not in _SCHEMES:
-        raise UserError(
-            f"--tracking-uri {uri!r}: unsupported scheme {scheme or '(none)'!r}; use an MLflow server "
-            "(http://host:5000), sqlite:////abs/path/mlflow.db or a database URI (postgresql://...)"
-        )
-    fail_fast_http()
-    check_server(uri)
-
-
-def default_tracking_uri(output: Path) -> str:
-    return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
+from bench.tracking import schema as S
+from bench.tracking.store import check_server, default_tracking_uri, fail_fast_http
+from bench.tracking.version import diffbench_version, git_commit
+from methods.errors import UserError, first_line
 
 
 def grid_hash(job_hashes: list[str]) -> str:
@@ -102,9 +44,9 @@ def recipe_preset(spec: JobSpec) -> str:
     Compared on every field but the speed settings (:data:`_HOW_FIELDS`), which a preset leaves to the device.
     Reports show a published number only beside runs of the recipe the paper used.
     """
-    from tasks.base import get_task
+    from tasks.spec import task_spec
 
-    task = get_task(spec.task)
+    task = task_spec(spec.task)
     mine = {k: v for k, v in spec.recipe.items() if k not in _HOW_FIELDS}
     recipe = task.teacher_recipe if spec.role == "teacher" else task.recipe  # teachers may train longer
     for name in task.presets:
@@ -130,13 +72,7 @@ class Tracker:
         experiment: experiment name.
     """
 
-    #: Log each finished job's best model as an MLflow model (``runs:/<run id>/student``, see
-    #: :mod:`bench.tracking.model`); ``diffbench run --no-log-model`` turns it off (a few seconds per job).
-    log_models: bool = True
-    #: Where the one-line warning of a model that could not be logged goes (the grid sets its console).
-    warn: Any = None
-
-    def __init__(self, output: Path, tracking_uri: str | None = None, experiment: str = EXPERIMENT) -> None:
+    def __init__(self, output: Path, tracking_uri: str | None = None, experiment: str = S.EXPERIMENT) -> None:
         fail_fast_http()
         check_server(tracking_uri or "")
         import logging
@@ -162,11 +98,11 @@ class Tracker:
             else:
                 self.experiment_id = exp.experiment_id
         except Exception as err:  # noqa: BLE001 - connection errors come in many types
-            from bench.execute.lock import describe_os_error, is_write_error
+            from bench.jobs.files import describe_os_error, is_write_error
 
             if is_write_error(err):
                 raise UserError(f"MLflow store {self.uri!r} cannot be written: {describe_os_error(err)}") from None
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             raise UserError(f"MLflow tracking store {self.uri!r} is not usable: {first[:300]}") from None
 
     # -- grid --------------------------------------------------------------------------------
@@ -181,11 +117,11 @@ class Tracker:
         run of the same grid finished (their runs have that run as parent).
         """
         tags = {
-            "diffbench.kind": "grid",
-            "git_commit": git_commit(),
-            "diffbench_version": diffbench_version(),
-            "grid_hash": grid_hash(job_hashes),
-            "diffbench.output": str(self.output),
+            S.KIND: S.KIND_GRID,
+            S.GIT_COMMIT: git_commit(),
+            S.VERSION: diffbench_version(),
+            S.GRID_HASH: grid_hash(job_hashes),
+            S.OUTPUT: str(self.output),
             **tags,
         }
         if adopt is not None:
@@ -196,13 +132,13 @@ class Tracker:
         else:
             run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
         self.mark_ui([run_id])
-        self.client.log_text(run_id, json.dumps(sorted(job_hashes)), GRID_JOBS_ARTIFACT)
+        self.client.log_text(run_id, json.dumps(sorted(job_hashes)), S.GRID_JOBS_ARTIFACT)
         if config_text:
             # The resolved configuration, as `diffbench run --config` reads it back: in the run and the output.
-            self.client.log_text(run_id, config_text, "config.yaml")
+            self.client.log_text(run_id, config_text, S.GRID_CONFIG_ARTIFACT)
             folder = self.output / "grids"
             folder.mkdir(exist_ok=True)
-            (folder / f"{tags['grid_hash']}.yaml").write_text(config_text)
+            (folder / f"{tags[S.GRID_HASH]}.yaml").write_text(config_text)
         return run_id
 
     def close_stale(self, job_hashes: list[str]) -> str | None:
@@ -219,15 +155,15 @@ class Tracker:
         want = grid_hash(job_hashes)
         for run in self._search("attributes.status = 'RUNNING'"):
             tags = run.data.tags
-            owned = tags.get("diffbench.output") == str(self.output) or (
-                default_store and "diffbench.output" not in tags
+            owned = tags.get(S.OUTPUT) == str(self.output) or (
+                default_store and S.OUTPUT not in tags
             )
             if not owned:
                 continue
-            if tags.get("diffbench.kind") == "grid" and adopt is None and tags.get("grid_hash") == want:
+            if tags.get(S.KIND) == S.KIND_GRID and adopt is None and tags.get(S.GRID_HASH) == want:
                 adopt = run.info.run_id
                 continue
-            self.client.set_tag(run.info.run_id, "diffbench.closed", "its driver died; closed by a later run")
+            self.client.set_tag(run.info.run_id, S.CLOSED, "its driver died; closed by a later run")
             self.client.set_terminated(run.info.run_id, "KILLED")
         return adopt
 
@@ -248,9 +184,9 @@ class Tracker:
     def mark_ui(self, parent_runs: list[str]) -> None:
         """Let the MLflow UI open on the runs table with this grid expanded (see :mod:`bench.tracking.ui_view`)."""
         from bench.tracking.ui_view import mark_experiment
-        from tasks.base import get_task, task_names
+        from tasks.spec import task_names, task_spec
 
-        metrics = [get_task(t).primary_metric for t in task_names()]
+        metrics = [task_spec(t).primary_metric for t in task_names()]
         mark_experiment(self.client, self.experiment_id, metrics, parent_runs)
 
     # -- jobs --------------------------------------------------------------------------------
@@ -267,14 +203,14 @@ class Tracker:
         while True:
             page = self.client.search_runs(
                 [self.experiment_id],
-                filter_string="tags.`diffbench.kind` = 'job'",
+                filter_string=S.job_filter(),
                 max_results=1000,
                 page_token=token,
                 order_by=["attributes.start_time ASC"],
             )
             for run in page:
-                h = run.data.tags.get("job_hash")
-                if not h or (wanted is not None and h not in wanted) or run.data.tags.get(SUPERSEDED) == "true":
+                h = run.data.tags.get(S.JOB_HASH)
+                if not h or (wanted is not None and h not in wanted) or run.data.tags.get(S.SUPERSEDED) == "true":
                     continue
                 older = found.get(h)
                 if older is not None and supersede_duplicates:
@@ -290,8 +226,8 @@ class Tracker:
 
     def supersede(self, old_id: str, new_id: str) -> None:
         """Mark ``old_id`` as replaced by ``new_id`` (kept for the record, ignored by reports and resumes)."""
-        self.client.set_tag(old_id, SUPERSEDED, "true")
-        self.client.set_tag(old_id, "diffbench.superseded_by", new_id)
+        self.client.set_tag(old_id, S.SUPERSEDED, "true")
+        self.client.set_tag(old_id, S.SUPERSEDED_BY, new_id)
         if self.client.get_run(old_id).info.status == "RUNNING":
             self.client.set_terminated(old_id, "KILLED")
 
@@ -299,38 +235,34 @@ class Tracker:
         """The job's run: ``existing`` when the job continues in it (resume, re-export), else a new child."""
         if existing is not None:
             self.client.update_run(existing.info.run_id, status="RUNNING")
-            if "failure_reason" in existing.data.tags:  # an earlier attempt's reason no longer applies
-                self.client.delete_tag(existing.info.run_id, "failure_reason")
+            if S.FAILURE_REASON in existing.data.tags:  # an earlier attempt's reason no longer applies
+                self.client.delete_tag(existing.info.run_id, S.FAILURE_REASON)
             return existing.info.run_id
-        import torch
+        import torch  # the driver that trains has it loaded already
         import torchvision
 
+        values = (spec.task, spec.dataset, spec.teacher or "", spec.student, spec.method, str(spec.seed), spec.role)
+        axes = dict(zip(S.JOB_TAGS, values, strict=True))
         tags = {
-            "diffbench.kind": "job",
-            "task": spec.task,
-            "dataset": spec.dataset,
-            "teacher": spec.teacher or "",
-            "student": spec.student,
-            "method": spec.method,
-            "seed": str(spec.seed),
-            "role": spec.role,
-            "job_hash": spec.job_hash,
-            "recipe_preset": recipe_preset(spec),
-            "diffbench.output": str(self.output),
-            "diffbench_version": diffbench_version(),
-            "git_commit": git_commit(),
+            S.KIND: S.KIND_JOB,
+            **axes,
+            S.JOB_HASH: spec.job_hash,
+            S.RECIPE_PRESET: recipe_preset(spec),
+            S.OUTPUT: str(self.output),
+            S.VERSION: diffbench_version(),
+            S.GIT_COMMIT: git_commit(),
             "torch_version": torch.__version__,
             "torchvision_version": torchvision.__version__,
             "device": device,
         }
         if parent_id:
-            tags["mlflow.parentRunId"] = parent_id
+            tags[S.PARENT] = parent_id
         run = self.client.create_run(self.experiment_id, run_name=spec.label, tags=tags)
-        params = {f"hp.{k}": v for k, v in spec.hparams}
-        params.update({f"recipe.{k}": v for k, v in spec.recipe.items() if k != "extra"})
-        params.update({f"recipe.extra.{k}": v for k, v in (spec.recipe.get("extra") or {}).items()})
+        params = {f"{S.HP_PREFIX}{k}": v for k, v in spec.hparams}
+        params.update({f"{S.RECIPE_PREFIX}{k}": v for k, v in spec.recipe.items() if k != "extra"})
+        params.update({f"{S.RECIPE_PREFIX}extra.{k}": v for k, v in (spec.recipe.get("extra") or {}).items()})
         if spec.teacher_ref:
-            params["teacher_ref"] = spec.teacher_ref
+            params[S.TEACHER_REF] = spec.teacher_ref
         from mlflow.entities import Param
 
         plist = [Param(k, str(v)[:6000]) for k, v in params.items()]
@@ -361,19 +293,19 @@ class Tracker:
         """Epochs (steps) of ``key`` the run already holds."""
         return {m.step for m in self.client.get_metric_history(run_id, key)}
 
-    def finish_job(self, run_id: str, summary: dict[str, float], workdir: Path) -> None:
+    def finish_job(self, run_id: str, summary: dict[str, float], workdir: Path,
+                   before_end: Callable[[str], None] | None = None) -> None:  # fmt: skip
+        """Log the summary and the job's files, call ``before_end(run_id)`` (e.g. log the model), end the run."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()])
-        for name in ("config.json", "student.pt", "train.log"):
+        for name in S.JOB_ARTIFACTS:
             path = Path(workdir) / name
             if path.is_file():
                 self.client.log_artifact(run_id, str(path))
-        if self.log_models:
-            from bench.tracking.model import log_model
-
-            log_model(run_id, workdir, self.uri, warn=self.warn)
+        if before_end is not None:
+            before_end(run_id)
         self.client.set_terminated(run_id, "FINISHED")
 
     def kill(self, run_id: str) -> None:
@@ -381,7 +313,7 @@ class Tracker:
         self.client.set_terminated(run_id, "KILLED")
 
     def fail_job(self, run_id: str, reason: str, workdir: Path | None = None) -> None:
-        self.client.set_tag(run_id, "failure_reason", reason[:4000])
+        self.client.set_tag(run_id, S.FAILURE_REASON, reason[:4000])
         if workdir is not None and (Path(workdir) / "train.log").is_file():
             self.client.log_artifact(run_id, str(Path(workdir) / "train.log"))
         self.client.set_terminated(run_id, "FAILED")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from methods.base import UserError
+from methods.errors import UserError
 
 #: Seconds the server gets to stop after SIGTERM before its group is killed.
 GRACE_S = 5.0

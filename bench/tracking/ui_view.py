@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bench.tracking import schema as S
+
 #: The experiment tag MLflow's UI reads to choose between its GenAI and model-training layouts.
 KIND_TAG = "mlflow.experimentKind"
 KIND = "custom_model_development"
@@ -24,7 +26,7 @@ KIND = "custom_model_development"
 VIEW_KEY = "diffbench"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 
-_TAG_COLUMNS = ("task", "dataset", "teacher", "student", "method", "seed", "role", "recipe_preset")
+_TAG_COLUMNS = (*S.JOB_TAGS, S.RECIPE_PRESET)
 
 
 def _column(kind: str, name: str) -> str:

@@ -65,8 +65,8 @@ def _join(rank: int, world: int, port: int) -> None:
 def train_rank(rank: int, world: int, port: int, spec_dict: dict, output: str) -> None:
     """Run one job as ``rank`` of ``world`` (``world == 1``: a plain single process, no group)."""
     from bench.engine.distributed import Dist
-    from bench.jobs.spec import JobSpec
     from bench.engine.loop import run_job
+    from bench.jobs.spec import JobSpec
 
     patch_models()
     if world > 1:

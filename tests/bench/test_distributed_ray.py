@@ -31,7 +31,7 @@ def test_a_killed_worker_resumes_its_job_and_the_two_worker_grid_reaches_the_rep
     torch.manual_seed(0)
     torch.save({"model": zoo.build("resnet8", 10).state_dict()}, teacher)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "bench.cli.app", "run", "--output", str(out), "--dataset", "digits",
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--output", str(out), "--dataset", "digits",
            "--pairs", "resnet8:resnet8", "--methods", "kd", "--teacher-checkpoint", f"resnet8={teacher}",
            "--workers-per-job", "2",
            "--batch-size", "16", "--max-steps", "40", "--epochs", str(EPOCHS)]  # fmt: skip
@@ -62,7 +62,7 @@ def test_a_killed_worker_resumes_its_job_and_the_two_worker_grid_reaches_the_rep
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
         assert steps == list(range(1, EPOCHS + 1)), (run.info.run_name, steps)  # every epoch once
 
-    report = subprocess.run([sys.executable, "-m", "bench.cli.app", "report", "--output", str(out), "--format", "json"],
+    report = subprocess.run([sys.executable, "-m", "bench.cli", "report", "--output", str(out), "--format", "json"],
                             cwd=REPO, capture_output=True, text=True)  # fmt: skip
     assert report.returncode == 0, report.stderr
     cells = json.loads(report.stdout)

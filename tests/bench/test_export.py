@@ -19,8 +19,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench import export as ex
 from bench.cli.app import app
+from bench.engine import export as ex
 from methods.base import UserError
 from tasks.base import load_state_dict_file
 from tasks.classification.models import zoo
@@ -179,7 +179,7 @@ def test_log_model_loads_back_by_run_uri(job, tmp_path):
     from mlflow import MlflowClient
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    from bench.tracking.model import log_model
+    from bench.execute.model_logging import log_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

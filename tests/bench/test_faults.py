@@ -119,7 +119,7 @@ def test_a_second_driver_is_refused_with_the_holder_and_a_dead_holders_lock_is_t
 
 def test_two_drivers_started_together_train_every_job_once(tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "bench.cli.app", "run", "--output", str(out), "--epochs", "1", *GRID]
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--output", str(out), "--epochs", "1", *GRID]
     procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]  # fmt: skip
     outputs = [p.communicate(timeout=300)[0] for p in procs]
@@ -135,9 +135,8 @@ def test_two_drivers_started_together_train_every_job_once(tmp_path):
 
 
 def test_a_job_claimed_by_another_live_driver_is_not_trained_twice(tmp_path):
+    from bench.execute.events import Failed, run_reporting
     from bench.jobs.spec import resolve_job
-    from bench.engine.loop import run_job
-    from methods.base import UserError
 
     out = tmp_path / "out"
     spec = resolve_job(task="classification", dataset="digits", student="resnet8",
@@ -145,8 +144,10 @@ def test_a_job_claimed_by_another_live_driver_is_not_trained_twice(tmp_path):
     # Another driver (another output folder's lock, a shared job folder) holds the job.
     holder = _holder(tmp_path / "elsewhere", job_dir(out, spec.job_hash))
     try:
-        with pytest.raises(UserError, match="being trained by another diffbench driver"):
-            run_job(spec, out, device="cpu", log=lambda m: None)
+        events = []
+        assert not run_reporting(spec, out, events.append, claim_token="mine", device="cpu", log=lambda m: None)
+        assert len(events) == 1 and isinstance(events[0], Failed), events
+        assert "being trained by another diffbench driver" in events[0].reason
         assert not (job_dir(out, spec.job_hash) / "checkpoint.pt").exists()
         result = _run(out, "--methods", "", epochs=1)
         assert result.exit_code == 1, result.output
@@ -281,7 +282,7 @@ def test_parent_runs_a_dead_driver_left_running_are_adopted_or_closed(tmp_path):
 # ------------------------------------------------------------------------------------------------
 def test_sigterm_stops_a_ray_grid_like_ctrl_c_and_the_grid_resumes(tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "bench.cli.app", "run", "--output", str(out), "--dataset", "digits",
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--output", str(out), "--dataset", "digits",
            "--pairs", "resnet8:resnet8", "--methods", "kd", "--batch-size", "16", "--max-steps", "2", "--epochs", "6",
            "--cpus-per-job", "1"]  # fmt: skip
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
@@ -315,7 +316,7 @@ def test_sigterm_stops_the_whole_ui_process_group(tmp_path):
     out = tmp_path / "out"
     assert _run(out, epochs=1).exit_code == 0
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli.app", "ui", "--output", str(out), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "ui", "--output", str(out), "--port", str(port)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         _check_ui_stops(proc, port)
@@ -435,7 +436,7 @@ def test_a_read_only_output_is_refused_before_anything_starts(tmp_path, monkeypa
 def test_jobs_waiting_for_resources_are_reported_with_what_is_missing(monkeypatch):
     import ray
 
-    from bench.execute.ray_tune import PendingWatch
+    from bench.execute.ray_callback import PendingWatch
 
     class Trial:
         def __init__(self, status):

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from bench import plugins
 from bench.cli.app import app
+from bench.jobs import plugins
+from methods import catalog
 from methods.base import METHODS, Progress, TapSpec, UserError, build_method
 from tasks.classification.models import zoo
 
@@ -76,7 +77,10 @@ def install(site: Path, dist: str, modules: dict[str, str], entry_points: dict[s
 @pytest.fixture
 def clean_registries(monkeypatch):
     """Plugins register into process-wide registries: forget what a test added, so tests stay independent."""
+    for name in catalog.BUILTIN:  # built-in classes register on first use: register them before the snapshot
+        METHODS.get(name)
     methods_before, archs_before, mods_before = set(METHODS._entries), set(zoo.ARCHS), set(sys.modules)
+    monkeypatch.setattr(catalog, "_PLUGINS", dict(catalog._PLUGINS))
     monkeypatch.setattr(plugins, "_loaded_entry_points", set())
     monkeypatch.setattr(plugins, "_imported", [])
     yield
@@ -178,7 +182,7 @@ def test_import_by_module_name_and_by_path(tmp_path, monkeypatch, clean_registri
     listed = _ok(runner.invoke(app, ["list", "methods", "--import", "local_plugin"]))
     assert "kd_anneal: KD with a temperature" in listed
     assert plugins.imported_modules() == ["local_plugin"]
-    del METHODS._entries["kd_anneal"], sys.modules["local_plugin"]
+    del METHODS._entries["kd_anneal"], sys.modules["local_plugin"], catalog._PLUGINS["kd_anneal"]
     plugins._imported.clear()
     listed = _ok(runner.invoke(app, ["list", "methods", "--import", str(tmp_path / "local_plugin.py")]))
     assert "kd_anneal" in listed and plugins.imported_modules() == [str(tmp_path / "local_plugin.py")]

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from bench.engine.build import Built, build_models, make_optimizer
-from bench.jobs.spec import resolve_job
 from bench.engine.step import Stepper
+from bench.jobs.spec import resolve_job
 from methods.base import Progress
 from tasks.base import get_task
 

@@ -17,10 +17,11 @@ from typer.testing import CliRunner
 
 from bench import report as rep
 from bench.cli.app import app
-from bench.jobs.grid import GridSpec, expand
-from bench.execute.driver import run_grid
-from bench.jobs.spec import job_dir, resolve_job
 from bench.engine.loop import run_job
+from bench.execute.driver import run_grid
+from bench.execute.options import RunOptions
+from bench.jobs.grid import GridSpec, expand
+from bench.jobs.spec import job_dir, resolve_job
 
 RECIPE = {"epochs": 2, "batch_size": 16, "max_steps": 2}
 
@@ -37,6 +38,11 @@ def ray_cluster():
     ray.shutdown()
     for k in ("DIFFBENCH_CRASH_ONCE_AT_EPOCH", "DIFFBENCH_CRASH_METHOD"):
         os.environ.pop(k, None)
+
+
+def _grid(jobs, output, **options):
+    """``run_grid`` with the driver's options given as keywords."""
+    return run_grid(jobs, RunOptions(output=output, **options))
 
 
 def _job_runs(out: Path) -> list:
@@ -60,7 +66,7 @@ def test_grid_through_ray_into_mlflow_and_report(ray_cluster, tmp_path):
     )
     jobs = expand(grid)
     assert len(jobs) == 1 + 2 + 4
-    failed = run_grid(jobs, tmp_path, executor="ray", cpus_per_job=1, max_failures=1)
+    failed = _grid(jobs, tmp_path, executor="ray", cpus_per_job=1, max_failures=1)
     assert failed == 0
 
     client, runs = _job_runs(tmp_path)
@@ -109,7 +115,7 @@ def test_grid_through_ray_into_mlflow_and_report(ray_cluster, tmp_path):
 
     # A re-run of the finished grid trains nothing and creates no run.
     stamps = {j.job_hash: (job_dir(tmp_path, j.job_hash) / "checkpoint.pt").stat().st_mtime_ns for j in jobs}
-    assert run_grid(jobs, tmp_path, executor="ray") == 0
+    assert _grid(jobs, tmp_path, executor="ray") == 0
     _, again = _job_runs(tmp_path)
     assert len(again) == len(runs)
     assert stamps == {j.job_hash: (job_dir(tmp_path, j.job_hash) / "checkpoint.pt").stat().st_mtime_ns for j in jobs}
@@ -139,7 +145,7 @@ def test_concurrent_jobs_lose_no_metric_and_a_failing_job_does_not_stop_the_grid
     )
     jobs = expand(grid)
     assert len(jobs) == 6 and not any(j.role == "teacher" for j in jobs)
-    failed = run_grid(jobs, tmp_path / "grid", executor="ray", cpus_per_job=0.5, max_failures=1)
+    failed = _grid(jobs, tmp_path / "grid", executor="ray", cpus_per_job=0.5, max_failures=1)
     assert failed == 2  # the two kd jobs: non-finite loss, recorded without retries
 
     client, runs = _job_runs(tmp_path / "grid")
@@ -210,7 +216,7 @@ def test_an_epoch_the_driver_missed_is_filled_in_when_the_job_finishes(tmp_path,
 
     monkeypatch.setattr(GridRun, "on_epoch", lossy)
     jobs = [resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides=RECIPE)]
-    assert run_grid(jobs, tmp_path, executor="local") == 0
+    assert _grid(jobs, tmp_path, executor="local") == 0
     client, runs = _job_runs(tmp_path)
     assert len(runs) == 1
     for key in ("train/loss", "val/top1", "lr"):
@@ -221,10 +227,10 @@ def test_rerun_after_a_crash_resumes_into_the_same_run(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFBENCH_CRASH_ONCE_AT_EPOCH", "1")
     monkeypatch.delenv("DIFFBENCH_CRASH_METHOD", raising=False)
     jobs = [resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides=RECIPE)]
-    assert run_grid(jobs, tmp_path, executor="local", max_failures=0) == 1  # crashed, no retries
+    assert _grid(jobs, tmp_path, executor="local", max_failures=0) == 1  # crashed, no retries
     client, runs = _job_runs(tmp_path)
     assert runs[0].info.status == "FAILED" and "simulated crash" in runs[0].data.tags["failure_reason"]
-    assert run_grid(jobs, tmp_path, executor="local", max_failures=0) == 0  # the same command again
+    assert _grid(jobs, tmp_path, executor="local", max_failures=0) == 0  # the same command again
     client, runs = _job_runs(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert "failure_reason" not in runs[0].data.tags
@@ -233,11 +239,11 @@ def test_rerun_after_a_crash_resumes_into_the_same_run(tmp_path, monkeypatch):
 
 def test_a_job_finished_on_disk_but_not_in_mlflow_is_logged_not_retrained(tmp_path):
     jobs = [resolve_job(task="classification", dataset="digits", student="resnet8", recipe_overrides=RECIPE)]
-    assert run_grid(jobs, tmp_path, executor="local") == 0
+    assert _grid(jobs, tmp_path, executor="local") == 0
     client, runs = _job_runs(tmp_path)
     client.update_run(runs[0].info.run_id, status="RUNNING")  # the driver died before it logged the end
     stamp = (job_dir(tmp_path, jobs[0].job_hash) / "checkpoint.pt").stat().st_mtime_ns
-    assert run_grid(jobs, tmp_path, executor="local") == 0
+    assert _grid(jobs, tmp_path, executor="local") == 0
     client, runs = _job_runs(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert _history_steps(client, runs[0], "train/loss") == [1, 2]  # not logged twice

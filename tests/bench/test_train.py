@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.engine.evaluate import evaluate_checkpoint
+from bench.engine.loop import JobFailed, lr_factor, run_job
 from bench.jobs.spec import resolve_job
-from bench.engine.loop import JobFailed, evaluate_checkpoint, lr_factor, run_job
 from tasks.base import Recipe
 from tasks.classification.models import zoo
 

@@ -1,0 +1,90 @@
+"""What a job leaves on disk, read without torch: its folder, the names of its files, its ``result.json``; and how
+a failed write is told apart from a bug.
+
+A job works in ``OUTPUT/jobs/<job hash>/``: ``checkpoint.pt`` (and ``checkpoint.prev.pt``, the copy it replaced),
+``student.pt`` / ``student_best.pt`` (the student's weights), ``result.json`` (what a finished job reports),
+``config.json`` (the resolved job), ``train.log`` and, while a driver trains it, ``claim.json``. The engine
+writes them (:mod:`bench.engine.checkpoint`); drivers, reports and commands read them through this module.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+from typing import Any
+
+from methods.errors import first_line
+
+#: File names inside a job folder.
+CHECKPOINT = "checkpoint.pt"
+STUDENT = "student.pt"
+STUDENT_BEST = "student_best.pt"
+RESULT = "result.json"
+CONFIG = "config.json"
+LOG = "train.log"
+
+
+def job_dir(output: Path | str, job_hash: str) -> Path:
+    """The folder a job writes its checkpoint, results and log into."""
+    return Path(output) / "jobs" / job_hash
+
+
+def previous_path(path: Path) -> Path:
+    """``checkpoint.pt`` -> ``checkpoint.prev.pt``: the copy :func:`save_atomic` keeps."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def read_result(workdir: Path) -> dict[str, Any] | None:
+    """A finished job's ``result.json``, or ``None`` when it is missing or unreadable (then it is re-made)."""
+    path = Path(workdir) / RESULT
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict) or "history" not in data:
+        return None
+    return data
+
+
+#: ``errno`` values that mean "the disk cannot take this write" (a re-run after freeing space resumes).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM}
+
+
+def is_write_error(err: BaseException) -> bool:
+    """Whether ``err`` (or what it wraps) says the disk or store cannot be written, not that the code broke."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
+            return True
+        text = str(err).lower()
+        if "database or disk is full" in text or "readonly database" in text or "disk i/o error" in text:
+            return True
+        if "no space left on device" in text or "read-only file system" in text or "file too large" in text:
+            return True
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return False
+
+
+class StorageFull(RuntimeError):
+    """The output folder or the MLflow store stopped taking writes during a grid (one line, exit 3).
+
+    Raised by the driver when a job failed because it could not write its files, or when a write to the
+    store failed: every other job would fail the same way, so the grid stops; a re-run resumes.
+    """
+
+
+def describe_os_error(err: BaseException) -> str:
+    """``No space left on device (path)`` without the traceback's noise; the OS error a wrapper hides, if any."""
+    inner: BaseException | None = err
+    for _ in range(8):
+        if inner is None:
+            break
+        if isinstance(inner, OSError) and inner.strerror:
+            where = f" ({inner.filename})" if inner.filename else ""
+            return f"{inner.strerror}{where}"
+        inner = inner.__cause__ or inner.__context__
+    return first_line(err)

@@ -1,0 +1,84 @@
+"""The MLflow run schema: every tag, param, metric and artifact name diffbench writes and reads, defined once.
+
+The tracker (:mod:`bench.tracking.tracker`) writes runs with these names; reports (:mod:`bench.report`), the UI
+view (:mod:`bench.tracking.ui_view`) and the driver's resume logic read them. Changing a value here changes what
+older stores mean to newer code: add names, never rename them.
+
+* **Grid runs** (one per ``diffbench run``): tags :data:`KIND` = :data:`KIND_GRID`, :data:`GRID_HASH`
+  (the grid's identity: its sorted job hashes), :data:`OUTPUT`, :data:`GIT_COMMIT`, :data:`VERSION`, ``command``,
+  ``jobs``, ``executor``; artifacts :data:`GRID_JOBS_ARTIFACT` (the job hashes) and :data:`GRID_CONFIG_ARTIFACT`
+  (the resolved configuration); metrics ``jobs_failed``, ``jobs_finished``.
+* **Job runs** (one live run per job hash, a child of the grid run that started it): the axis tags
+  :data:`JOB_TAGS`, :data:`OUTPUT`, environment tags, :data:`FAILURE_REASON` on failed jobs, :data:`SUPERSEDED`
+  and :data:`SUPERSEDED_BY` on runs a later run of the same job replaced; params ``hp.<name>``
+  (:data:`HP_PREFIX`), ``recipe.<field>`` (:data:`RECIPE_PREFIX`), :data:`TEACHER_REF`; per-epoch metrics
+  (step = epoch) ``train/<term>``, ``val/<metric>``, ``lr``, ``epoch_time_s``; summary metrics
+  ``best_<metric>``, ``last_<metric>``, ``best_epoch``, ``train_time_s``, ``images_per_s``, ``peak_mem_mb``,
+  ``teacher_<metric>``; artifacts :data:`JOB_ARTIFACTS` and the logged model (``runs:/<run id>/student``).
+
+Nothing here imports MLflow.
+"""
+
+from __future__ import annotations
+
+#: The experiment runs go to unless ``--experiment`` says otherwise.
+EXPERIMENT = "diffbench"
+
+#: Tag telling grid runs from job runs.
+KIND = "diffbench.kind"
+KIND_GRID = "grid"
+KIND_JOB = "job"
+#: Tag: the output folder whose driver wrote the run (on a shared server, a driver touches only its own).
+OUTPUT = "diffbench.output"
+#: Tag of a run its driver died in, closed by a later driver.
+CLOSED = "diffbench.closed"
+#: Tags of a job run that a later run of the same job replaced (kept for the record, ignored by reports).
+SUPERSEDED = "diffbench.superseded"
+SUPERSEDED_BY = "diffbench.superseded_by"
+#: Tag of a grid run: 12 hex digits over its sorted job hashes.
+GRID_HASH = "grid_hash"
+#: Tag of a job run: its identity.
+JOB_HASH = "job_hash"
+#: Tag of a failed job run: why.
+FAILURE_REASON = "failure_reason"
+#: Tag: the task's recipe preset the job's recipe equals, else ``custom`` (reports match published numbers on it).
+RECIPE_PRESET = "recipe_preset"
+GIT_COMMIT = "git_commit"
+VERSION = "diffbench_version"
+#: MLflow's own tag naming a run's parent.
+PARENT = "mlflow.parentRunId"
+
+#: The grid axes of a job run, as tags (the report's row and column keys).
+JOB_TAGS: tuple[str, ...] = ("task", "dataset", "teacher", "student", "method", "seed", "role")
+#: Every tag a report reads; its frame has a column for each, empty where a run lacks it.
+REPORT_TAGS: tuple[str, ...] = (*JOB_TAGS, JOB_HASH, FAILURE_REASON, GIT_COMMIT, VERSION, RECIPE_PRESET, PARENT)
+
+#: Param prefixes: a method's hyper-parameters and the training recipe's fields.
+HP_PREFIX = "hp."
+RECIPE_PREFIX = "recipe."
+#: Param: ``job:<hash>`` of the teacher job or ``sha256:<hex>`` of the teacher file.
+TEACHER_REF = "teacher_ref"
+
+#: Artifact of a grid run: the JSON list of its job hashes (so ``report --grid`` finds jobs an earlier run of the
+#: same grid finished).
+GRID_JOBS_ARTIFACT = "grid_jobs.json"
+#: Artifact of a grid run: the resolved configuration, as ``diffbench run --config`` reads it back.
+GRID_CONFIG_ARTIFACT = "config.yaml"
+#: Files of a job folder logged as artifacts of its run when it finishes.
+JOB_ARTIFACTS: tuple[str, ...] = ("config.json", "student.pt", "train.log")
+#: The artifact path of a job's logged MLflow model.
+MODEL_ARTIFACT = "student"
+
+#: Per-epoch metric prefixes and the other per-epoch keys.
+EPOCH_PREFIXES: tuple[str, ...] = ("train/", "val/")
+EPOCH_KEYS: frozenset[str] = frozenset({"lr", "epoch_time_s"})
+
+
+def job_filter() -> str:
+    """The MLflow search filter of job runs."""
+    return f"tags.`{KIND}` = '{KIND_JOB}'"
+
+
+def grid_filter() -> str:
+    """The MLflow search filter of grid runs."""
+    return f"tags.`{KIND}` = '{KIND_GRID}'"
