@@ -3,12 +3,8 @@
 The definition is the command itself: the keys a YAML file may hold are the long names of the command's
 options (``--batch-size`` → ``batch_size``, ``--set`` → ``set``), and each value is converted by the
 option's own type, so a key and its flag can never drift apart. Precedence: a flag given on the command
-line wins over the file, the file over the option's default.
-
-Overrides have one syntax everywhere, ``--set SCOPE.NAME=VALUE`` (in YAML: ``set: {SCOPE: {NAME: VALUE}}``),
-with the scope a method (``--set dkd.beta=6``), ``recipe`` (``--set recipe.weight_decay=1e-4``: every
-job) or ``teacher`` (``--set teacher.epochs=40``: teacher jobs only, on top of ``recipe``), in the spirit
-of MMEngine's ``--cfg-options``.
+line wins over the file, the file over the option's default. What the values mean is parsed by
+:mod:`bench.jobs.overrides`.
 
 Imports neither torch nor Ray: ``--help`` and a bad YAML file answer at once.
 """
@@ -18,44 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.jobs.compat import RENAMED_CONFIG_KEYS
 from methods.errors import UserError
 
-#: ``--set`` scopes that are not method names.
-RECIPE_SCOPES = ("recipe", "teacher")
 #: Options that never come from a file.
 _NOT_IN_FILES = {"config", "help"}
-
-
-def split_list(values: list[str] | None) -> list[str]:
-    """Comma lists and repeated flags both work: ``--methods kd,dkd --methods fitnet``."""
-    out: list[str] = []
-    for v in values or []:
-        out += [x.strip() for x in str(v).split(",") if x.strip()]
-    return list(dict.fromkeys(out))
-
-
-def parse_sets(values: list[str] | None) -> dict[str, dict[str, Any]]:
-    """``--set dkd.beta=6 --set recipe.lr=0.1`` → ``{"dkd": {"beta": 6}, "recipe": {"lr": 0.1}}``.
-
-    Values are parsed as YAML scalars (numbers, booleans, null, lists).
-    """
-    import yaml
-
-    out: dict[str, dict[str, Any]] = {}
-    for item in values or []:
-        key, sep, raw = str(item).partition("=")
-        scope, dot, name = key.strip().partition(".")
-        if not sep or not dot or not scope or not name:
-            raise UserError(
-                f"--set {item!r}: expected SCOPE.NAME=VALUE with SCOPE a method, recipe or teacher "
-                "(e.g. --set dkd.beta=6, --set recipe.lr=0.1)"
-            )
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        out.setdefault(scope, {})[name] = value
-    return out
 
 
 def _options(command: Any) -> dict[str, Any]:
@@ -86,13 +49,6 @@ def _as_strings(key: str, value: Any) -> list[str]:
     if isinstance(value, list | tuple):
         return [str(v) for v in value]
     return [str(value)]
-
-
-_OLD_KEYS = {
-    "sets": "set",
-    "teacher_checkpoints": "teacher_checkpoint",
-    "teacher_recipe": "set: {teacher: {...}}",
-}
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -134,7 +90,7 @@ def effective(ctx: Any, config: Path | None) -> dict[str, Any]:
     options = _options(ctx.command)
     unknown = sorted(set(data) - set(options))
     if unknown:
-        hints = [f"{k} (now {_OLD_KEYS[k]})" for k in unknown if k in _OLD_KEYS]
+        hints = [f"{k} (now {RENAMED_CONFIG_KEYS[k]})" for k in unknown if k in RENAMED_CONFIG_KEYS]
         raise UserError(
             f"config {str(config)!r}: unknown key(s) {', '.join(unknown)}"
             + (f"; renamed: {', '.join(hints)}" if hints else "")

@@ -1,67 +1,79 @@
-"""The bodies of ``diffbench run`` and ``diffbench train``: flags (already merged with ``--config``) → jobs → run.
+"""``diffbench run`` and ``diffbench train``: flags (merged with ``--config``) → jobs → the driver.
 
-``bench.cli.app`` declares the options (the one schema, see :mod:`bench.cli.config`); this module turns their
-values into a :class:`~bench.jobs.grid.GridSpec` or one :class:`~bench.jobs.spec.JobSpec` and hands them to
-:func:`bench.execute.driver.run_grid`. ``train`` is a grid of one job on the in-process executor: it takes the
-output lock, logs its MLflow run and resumes exactly like any grid job.
+Both build their jobs and one :class:`~bench.execute.options.RunOptions` once, from the same option groups
+(:mod:`.options`), and hand them to :func:`bench.execute.driver.run_grid`. ``train`` is a grid of one job on
+the in-process executor: it takes the output lock, logs its MLflow run and resumes exactly like any grid job.
+Every name and value is checked before torch is imported (:mod:`bench.jobs`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+import typer
 from rich.table import Table
 
-from bench.cli.config import RECIPE_SCOPES, parse_sets, split_list
+from bench.cli.config import command_line, effective, resolved_yaml
+from bench.cli.options import (
+    CONFIG,
+    DATA,
+    DEVICE,
+    EXECUTION,
+    EXIT_JOBS_FAILED,
+    EXIT_STORAGE,
+    GRID,
+    GRID_FLAGS,
+    OUTPUT,
+    RECIPE,
+    RECIPE_FLAGS,
+    RUN,
+    SPEED_FLAGS,
+    console,
+    error_line,
+    load_plugins,
+    option,
+    run_options,
+    user_errors,
+    with_options,
+)
+from bench.execute.signals import exit_code
+from bench.jobs.overrides import RECIPE_SCOPES, parse_checkpoints, parse_sets, recipe_overrides, split_list
+from methods import catalog
 from methods.errors import UserError
 
-#: ``diffbench run``: some jobs failed (each is listed with its reason; the rest of the grid finished).
-EXIT_JOBS_FAILED = 1
+RUN_ONLY = [
+    option("rerun", bool, False, "--rerun", panel=RUN,
+           help="Train matching jobs again from scratch; their old runs are kept, marked superseded. (Without it, "
+           "finished jobs are skipped and unfinished ones resume.)"),
+    option("dry_run", bool, False, "--dry-run", help="Print the expanded grid and exit.", panel=RUN),
+]  # fmt: skip
+
+TRAIN_FLAGS = [
+    option("student", str | None, None, "--student", help="Student architecture.", panel=GRID),
+    option("task", str, "classification", "--task", help="classification | detection | segmentation", panel=GRID),
+    *DATA,
+    option("method", str, "vanilla", "--method", help="vanilla, kd, dkd, fitnet or diffkd.", panel=GRID),
+    option("teacher", str | None, None, "--teacher", help="Teacher architecture.", panel=GRID),
+    option("teacher_checkpoint", Path | None, None, "--teacher-checkpoint", panel=GRID,
+           help="Teacher weights (mdistiller, torchvision or ours)."),
+    option("preset", str | None, None, "--preset", help="Recipe preset (see `diffbench list presets`).",
+           panel=RECIPE),
+    option("seed", int, 0, "--seed", help="The job's random seed.", panel=GRID),
+    *RECIPE_FLAGS,
+    option("num_workers", int | None, None, "--num-workers", help="Data-loader worker processes.", panel=RECIPE),
+    *SPEED_FLAGS,
+    option("workers", int, 1, "--workers", help="Data-parallel workers (Ray Train, DDP); the batch is global.",
+           panel=RUN),
+    *CONFIG,
+    *OUTPUT,
+    *DEVICE,
+]  # fmt: skip
 
 
-def speed_settings(p: dict[str, Any]) -> dict[str, Any]:
-    """The recipe fields of the speed flags (absent where a flag was not given)."""
-    out: dict[str, Any] = {}
-    for flag, key in (("--channels-last", "channels_last"), ("--sync-bn", "sync_bn")):
-        value = p.get(key)
-        if value not in (None, "auto", "on", "off"):
-            raise UserError(f"{flag} {value!r}: expected auto, on or off")
-        if value is not None:
-            out[key] = {"on": True, "off": False, "auto": None}[value]
-    if p.get("compile_mode"):
-        out["compile"] = {"on": "default"}.get(p["compile_mode"], p["compile_mode"])
-    for key in ("precision", "data_pipeline"):
-        if p.get(key):
-            out[key] = p[key]
-    return out
-
-
-def recipe_overrides(p: dict[str, Any], sets: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(every job's, teacher jobs') recipe overrides: ``--set recipe.*`` / ``--set teacher.*`` under the flags.
-
-    A recipe flag (``--epochs``) wins over ``--set recipe.epochs``: flags are the explicit form.
-    """
-    flags = {k: p.get(k) for k in ("epochs", "batch_size", "lr", "max_steps", "num_workers")}
-    recipe = {**sets.get("recipe", {}), **{k: v for k, v in flags.items() if v is not None}, **speed_settings(p)}
-    if "speed_settings" in recipe:  # pragma: no cover - defensive
-        recipe.pop("speed_settings")
-    return recipe, dict(sets.get("teacher", {}))
-
-
-def _checkpoints(items: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        arch, sep, path = item.partition("=")
-        if not sep or not arch or not path:
-            raise UserError(f"--teacher-checkpoint {item!r}: expected ARCH=PATH")
-        out[arch.strip()] = path.strip()
-    return out
-
-
-def build_grid(p: dict[str, Any]) -> Any:
-    """The :class:`~bench.jobs.grid.GridSpec` of ``diffbench run``'s parameters (preset, then the flags)."""
+def grid_of(p: dict[str, Any]) -> Any:
+    """The :class:`~bench.jobs.grid.GridSpec` of ``run``'s parameters (preset, then the flags)."""
     from bench.jobs.grid import GridSpec, grid_from_preset, parse_pair
 
     if p.get("preset"):
@@ -72,7 +84,6 @@ def build_grid(p: dict[str, Any]) -> Any:
         grid = GridSpec(task=p.get("task") or "classification")
     sets = parse_sets(p.get("sets"))
     recipe, teacher_recipe = recipe_overrides(p, sets)
-    method_sets = {k: v for k, v in sets.items() if k not in RECIPE_SCOPES}
     return grid.merged(
         task=p.get("task"),
         dataset=p.get("dataset"),
@@ -80,11 +91,11 @@ def build_grid(p: dict[str, Any]) -> Any:
         pairs=tuple(parse_pair(x) for x in split_list(p.get("pairs"))),
         methods=tuple(split_list(p.get("methods"))),
         seeds=p.get("seeds"),
-        sets=method_sets,
+        sets={k: v for k, v in sets.items() if k not in RECIPE_SCOPES},
         recipe=recipe,
         teacher_recipe=teacher_recipe,
         preset=p.get("recipe"),
-        teacher_checkpoints=_checkpoints(p.get("teacher_checkpoint")),
+        teacher_checkpoints=parse_checkpoints(p.get("teacher_checkpoint")),
         scale_lr=p.get("scale_lr"),
     )
 
@@ -99,53 +110,65 @@ def dry_run_table(jobs: list[Any]) -> Table:
     return table
 
 
-def run_command(ctx: Any, p: dict[str, Any], console: Console) -> int:
-    """``diffbench run``: returns the exit code (0, 1 = some jobs failed)."""
-    from bench.cli.config import command_line, resolved_yaml
-    from bench.execute.ray_tune import validate_request
-    from bench.jobs.grid import expand
-    from bench.execute.preflight import check_device
-    from bench.execute.driver import run_grid
+def grid_exit(start: Callable[[], int]) -> int:
+    """Run a grid; its exit code: 0, 1 (jobs failed), 3 (storage), 130 (Ctrl-C) or 143 (SIGTERM)."""
+    from bench.jobs.files import StorageFull
 
-    if p["executor"] not in ("ray", "local"):
-        raise UserError(f"unknown executor {p['executor']!r}; valid: ray, local")
-    validate_request(p.get("cpus_per_job"), p["gpus_per_job"], p.get("max_concurrent"))
-    device_kind = check_device(p["device"], p["executor"], p["gpus_per_job"], p.get("address")).split(":")[0]
-    grid = build_grid(p)
-    jobs = expand(grid, device=device_kind)
-    if p.get("dry_run"):
-        console.print(dry_run_table(jobs))
-        return 0
-    config_text = resolved_yaml(ctx, p, {"jobs": [f"{j.job_hash} {j.label}" for j in jobs]})
-    command = command_line(ctx, p)
-    failed = run_grid(
-        jobs,
-        output=p["output"],
-        executor=p["executor"],
-        tracking_uri=p.get("tracking_uri"),
-        experiment=p["experiment"],
-        device=p["device"],
-        cpus_per_job=p.get("cpus_per_job"),
-        gpus_per_job=p["gpus_per_job"],
-        max_concurrent=p.get("max_concurrent"),
-        max_failures=p["max_failures"],
-        address=p.get("address"),
-        console=console,
-        workers_per_job=p.get("workers_per_job"),
-        config_text=config_text,
-        rerun=bool(p.get("rerun")),
-        command=command,
-        log_models=bool(p.get("log_model", True)),
-    )
+    try:
+        failed = start()
+    except KeyboardInterrupt as err:
+        return exit_code(err)
+    except StorageFull as err:
+        error_line(str(err))
+        return EXIT_STORAGE
     return EXIT_JOBS_FAILED if failed else 0
 
 
+@user_errors
+@with_options(GRID_FLAGS, EXECUTION, RUN_ONLY)
+def run(ctx: typer.Context, params: dict[str, Any]) -> None:
+    """Run a grid: teachers first, then vanilla and distilled students, every job recorded in MLflow.
+
+    With no arguments: the embedded default (classification, methods vanilla, kd, dkd, fitnet, diffkd).
+    Re-running the same command skips finished jobs and resumes interrupted ones. --config takes an
+    experiment.yaml whose keys are these options' names (batch_size, set, teacher_checkpoint, ...);
+    flags given on the command line win over it. The resolved configuration of every grid is written to
+    OUTPUT/grids/<grid hash>.yaml and to the grid's MLflow run.
+    Exit code: 0 when every job finished, 1 when some failed, 2 for bad input (nothing started),
+    3 when the output folder or MLflow store stopped taking writes, 130 after Ctrl-C, 143 after SIGTERM.
+    """
+    p = effective(ctx, params.get("config"))
+    load_plugins(p.get("imports"))
+    options = run_options(p)
+    from bench.jobs.grid import expand
+
+    grid = grid_of(p)
+    jobs = expand(grid, device="cpu")  # every name and value checked, before torch is imported
+    if p.get("dry_run") and options.device == "cpu":
+        console.print(dry_run_table(jobs))
+        return
+    from bench.execute.preflight import check_device
+
+    device = check_device(options).split(":")[0]
+    if device != "cpu":
+        jobs = expand(grid, device=device)  # the recipes' automatic speed settings follow the device
+    if p.get("dry_run"):
+        console.print(dry_run_table(jobs))
+        return
+    config_text = resolved_yaml(ctx, p, {"jobs": [f"{j.job_hash} {j.label}" for j in jobs]})
+    command = command_line(ctx, p)
+    from bench.execute.driver import run_grid
+
+    raise typer.Exit(grid_exit(lambda: run_grid(jobs, options, console, config_text=config_text, command=command)))
+
+
 def train_job(p: dict[str, Any]) -> Any:
-    """The one :class:`~bench.jobs.spec.JobSpec` of ``diffbench train``'s parameters."""
-    from bench.jobs.spec import VANILLA, resolve_job
-    from bench.engine.loop import pick_device
+    """The one :class:`~bench.jobs.spec.JobSpec` of ``diffbench train``'s parameters (``device``: resolved)."""
+    from bench.jobs.spec import VANILLA, file_identity, resolve_job
 
     method = p["method"]
+    if method != VANILLA:
+        catalog.method_info(method)  # a misspelt method: one line with a "did you mean"
     ckpt = p.get("teacher_checkpoint")
     if method != VANILLA and ckpt is None:
         raise UserError(
@@ -159,22 +182,76 @@ def train_job(p: dict[str, Any]) -> Any:
     if other:
         raise UserError(f"--set names {', '.join(other)}, but this job trains {method!r}")
     recipe, _teacher = recipe_overrides(p, sets)
-    from bench.execute.preflight import teacher_identity
+    ref, path = file_identity(ckpt) if ckpt is not None else (None, None)
+    kw = {"task": p["task"], "dataset": p.get("dataset"), "student": p["student"], "method": method,
+          "teacher": p.get("teacher"), "teacher_ref": ref, "teacher_path": path, "seed": p["seed"],
+          "data_dir": p.get("data_dir"), "preset": p.get("preset"), "recipe_overrides": recipe,
+          "hparam_overrides": sets.get(method), "scale_lr": p.get("scale_lr")}  # fmt: skip
+    resolve_job(**kw, device="cpu")  # every name and value checked, before torch is imported
+    from bench.engine.device import pick_device
 
-    ref, path = teacher_identity(ckpt) if ckpt is not None else (None, None)
-    return resolve_job(
-        task=p["task"],
-        dataset=p.get("dataset"),
-        student=p["student"],
-        method=method,
-        teacher=p.get("teacher"),
-        teacher_ref=ref,
-        teacher_path=path,
-        seed=p["seed"],
-        data_dir=p.get("data_dir"),
-        preset=p.get("preset"),
-        recipe_overrides=recipe,
-        hparam_overrides=sets.get(method),
-        device=pick_device(p["device"]).type,
-        scale_lr=p.get("scale_lr"),
-    )
+    return resolve_job(**kw, device=pick_device(p["device"]).type)
+
+
+@user_errors
+@with_options(TRAIN_FLAGS)
+def train(ctx: typer.Context, params: dict[str, Any]) -> None:
+    """Train one job in this process: a vanilla student, or a student distilled from a teacher checkpoint.
+
+    A grid of one job: it takes the output folder's lock, logs an MLflow run that `diffbench report`
+    shows, and resumes from its checkpoint when run again. Writes the checkpoint, metrics and the exported
+    student (weights only) to OUTPUT/jobs/<job hash>/. With --workers N the job runs as N data-parallel
+    workers on Ray Train (one GPU each on CUDA, gloo on CPU), the recipe's batch split between them.
+    """
+    p = effective(ctx, params.get("config"))
+    load_plugins(p.get("imports"))
+    if not p.get("student"):
+        raise UserError("train needs --student (or `student:` in --config)")
+    if p["workers"] < 1:
+        raise UserError(f"--workers must be at least 1, got {p['workers']}")
+    options = run_options({**p, "executor": "local", "max_failures": 0})
+    spec = train_job(p)
+    if p["workers"] != 1:
+        _train_workers(spec, options, p["workers"])
+        return
+    from bench.execute.driver import run_grid
+    from bench.jobs.files import job_dir, read_result
+
+    code = grid_exit(lambda: run_grid([spec], options, console, command=command_line(ctx, p)))
+    result = read_result(job_dir(options.output.resolve(), spec.job_hash))
+    if result is not None:
+        _result_table(spec.label, result)
+    raise typer.Exit(code)
+
+
+def _result_table(title: str, result: dict[str, Any]) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result["metrics"].items():
+        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(table)
+    console.print(f"student weights: {result['student_path']}", highlight=False)
+
+
+def _train_workers(spec: Any, options: Any, workers: int) -> None:
+    """``diffbench train --workers N``: the job as one Ray Train run on a local Ray instance."""
+    from bench.engine.device import pick_device
+    from bench.engine.loop import JobFailed
+    from bench.execute.lock import OutputLock, prepare_output
+    from bench.execute.options import Workers
+    from bench.execute.ray_train import train_one
+    from bench.execute.ray_tune import init_ray
+
+    if spec.recipe["batch_size"] % workers:
+        raise UserError(f"batch size {spec.recipe['batch_size']} does not divide over {workers} workers")
+    gpus = 1.0 if pick_device(options.device).type == "cuda" else 0.0
+    output = prepare_output(options.output)
+    with OutputLock(output):
+        console.print(init_ray(None), highlight=False)
+        try:
+            result = train_one(spec, output, Workers(workers, 1.0, gpus))
+        except JobFailed as err:
+            error_line(f"job failed: {err}")
+            raise typer.Exit(EXIT_JOBS_FAILED) from None
+    _result_table(f"{spec.label} ({workers} workers)", result)

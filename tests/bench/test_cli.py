@@ -50,7 +50,7 @@ def _one_line_error(result, *needles: str) -> None:
         (["train", "--student", "resnet8", "--method", "kd"], ["needs --teacher"]),
         (["train", "--student", "resnet8", "--task", "nope"], ["unknown task 'nope'"]),
         (["eval", "--arch", "resnet8", "--checkpoint", "/nonexistent.pth"], ["does not exist"]),
-        (["list", "things"], ["cannot list"]),
+        (["list", "things"], ["unknown thing to list 'things'"]),
         (["train", "--student", "resnet8", "--epochs", "0"], ["epochs must be an integer >= 1"]),
         (["train", "--student", "resnet8", "--max-steps", "0"], ["max_steps must be an integer >= 1"]),
         (["train", "--student", "resnet8", "--lr", "-1"], ["lr > 0"]),

@@ -1,0 +1,52 @@
+"""``diffbench list``: methods, architectures, data sets, recipe presets and tasks, without importing torch
+(unless a plugin does)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from typing import Annotated
+
+import typer
+
+from bench.cli.options import ImportOpt, console, load_plugins, user_errors
+from methods.errors import unknown
+
+WHAT = ("methods", "archs", "datasets", "presets", "tasks")
+
+
+@user_errors
+def list_cmd(
+    what: Annotated[str, typer.Argument(help="methods | archs | datasets | presets | tasks")] = "methods",
+    task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
+    imports: ImportOpt = None,
+) -> None:
+    """List methods, architectures, data sets, recipe presets or tasks."""
+    if what not in WHAT:
+        raise unknown("thing to list", what, WHAT)
+    load_plugins(imports)
+    from methods import catalog
+    from tasks.spec import task_names, task_spec
+
+    tasks = [task_spec(task).name] if task else task_names()
+    if what == "methods":
+        console.print(f"{catalog.VANILLA}: the student alone (every grid's baseline)", highlight=False)
+        for name in catalog.method_names():  # the papers' order; plugins follow alphabetically
+            doc = re.sub(r":\w+:`~?([^`]+)`", r"\1", catalog.method_info(name).summary).replace("``", "")
+            console.print(f"{name}: {doc}", highlight=False, markup=False)  # reST roles and literals as text
+    elif what == "tasks":
+        for name in tasks:
+            t = task_spec(name)
+            console.print(f"{name}: datasets {', '.join(t.datasets)}; metric {t.primary_metric}")
+    else:
+        if what == "presets" and task is None:
+            from bench.jobs.presets import GRID_PRESETS
+
+            console.print(f"[bold]grids[/] (diffbench run --preset): {', '.join(GRID_PRESETS)}")
+            console.print("[bold]recipes[/] (diffbench run --recipe, diffbench train --preset):")
+        for name in tasks:
+            t = task_spec(name)
+            items = {"archs": t.archs(), "datasets": list(t.datasets), "presets": list(t.presets)}[what]
+            console.print(f"[bold]{name}[/]: {', '.join(items)}")
+            if what == "archs" and name == "classification" and importlib.util.find_spec("timm"):
+                console.print("  and timm/<model> for any timm model (timm is installed)", highlight=False)

@@ -1,0 +1,218 @@
+"""What every command shares: the consoles, the exit codes, the one-line error voice, and the options.
+
+Options that several commands take are declared once here, as parameters a command receives through
+:func:`with_options` (Typer reads a command's signature, so the decorator gives each command the parameters of
+its option groups and calls it with their values as one dict). ``run`` and ``tune`` therefore take exactly the
+same grid flags, and an ``experiment.yaml`` key is always the long name of its flag (:mod:`bench.cli.config`).
+
+Imports typer and rich only.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from bench.execute.signals import EXIT_INTERRUPTED, EXIT_TERMINATED  # noqa: F401 - the codes of Ctrl-C and SIGTERM
+from methods.errors import UserError
+
+console = Console()
+err_console = Console(stderr=True)
+
+#: Exit codes of every command.
+EXIT_OK = 0
+#: ``diffbench run``: some jobs failed (each is listed with its reason; the rest of the grid finished).
+EXIT_JOBS_FAILED = 1
+#: Bad input: one ``error:`` line, nothing started.
+EXIT_USER_ERROR = 2
+#: The output folder or MLflow store stopped taking writes mid-grid (a re-run resumes).
+EXIT_STORAGE = 3
+
+
+def error_line(message: str) -> None:
+    """The one voice of every error: ``error: <message>`` in red on stderr, never wrapped mid-word."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Print a :class:`~methods.errors.UserError` as one line and exit 2, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            error_line(str(err))
+            raise typer.Exit(EXIT_USER_ERROR) from None
+
+    return wrapper
+
+
+def load_plugins(modules: list[str] | None) -> None:
+    """Entry-point plugins and ``--import`` modules: loaded by the commands that use the registries, never at
+    ``--help``."""
+    from bench.jobs.plugins import load_plugins as load
+
+    load(modules)
+
+
+# -- declaring options once ---------------------------------------------------------------------------------------
+def option(name: str, annotation: Any, default: Any, *flags: str, help: str, panel: str | None = None,
+           **kw: Any) -> inspect.Parameter:  # fmt: skip
+    """One option as a command parameter: ``option("epochs", int | None, None, "--epochs", help=...)``."""
+    info = typer.Option(*flags, help=help, rich_help_panel=panel, **kw)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation,
+                             info])  # fmt: skip
+
+
+def with_options(*groups: Sequence[inspect.Parameter]) -> Callable[[Callable], Callable]:
+    """Give a command ``fn(ctx, params)`` the options of ``groups``; Typer calls it with their values in ``params``."""
+    params = [p for group in groups for p in group]
+    names = [p.name for p in params]
+    if len(set(names)) != len(names):
+        raise ValueError(f"an option is declared twice: {sorted(n for n in names if names.count(n) > 1)}")
+
+    def decorate(fn: Callable) -> Callable:
+        def command(ctx: typer.Context, **values: Any) -> Any:
+            return fn(ctx, values)
+
+        functools.update_wrapper(command, fn)
+        del command.__wrapped__  # Typer must read the signature below, not fn's
+        sig = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context), *params]
+        command.__signature__ = inspect.Signature(sig)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in sig}
+        return command
+
+    return decorate
+
+
+GRID, RECIPE, SPEED, RUN, TRACK = "Grid", "Recipe", "Speed settings", "Execution", "Output and tracking"
+
+TASK_HELP = "classification | detection | segmentation"
+
+DATA = [
+    option("dataset", str | None, None, "--dataset", help="Data set name; default: the task's embedded one.",
+           panel=GRID),
+    option("data_dir", Path | None, None, "--data-dir", help="Folder holding the data set in its official layout.",
+           panel=GRID),
+]  # fmt: skip
+
+#: The recipe flags of ``run`` and ``train`` (``--set recipe.<field>`` reaches every other field).
+RECIPE_FLAGS = [
+    option("sets", list[str] | None, None, "--set", panel=RECIPE,
+           help="SCOPE.NAME=VALUE, scope a method, recipe or teacher: --set dkd.beta=6, "
+           "--set recipe.weight_decay=1e-4, --set teacher.epochs=40 (repeatable)."),
+    option("epochs", int | None, None, "--epochs", help="Training epochs (default: the recipe preset's).",
+           panel=RECIPE),
+    option("batch_size", int | None, None, "--batch-size", help="Global batch size (default: the recipe preset's).",
+           panel=RECIPE),
+    option("lr", float | None, None, "--lr", help="Base learning rate (default: the recipe preset's).", panel=RECIPE),
+    option("max_steps", int | None, None, "--max-steps", help="Cap on steps per epoch (smoke runs).", panel=RECIPE),
+    option("scale_lr", str | None, None, "--scale-lr", panel=RECIPE,
+           help="none (default: the recipe's lr) | linear: lr x batch / the preset's batch."),
+]  # fmt: skip
+
+SPEED_FLAGS = [
+    option("precision", str | None, None, "--precision", panel=SPEED,
+           help="auto (bf16 on CUDA, fp32 elsewhere) | fp32 (strict reproduction) | bf16 | fp16."),
+    option("channels_last", str | None, None, "--channels-last", panel=SPEED,
+           help="auto (on for CUDA) | on | off: NHWC tensors for conv models."),
+    option("compile_mode", str | None, None, "--compile", panel=SPEED,
+           help="off | on | reduce-overhead | max-autotune: torch.compile the step's models."),
+    option("data_pipeline", str | None, None, "--data-pipeline", panel=SPEED,
+           help="auto | device (in-memory data on the device) | pil (DataLoader)."),
+    option("sync_bn", str | None, None, "--sync-bn", panel=SPEED,
+           help="auto (on for segmentation) | on | off: BatchNorm over the global batch when a job has several "
+           "workers."),
+]  # fmt: skip
+
+CONFIG = [
+    option("config", Path | None, None, "--config", help="experiment.yaml: keys are this command's option names.",
+           panel=GRID),
+    option("imports", list[str] | None, None, "--import", "--imports", panel=GRID,
+           help="Plugin module(s) to import first: a module name or a .py file that registers methods or architectures "
+           "(repeatable or comma list; installed entry points load anyway)."),
+]  # fmt: skip
+
+#: Where results go and how they are tracked (every command that trains or reads runs).
+OUTPUT = [
+    option("output", Path, Path("results"), "--output", "-o", help="Output folder (jobs, MLflow store, reports).",
+           panel=TRACK),
+    option("tracking_uri", str | None, None, "--tracking-uri", help="MLflow server; default: OUTPUT/mlflow.db.",
+           panel=TRACK),
+    option("experiment", str, "diffbench", "--experiment", help="MLflow experiment name.", panel=TRACK),
+]  # fmt: skip
+
+DEVICE = [option("device", str, "auto", "--device", help="auto | cpu | cuda | cuda:N", panel=RUN)]
+
+#: The grid a ``run`` (and a ``tune``) expands.
+GRID_FLAGS = [
+    option("task", str | None, None, "--task", help=TASK_HELP, panel=GRID),
+    *DATA,
+    option("pairs", list[str] | None, None, "--pairs", help="teacher:student,... (comma list or repeated).",
+           panel=GRID),
+    option("methods", list[str] | None, None, "--methods", help="kd,dkd,fitnet,diffkd (vanilla is always added).",
+           panel=GRID),
+    option("seeds", str | None, None, "--seeds", help="A count (3: seeds 0,1,2) or a comma list of seeds (0,5,7).",
+           panel=GRID),
+    option("preset", str | None, None, "--preset", panel=GRID,
+           help="Named grid: default, smoke, cifar100, imagenet, detection, segmentation."),
+    option("recipe", str | None, None, "--recipe", help="The task's recipe preset (diffbench list presets).",
+           panel=RECIPE),
+    option("teacher_checkpoint", list[str] | None, None, "--teacher-checkpoint", panel=GRID,
+           help="ARCH=PATH: use these teacher weights."),
+    *RECIPE_FLAGS,
+    *SPEED_FLAGS,
+    *CONFIG,
+]  # fmt: skip
+
+#: How a grid's jobs run (``run``, ``tune``).
+EXECUTION = [
+    option("executor", str, "ray", "--executor", help="ray | local (one job at a time, in this process)", panel=RUN),
+    option("cpus_per_job", float | None, None, "--cpus-per-job", panel=RUN,
+           help="Default: the cluster's CPUs shared by the stage's jobs."),
+    option("gpus_per_job", float, 0.0, "--gpus-per-job", help="Fractions share a GPU, e.g. 0.25.", panel=RUN),
+    option("max_concurrent", int | None, None, "--max-concurrent", help="Jobs at once (default: as many as fit).",
+           panel=RUN),
+    option("max_failures", int, 1, "--max-failures", help="Retries of a crashed job (from its checkpoint).",
+           panel=RUN, min=0),
+    option("address", str | None, None, "--address", help="Join a Ray cluster: auto or HOST:PORT.", panel=RUN),
+    option("workers_per_job", int | None, None, "--workers-per-job", panel=RUN,
+           help="Data-parallel workers per job (Ray Train; CPU workers unless --gpus-per-job gives them GPUs). "
+           "The batch is global."),
+    *DEVICE,
+    *OUTPUT,
+    option("log_model", bool, True, "--log-model/--no-log-model", envvar="DIFFBENCH_LOG_MODEL", panel=TRACK,
+           help="Log each finished job's best model to MLflow (runs:/<run id>/student; a few seconds per job)."),
+]  # fmt: skip
+
+
+def run_options(p: dict[str, Any]) -> Any:
+    """The :class:`~bench.execute.options.RunOptions` of a command's parameters (validated once, here)."""
+    from bench.execute.options import RunOptions
+
+    return RunOptions(
+        output=p["output"], executor=p.get("executor", "local"), tracking_uri=p.get("tracking_uri"),
+        experiment=p["experiment"], device=p["device"], cpus_per_job=p.get("cpus_per_job"),
+        gpus_per_job=p.get("gpus_per_job", 0.0), max_concurrent=p.get("max_concurrent"),
+        max_failures=p.get("max_failures", 1), address=p.get("address"), workers_per_job=p.get("workers_per_job"),
+        rerun=bool(p.get("rerun")), log_models=bool(p.get("log_model", True)),
+    )  # fmt: skip
+
+
+def annotation(group: Sequence[inspect.Parameter], name: str) -> Any:
+    """The annotated type of option ``name`` in ``group``, for a command that declares it in its own signature."""
+    return next(p.annotation for p in group if p.name == name)
+
+
+DatasetOpt = annotation(DATA, "dataset")
+DataDirOpt = annotation(DATA, "data_dir")
+DeviceOpt = annotation(DEVICE, "device")
+ImportOpt = annotation(CONFIG, "imports")

@@ -1,0 +1,160 @@
+"""``diffbench report`` (MLflow runs → leaderboards) and ``diffbench ui`` (the MLflow UI on the same store).
+
+Neither imports torch: a laptop can read a cluster's store.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bench.cli.options import console, err_console, user_errors
+from bench.jobs.overrides import split_list
+from methods.errors import UserError
+
+
+def _report_filters(**given: Any) -> str:
+    """The filters a user gave, for the "no runs" line (``--task detection --grid g1``)."""
+    shown = [f"--{k.replace('_', '-')} {v}" for k, v in given.items() if v]
+    return f" match {' '.join(shown)}" if shown else ""
+
+
+@user_errors
+def report(
+    task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Only this data set.")] = None,
+    pairs: Annotated[list[str] | None, typer.Option("--pairs", help="Only these teacher:student pairs.")] = None,
+    methods: Annotated[
+        list[str] | None, typer.Option("--methods", help="Only these method columns (a missing one shows as n=0).")
+    ] = None,
+    grid: Annotated[
+        str | None, typer.Option("--grid", help="Only one grid: its parent run id, run name (latest) or grid hash.")
+    ] = None,
+    epoch: Annotated[str, typer.Option("--epoch", help="best | last")] = "best",
+    vs: Annotated[
+        str | None, typer.Option("--vs", help="Also compare every method with this one (Welch), e.g. --vs dkd.")
+    ] = None,
+    published: Annotated[
+        str,
+        typer.Option(
+            "--published", help="Published numbers: match (only beside runs of the paper's recipe) | always | never"
+        ),
+    ] = "match",
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="markdown | csv | html | latex | json (default: from --out's suffix, else a terminal table)",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write the report to this file (.md .csv .html .tex .json), not stdout."),
+    ] = None,
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", help="Also write the figure (scores from zero, gains with 95 % CIs), PNG.")
+    ] = None,
+    ui_url: Annotated[
+        str | None, typer.Option("--ui-url", help="MLflow UI address, e.g. http://127.0.0.1:5000: link runs.")
+    ] = None,
+    reference: Annotated[Path | None, typer.Option("--reference", help="Published numbers CSV.")] = None,
+    output: Annotated[
+        Path, typer.Option("--output", help="Results folder of `diffbench run` (its MLflow store is read).")
+    ] = Path("results"),
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server URI.")] = None,
+    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "diffbench",
+) -> None:
+    """Leaderboards from MLflow: mean ± std over seeds, gain over vanilla with 95 % CI and Welch test, provenance.
+
+    Prints a terminal table, or writes --format/--out (the format follows the suffix of --out). HTML
+    embeds its figure and goes to stdout without --out; nothing is written into the results folder.
+    Exit code 2 with one error line when no run matches.
+    """
+    from bench import report as rep
+    from bench.report.output import check_out_file, write_text
+    from bench.tracking.store import check_server, default_tracking_uri, fail_fast_http
+
+    fail_fast_http()
+    for path in (out, plot_path):
+        if path is not None:
+            check_out_file(path)
+    fmt = rep.format_for(out, fmt)
+    if published not in rep.PUBLISHED_MODES:
+        raise UserError(f"--published {published!r}: valid are {', '.join(rep.PUBLISHED_MODES)}")
+    if epoch not in rep.EPOCHS:
+        raise UserError(f"--epoch {epoch!r}: valid are {', '.join(rep.EPOCHS)}")
+    if task is not None:
+        from tasks.spec import task_spec
+
+        task_spec(task)  # an unknown task: one line with a "did you mean"
+    uri = tracking_uri or default_tracking_uri(output)
+    check_server(uri)
+    ref = rep.load_reference(reference) if reference else rep.load_reference()
+    runs = rep.load_runs(uri, experiment, task=task, dataset=dataset, grid=grid)
+    if runs.empty:
+        where = _report_filters(task=task, dataset=dataset, grid=grid)
+        raise UserError(f"no diffbench job runs{where} in experiment {experiment!r} of {uri}")
+    lb = rep.leaderboard(
+        runs,
+        epoch,
+        task=task,
+        dataset=dataset,
+        pairs=split_list(pairs) or None,
+        methods=split_list(methods) or None,
+        reference=ref,
+        vs=vs,
+        published=published,
+    )
+    if lb.empty:
+        raise UserError(lb.empty_reason() + _report_filters(pairs=",".join(split_list(pairs)),
+                                                            methods=",".join(split_list(methods))))  # fmt: skip
+    if fmt is None:
+        console.print(rep.to_rich(lb, ui_url=ui_url))
+    else:
+        text = rep.render(lb, fmt, ui_url=ui_url)
+        if out is not None:
+            write_text(out, text)
+            err_console.print(f"wrote {out}")
+        else:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if plot_path is not None:
+        try:
+            rep.plot(lb, plot_path)
+        except OSError as err:
+            raise UserError(f"cannot write --plot {str(plot_path)!r}: {err.strerror or err}") from None
+        err_console.print(f"plot: {plot_path}")
+
+
+@user_errors
+def ui(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Results folder of `diffbench run` (its MLflow store).")
+    ] = Path("results"),
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to serve on.")] = 5000,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="Backend store URI.")] = None,
+    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "diffbench",
+    open_browser: Annotated[bool, typer.Option("--open", help="Also open the runs page in a web browser.")] = False,
+) -> None:
+    """Open the MLflow UI on the same store `diffbench run` writes (bound to 127.0.0.1 by default).
+
+    Prints the link to the experiment's runs table in diffbench's view (grid axes and scores as columns,
+    grids expanded). Ctrl-C or SIGTERM stops the UI's whole process tree (exit 0 or 143).
+    """
+    from bench.tracking.store import default_tracking_uri
+    from bench.tracking.ui_server import runs_link, serve, ui_command
+
+    uri = tracking_uri or default_tracking_uri(output)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise UserError(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}; run `diffbench run` first or pass --output"
+        )
+    cmd = ui_command(uri, host, port, output)
+    link = runs_link(uri, experiment, f"http://{host}:{port}")
+    console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it", highlight=False)
+    if link:
+        console.print(f"runs: {link}", highlight=False, soft_wrap=True)
+    raise typer.Exit(serve(cmd, link if open_browser else None))
