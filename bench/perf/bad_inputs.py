@@ -1,4 +1,4 @@
-"""The bad-input matrix of issue 13, re-runnable: every command fed what a clumsy or hostile user types.
+"""The bad-input matrix, re-runnable: every command fed what a clumsy or hostile user types.
 
     python -m bench.perf.bad_inputs            # prints one row per case and the count refused cleanly
 

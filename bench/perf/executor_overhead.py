@@ -17,8 +17,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.jobs.grid import GridSpec, expand
 from bench.execute.driver import run_grid
+from bench.execute.options import RunOptions
+from bench.jobs.grid import GridSpec, expand
 
 
 def main() -> None:
@@ -48,7 +49,7 @@ def main() -> None:
     ):
         with tempfile.TemporaryDirectory() as d:
             t0 = time.perf_counter()
-            failed = run_grid(jobs, Path(d), device="cpu", console=quiet, **kw)
+            failed = run_grid(jobs, RunOptions(output=Path(d), device="cpu", **kw), console=quiet)
             walls[name] = time.perf_counter() - t0
             assert failed == 0, f"{failed} jobs failed"
         console.print(f"{name:>18}: {walls[name]:6.1f}s  ({walls[name] / len(jobs):.2f}s per job)")

@@ -1,4 +1,5 @@
-"""Issue 8's GPU measurements, one section per process (``bench/scripts/gpu_issue8.sh`` runs them all).
+"""The GPU suite: speed, epoch time, packing, profiles and compilation on one GPU, one section per process
+(``bench/perf/gpu_suite.sh`` runs them all).
 
 Sections (``python -m bench.perf.gpu_suite SECTION --out DIR [--smoke]``), each writing ``DIR/SECTION.json``:
 
@@ -15,7 +16,8 @@ Sections (``python -m bench.perf.gpu_suite SECTION --out DIR [--smoke]``), each 
 * ``profile``: ``torch.profiler`` of KD and DiffKD steps: top kernels, CPU-side ops, launches per step.
 * ``compile_default`` / ``compile_ro``: KD and DiffKD with ``torch.compile`` (default / reduce-overhead)
   beside eager, interleaved; compile time separately.
-* ``summary``: ``DIR/summary.md`` from whatever sections finished, against the issue's targets.
+* ``summary``: ``DIR/summary.md`` from whatever sections finished, against the targets
+  (:data:`bench.perf.gpu_suite_summary.TARGETS`).
 
 A failing section writes ``{"error": ...}`` and exits 1; the others still run. ``--smoke`` shrinks every
 size so the whole script runs on a CPU in a few minutes (a check of the script, not a measurement).
@@ -39,9 +41,10 @@ from typing import Any
 
 import torch
 
+from methods import catalog
+
 PAIR = ("resnet32x4", "resnet8x4")
-METHODS = ["vanilla", "kd", "dkd", "fitnet", "diffkd"]
-TARGETS = {"kd_images_per_s": 25_000, "packed_images_per_s": 60_000, "run_240_min": 10.0, "diffkd_kd_ratio": 1.3}
+METHODS = [catalog.VANILLA, *catalog.BUILTIN]
 
 
 def _log(msg: str) -> None:
@@ -65,7 +68,7 @@ def _sync(dev: torch.device) -> None:
 
 
 def section_env(a: argparse.Namespace) -> dict[str, Any]:
-    from bench.speed.steps import environment
+    from bench.speed.system import environment
 
     dev = _device(a.smoke)
     out = environment(dev)
@@ -114,8 +117,8 @@ def _cifar_bundle(n_train: int, n_val: int) -> Any:
 def _epoch_of(method: str, bundle: Any, recipe: Any, dev: torch.device, smoke: bool) -> dict[str, Any]:
     """One warm training epoch of ``method`` through the loop's loaders and Stepper, then one evaluation."""
     from bench.engine.build import Built, build_models, make_loaders, make_optimizer, set_lr
-    from bench.engine.step import Stepper
     from bench.engine.loop import lr_factor
+    from bench.engine.step import Stepper
     from methods.base import Progress
     from tasks.base import get_task
 
@@ -193,8 +196,8 @@ def _write_cifar_archive(root: Path, n_train: int, n_test: int) -> None:
 
 
 def section_e2e(a: argparse.Namespace) -> dict[str, Any]:
-    from bench.jobs.spec import resolve_job
     from bench.engine.loop import run_job
+    from bench.jobs.spec import resolve_job
     from tasks.classification.models import zoo
 
     dev = _device(a.smoke)
@@ -367,7 +370,7 @@ SECTIONS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Issue 8's GPU measurements, one section per call.")
+    ap = argparse.ArgumentParser(description="The GPU suite, one section per call.")
     ap.add_argument("section", choices=[*SECTIONS, "summary"])
     ap.add_argument("--out", required=True, help="folder for SECTION.json (and profile_*.txt, summary.md)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks the script, measures nothing")

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Issue 8 on one GPU: every figure the issue asks for, written under $OUT (SECTION.json, profile_*.txt,
-# summary.md). Runs from the source tree with only torch and torchvision (no Ray, MLflow, typer or rich).
+# The GPU suite on one GPU: speed, epoch and end-to-end times, packing, profiles, compilation and the NCCL
+# data-parallel path, written under $OUT (SECTION.json, profile_*.txt, summary.md). Runs from the source tree
+# with only torch and torchvision (no Ray, MLflow, typer or rich).
 #
-#   OUT=/tmp/issue8 bash bench/scripts/gpu_issue8.sh            # on the GPU machine, ~6 minutes
-#   OUT=/tmp/issue8 bash bench/scripts/gpu_issue8.sh --smoke    # tiny sizes on a CPU: checks the script
+#   OUT=/tmp/gpu bash bench/perf/gpu_suite.sh            # on the GPU machine, ~6 minutes
+#   OUT=/tmp/gpu bash bench/perf/gpu_suite.sh --smoke    # tiny sizes on a CPU: checks the script
 #
 # Each section runs in its own process under its own time limit (and the whole under BUDGET_S seconds),
 # so one failure or hang costs only that section; summary.md names what did not finish. Order: the
@@ -12,7 +13,7 @@ set -u
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-$(command -v python || command -v python3)}
-OUT=${OUT:-results/gpu_issue8}
+OUT=${OUT:-results/gpu_suite}
 SMOKE=""
 [ "${1:-}" = "--smoke" ] && SMOKE="--smoke"
 BUDGET_S=${BUDGET_S:-400}
@@ -39,7 +40,7 @@ section() {  # section NAME CAP_SECONDS
 }
 
 section env 45
-# Issue 9: the NCCL/CUDA data-parallel path starts and trains (one H200: 1 worker; the machine has no Ray, so this
+# The NCCL/CUDA data-parallel path starts and trains (one H200: 1 worker; the machine has no Ray, so this
 # is the training loop's DDP Stepper under torch.distributed, as each Ray Train worker runs it).
 echo "== nccl (limit 60s)"
 if [ -z "$SMOKE" ]; then

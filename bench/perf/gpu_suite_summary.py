@@ -1,4 +1,4 @@
-"""``summary.md`` of ``bench/scripts/gpu_issue8.sh``: issue 8's targets beside what each section measured.
+"""``summary.md`` of ``bench/perf/gpu_suite.sh``: the targets beside what each section measured.
 
 Reads the ``SECTION.json`` files :mod:`bench.perf.gpu_suite` wrote; a missing or failed section is named with
 its error, never silently left out.
@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.perf.gpu_suite import TARGETS
+#: What the suite is judged against: KD images/s, packed images/s, minutes for a 240-epoch CIFAR run, DiffKD/KD
+#: step-time ratio.
+TARGETS = {"kd_images_per_s": 25_000, "packed_images_per_s": 60_000, "run_240_min": 10.0, "diffkd_kd_ratio": 1.3}
 
 
 def _load(out: Path, name: str) -> dict[str, Any] | None:
@@ -40,7 +42,7 @@ def write_summary(out: Path) -> str:
     s = {n: _load(out, n) for n in ("env", "speed", "epoch", "e2e", "packing", "profile", "compile_default",
                                      "compile_ro")}  # fmt: skip
     env = s["env"] or {}
-    lines = [f"# Issue 8 measurements: {env.get('device_name', '?')} (torch {env.get('torch', '?')}, CUDA "
+    lines = [f"# GPU suite: {env.get('device_name', '?')} (torch {env.get('torch', '?')}, CUDA "
              f"{env.get('cuda', '—')}, cuDNN {env.get('cudnn', '—')})", ""]  # fmt: skip
     if any((d or {}).get("smoke") for d in s.values()):
         lines += ["**Smoke run** (tiny sizes, CPU): checks the script end to end; these are not measurements.", ""]

@@ -84,9 +84,9 @@ def _job(rank: int, cfg: JobConfig, n_jobs: int, barrier: Any, results: Any) -> 
 
         from bench.engine.build import Built, build_models, make_optimizer, pick_device, set_lr
         from bench.engine.step import Stepper
+        from bench.speed.data import random_cifar
         from methods.base import Progress
         from tasks.base import get_task
-        from bench.speed.pipeline import random_cifar
         from tasks.classification.resident import ResidentLoader
 
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from bench.engine.build import build_job, make_optimizer
-from bench.jobs.grid import GridSpec, expand
 from bench.engine.step import Stepper
+from bench.jobs.grid import GridSpec, expand
 from methods.base import Progress
 
 

@@ -14,18 +14,14 @@ sync per step would charge a launch-bound step its whole launch latency. On a CP
 Beside the time, each row reports the model FLOPs of one training image (:mod:`bench.speed.flops`, counted once
 per row outside the timed rounds), the achieved TFLOP/s, the fraction of the device's dense peak and
 (CUDA) the peak memory of one job of that row (its teacher, student, extras, optimiser state and
-activations). Imports neither Ray nor MLflow (nor typer or rich): ``python -m bench.speed`` runs on a
-machine that has only torch and torchvision.
+activations). Imports neither Ray nor MLflow (nor typer or rich): ``python -m bench.speed``
+(:mod:`bench.speed.__main__`) runs on a machine that has only torch and torchvision.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
-import os
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -33,71 +29,16 @@ from typing import Any
 
 import torch
 
-from bench.engine.build import Built, build_models, make_optimizer, pick_device, set_lr
-from bench.speed.flops import count_flops, dense_peak
-from bench.jobs.spec import VANILLA
+from bench.engine.build import Built, build_models, make_optimizer, set_lr
+from bench.engine.device import pick_device
 from bench.engine.step import Stepper
-from methods.base import Progress, UserError
-from tasks.base import COMPILE_MODES, Recipe, Task, get_task
-
-#: ``--channels-last`` / ``--compile`` spellings of the CLI, as recipe values.
-_CHANNELS_LAST = {"auto": None, "on": True, "off": False, "true": True, "false": False}
-_COMPILE_ALIASES = {"on": "default", "true": "default", "false": "off"}
-#: Steps a row runs per timed block on CUDA (see the module docstring).
-INNER_CUDA = 10
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One speed setting of a job, resolved for a device: what ``Recipe.resolved`` would run."""
-
-    precision: str
-    channels_last: bool
-    compile: str = "off"
-
-    @property
-    def label(self) -> str:
-        """``bf16 cl compile`` style name (``fp32`` for the plain reproduction setting)."""
-        parts = [self.precision] + (["cl"] if self.channels_last else [])
-        if self.compile != "off":
-            parts.append("compile" if self.compile == "default" else f"compile:{self.compile}")
-        return " ".join(parts)
-
-
-def expand_variants(
-    precisions: Sequence[str] = ("auto",),
-    channels_last: Sequence[str | bool | None] = ("auto",),
-    compiles: Sequence[str] = ("off",),
-    device_type: str = "cpu",
-) -> list[Variant]:
-    """The cartesian product of the given settings, ``auto`` resolved for ``device_type``, duplicates dropped.
-
-    Args:
-        precisions: ``auto``, ``fp32``, ``bf16``, ``fp16``.
-        channels_last: ``auto``, ``on``, ``off`` (or ``True``/``False``/``None``).
-        compiles: ``off``, ``on`` (= ``default``) or a ``torch.compile`` mode.
-        device_type: ``cpu`` or ``cuda`` (decides the ``auto`` values, as for a training job).
-    """
-    cls_: list[bool | None] = []
-    for v in channels_last or ("auto",):
-        key = v if isinstance(v, bool) or v is None else str(v).lower()
-        if key not in (True, False, None) and key not in _CHANNELS_LAST:
-            raise UserError(f"--channels-last {v!r}: expected auto, on or off")
-        cls_.append(key if key in (True, False, None) else _CHANNELS_LAST[key])  # type: ignore[index]
-    comps = [_COMPILE_ALIASES.get(c, c) for c in (compiles or ("off",))]
-    for c in comps:
-        if c not in COMPILE_MODES:
-            raise UserError(f"--compile {c!r}: expected off, on or one of {', '.join(COMPILE_MODES[1:])}")
-    for p in precisions or ("auto",):
-        if p not in ("auto", "fp32", "bf16", "fp16"):
-            raise UserError(f"--precision {p!r}: expected auto, fp32, bf16 or fp16")
-    out: list[Variant] = []
-    for p, cl, c in itertools.product(precisions or ("auto",), cls_, comps):
-        r = Recipe(epochs=1, batch_size=1, lr=1.0, precision=p, channels_last=cl, compile=c).resolved(device_type, True)
-        v = Variant(r.precision, bool(r.channels_last), r.compile)
-        if v not in out:
-            out.append(v)
-    return out
+from bench.jobs.spec import VANILLA
+from bench.speed.flops import count_flops, dense_peak
+from bench.speed.system import environment, sync
+from bench.speed.variants import INNER_CUDA, Variant, check_args, expand_variants, to_memory_format
+from methods.taps import Progress
+from tasks.base import Task, get_task
+from tasks.recipe import Recipe
 
 
 @dataclass
@@ -129,18 +70,6 @@ class SpeedRow:
         return asdict(self)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _memory_format(batch: Any, channels_last: bool) -> Any:
-    """The synthetic batch as the training pipeline hands it over: NHWC images for channels_last jobs."""
-    if channels_last and isinstance(batch, tuple | list) and isinstance(batch[0], torch.Tensor) and batch[0].ndim == 4:
-        return (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
-    return batch
-
-
 class _Row:
     """A row's job: models, optimiser and :class:`Stepper`, stepped like the training loop steps them."""
 
@@ -168,18 +97,6 @@ class _Row:
         r = self.recipe
         progress = Progress(epoch=r.epochs, epochs=r.epochs, step=self.it, steps_per_epoch=1_000_000)
         return count_flops(lambda: eager.step(self.batch, progress))
-
-
-def check_args(
-    methods: Sequence[str], teacher: str | None, batch_size: int, steps: int, warmup: int, inner: int | None
-) -> None:
-    """The arguments every step benchmark shares, refused in one line each."""
-    if not methods:
-        raise UserError("no methods to time")
-    if any(m != VANILLA for m in methods) and teacher is None:
-        raise UserError("--teacher is needed to time distillation methods")
-    if batch_size < 1 or steps < 1 or warmup < 0 or (inner is not None and inner < 1):
-        raise UserError("--batch-size, --steps and --inner must be >= 1 and --warmup >= 0")
 
 
 def benchmark(
@@ -241,10 +158,10 @@ def benchmark(
         s, t, m = build_models(task, student, teacher if name != VANILLA else None, name, hp, num_classes, dataset,
                                None, dev, channels_last=variant.channels_last)  # fmt: skip
         built = Built(task, s, t, m, None, None, num_classes, {})
-        row = _Row(task, name, variant, built, recipe, _memory_format(base_batch, variant.channels_last), dev, log)
+        row = _Row(task, name, variant, built, recipe, to_memory_format(base_batch, variant.channels_last), dev, log)
         for _ in range(max(warmup, 3) if variant.compile != "off" else warmup):
             row.step()
-        _sync(dev)
+        sync(dev)
         peaks[id(row)] = (torch.cuda.max_memory_allocated(dev) - base_mem) / 2**20 if dev.type == "cuda" else None
         rows.append(row)
     flop_counts = {id(r): r.flops() for r in rows} if flops else {}
@@ -252,11 +169,11 @@ def benchmark(
     for rnd in range(steps):
         k = rnd % len(rows)
         for row in rows[k:] + rows[:k]:
-            _sync(dev)
+            sync(dev)
             t0 = time.perf_counter()
             for _ in range(inner):
                 row.step()
-            _sync(dev)
+            sync(dev)
             row.times.append((time.perf_counter() - t0) / inner)
 
     out: list[SpeedRow] = []
@@ -282,93 +199,6 @@ def benchmark(
                 r.vs_vanilla = r.ms_per_step / ref[VANILLA] if VANILLA in ref else None
                 r.vs_kd = r.ms_per_step / ref["kd"] if "kd" in ref else None
     return out
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """What the figures were measured on: device name, torch/CUDA versions, CPU threads."""
-    env: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        env.update(device_name=props.name, device_mem_mb=props.total_memory / 2**20, cuda=torch.version.cuda,
-                   cudnn=torch.backends.cudnn.version(), capability=f"{props.major}.{props.minor}")  # fmt: skip
-    else:
-        env["device_name"] = _cpu_name()
-    return env
-
-
-def _cpu_name() -> str:
-    """The CPU model (``/proc/cpuinfo`` on Linux) and the cores this process may use."""
-    import platform
-
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{name}, {cores} cores"
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m bench.speed``: the step benchmark without typer/rich (GPU machines with only torch)."""
-    ap = argparse.ArgumentParser(description="Time full training steps per method and speed variant.")
-    ap.add_argument("--task", default="classification")
-    ap.add_argument("--teacher", default="resnet32x4")
-    ap.add_argument("--student", default="resnet8x4")
-    ap.add_argument("--methods", default="vanilla,kd,dkd,fitnet,diffkd")
-    ap.add_argument("--dataset", default=None)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--inner", type=int, default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--precision", default="auto")
-    ap.add_argument("--channels-last", default="auto")
-    ap.add_argument("--compile", default="off")
-    ap.add_argument("--peak-tflops", type=float, default=None)
-    ap.add_argument("--no-flops", action="store_true")
-    ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    ap.add_argument("--workers", default=None, help="comma list: data-parallel scaling with N local workers")
-    a = ap.parse_args(argv)
-    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    if a.workers is not None:
-        _main_workers(a, split)
-        return
-    try:
-        payload = run(a.task, a.teacher, a.student, split(a.methods), a.dataset, a.batch_size, a.steps, a.warmup,
-                      a.device, split(a.precision), split(a.channels_last), split(a.compile), a.inner,
-                      a.peak_tflops, not a.no_flops, log=lambda m: print(m, file=sys.stderr))  # fmt: skip
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if a.json:
-        print(json.dumps(payload))
-    else:
-        from bench.speed.table import markdown_table
-
-        print(markdown_table([SpeedRow(**r) for r in payload["rows"]]))
-
-
-def _main_workers(a: argparse.Namespace, split: Callable[[str], list[str]]) -> None:
-    """``python -m bench.speed --workers N,M``: the scaling table of :mod:`bench.speed.workers`."""
-    from bench import speed_workers as sw
-
-    try:
-        if a.peak_tflops is not None:
-            raise UserError("--peak-tflops does not apply to --workers (no FLOP figures in scaling rows)")
-        payload = sw.run_workers(a.task, a.teacher, a.student, split(a.methods), sw.parse_workers(a.workers),
-                                 a.dataset, a.batch_size, a.steps, a.warmup, a.device, split(a.precision),
-                                 split(a.channels_last), split(a.compile), a.inner,
-                                 log=lambda m: print(m, file=sys.stderr))  # fmt: skip
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if a.json:
-        print(json.dumps(payload))
-    else:
-        print(sw.describe(payload))
-        print(sw.markdown_table([sw.WorkerRow(**r) for r in payload["rows"]]))
 
 
 def run(
@@ -404,6 +234,3 @@ def run(
         "rows": [r.to_dict() for r in rows],
     }
 
-
-if __name__ == "__main__":
-    main()

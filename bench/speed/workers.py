@@ -7,7 +7,7 @@ one GPU per rank) each build the same teacher, student and method as ``diffbench
 ranks every step. **Weak scaling**: every worker processes ``--batch-size`` images per step, so N workers
 train a global batch of N × B. On a CPU each rank gets ``max(1, cores // N)`` threads.
 
-Rank 0 times blocks of ``inner`` steps (1 on CPU, :data:`bench.speed.steps.INNER_CUDA` on CUDA) between two
+Rank 0 times blocks of ``inner`` steps (1 on CPU, :data:`bench.speed.variants.INNER_CUDA` on CUDA) between two
 fences (a device sync and an all-reduce over the ranks), so a block lasts as long as its slowest rank;
 the median over rounds is the step time, ``images/s = N × B / step time`` and
 
@@ -34,8 +34,10 @@ from typing import Any
 import torch
 
 from bench.jobs.spec import VANILLA
-from bench.speed.steps import INNER_CUDA, Variant, _memory_format, check_args, environment, expand_variants
-from methods.base import Progress, UserError
+from bench.speed.system import environment
+from bench.speed.variants import INNER_CUDA, Variant, check_args, expand_variants, to_memory_format
+from methods.errors import UserError
+from methods.taps import Progress
 
 #: Column titles of the scaling table, in order (CPU threads per N are in :func:`describe`'s line). Short words
 #: that wrap: the table fits an 80-column terminal.
@@ -188,7 +190,7 @@ def _rank_body(rank: int, world: int, port: int, cfg: dict[str, Any]) -> dict[st
     torch.manual_seed(0)  # every rank (and every N) builds the same models and batch
     recipe = task.recipe(dataset, student)
     batch = task.synthetic_batch(cfg["batch_size"], cfg["num_classes"], dev, dataset=dataset, arch=student)
-    batch = _memory_format(batch, variant.channels_last)
+    batch = to_memory_format(batch, variant.channels_last)
     builts = []
     for name in cfg["methods"]:
         hp = {**task.method_defaults(name, dataset, cfg["teacher"], student), **cfg["hparams"].get(name, {})} \
@@ -274,7 +276,7 @@ def benchmark_workers(
     Args:
         batch_size: images per worker and step (weak scaling: N workers step N × ``batch_size`` images).
         variant: the one speed setting to time (default: what a training job on ``device`` runs).
-        inner: steps per timed block (default 1 on CPU, :data:`bench.speed.steps.INNER_CUDA` on CUDA).
+        inner: steps per timed block (default 1 on CPU, :data:`bench.speed.variants.INNER_CUDA` on CUDA).
         imports: plugin modules for the workers to load (``None``: load no plugins).
 
     Returns:
@@ -320,14 +322,18 @@ def run_workers(
     batch_size: int, steps: int, warmup: int, device: str, precisions: Sequence[str], channels_last: Sequence[str],
     compiles: Sequence[str], inner: int | None = None, sets: dict[str, dict[str, Any]] | None = None,
     num_classes: int | None = None, imports: list[str] | None = None, log: Callable[[str], None] = lambda _m: None,
+    peak_tflops: float | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The JSON payload of ``diffbench speed --workers``: settings, environment and one dict per row.
 
     Exactly the given methods are timed (no implicit vanilla: scaling rows compare a method with itself).
+    ``peak_tflops`` is refused: scaling rows have no FLOP figures.
     """
-    from bench.engine.build import pick_device
+    from bench.engine.device import pick_device
     from tasks.base import get_task
 
+    if peak_tflops is not None:
+        raise UserError("--peak-tflops does not apply to --workers (no FLOP figures in scaling rows)")
     t = get_task(task)
     dataset = dataset or ("cifar100" if task == "classification" else t.default_dataset)
     dev = pick_device(device)

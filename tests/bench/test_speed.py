@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from bench import flops as bflops
 from bench.cli.app import app
+from bench.speed import flops as bflops
 from bench.speed.steps import SpeedRow, Variant, benchmark, expand_variants
 from bench.speed.table import markdown_table
 from methods.base import UserError

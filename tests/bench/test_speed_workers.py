@@ -14,9 +14,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench import speed_workers as sw
 from bench.cli.app import app
-from bench.speed.steps import main as speed_main
+from bench.speed import workers as sw
+from bench.speed.__main__ import main as speed_main
 from methods.base import UserError
 
 runner = CliRunner()
