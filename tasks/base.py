@@ -129,8 +129,24 @@ class Task(TaskSpec, ABC):
 
     # -- models ------------------------------------------------------------------------------
     @abstractmethod
-    def build_model(self, arch: str, num_classes: int, dataset: str) -> nn.Module:
-        """A freshly initialised model (``UserError`` for an unknown arch, listing valid ones)."""
+    def build_model(self, arch: str, num_classes: int, dataset: str, init: str | None = None) -> nn.Module:
+        """A freshly initialised model (``UserError`` for an unknown arch, listing valid ones).
+
+        ``init`` says how a model that will be trained starts (see :meth:`TaskSpec.check_init`): ``None`` (the
+        task's default), ``"random"`` (asked for: no frozen normalisation or stages) or ``"file"`` (weights are
+        loaded next by :meth:`load_init`). Teachers are built with ``None`` and loaded by :meth:`load_weights`.
+        """
+
+    def load_init(self, model: nn.Module, arch: str, path: Path) -> str:
+        """Load a model's starting weights (``--student-checkpoint``) strictly; return what was loaded, for the log.
+
+        Default: the whole model, as :meth:`load_weights` reads it. Tasks whose published settings start from an
+        ImageNet-pretrained *backbone* also accept backbone files in the layouts people have (torchvision,
+        detectron2, the papers' releases): every backbone key must be there, and nothing but a classifier may be
+        left over; a :class:`UserError` names missing and unexpected keys otherwise.
+        """
+        self.load_weights(model, path)
+        return "the whole model"
 
     def load_weights(self, model: nn.Module, path: Path) -> None:
         """Load a checkpoint into ``model`` with ``strict=True``.

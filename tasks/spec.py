@@ -94,6 +94,16 @@ class TaskSpec(ABC):
         """
         return None
 
+    def check_init(self, dataset: str, arch: str, init: str | None) -> None:
+        """Refuse a starting point the model setup of ``arch`` on ``dataset`` cannot train from (``UserError``).
+
+        ``init``: ``None`` (the task's default), ``"random"`` (asked for) or ``"file"`` (a weights file). Default:
+        anything goes (models train from random weights with trainable normalisation). Tasks whose models are set up
+        for pretrained weights on a data set (frozen BatchNorm, frozen stages) refuse ``None`` there, naming the
+        choice the user has.
+        """
+        return None
+
     # -- recipes and method defaults ---------------------------------------------------------
     @abstractmethod
     def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:

@@ -168,6 +168,9 @@ GRID_FLAGS = [
            panel=RECIPE),
     option("teacher_checkpoint", list[str] | None, None, "--teacher-checkpoint", panel=GRID,
            help="ARCH=PATH: use these teacher weights."),
+    option("student_checkpoint", list[str] | None, None, "--student-checkpoint", panel=GRID,
+           help="ARCH=PATH: every job that trains ARCH starts from these weights (a whole model, or an ImageNet "
+           "backbone in torchvision, detectron2 or the papers' layouts); ARCH=random: from random weights."),
     *RECIPE_FLAGS,
     *SPEED_FLAGS,
     *CONFIG,

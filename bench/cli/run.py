@@ -58,6 +58,8 @@ TRAIN_FLAGS = [
     option("teacher", str | None, None, "--teacher", help="Teacher architecture.", panel=GRID),
     option("teacher_checkpoint", Path | None, None, "--teacher-checkpoint", panel=GRID,
            help="Teacher weights (mdistiller, torchvision or ours)."),
+    option("student_checkpoint", str | None, None, "--student-checkpoint", panel=GRID,
+           help="The student's starting weights (a whole model or an ImageNet backbone), or 'random'."),
     option("preset", str | None, None, "--preset", help="Recipe preset (see `diffbench list presets`).",
            panel=RECIPE),
     option("seed", int, 0, "--seed", help="The job's random seed.", panel=GRID),
@@ -96,6 +98,7 @@ def grid_of(p: dict[str, Any]) -> Any:
         teacher_recipe=teacher_recipe,
         preset=p.get("recipe"),
         teacher_checkpoints=parse_checkpoints(p.get("teacher_checkpoint")),
+        student_checkpoints=parse_checkpoints(p.get("student_checkpoint"), "--student-checkpoint"),
         scale_lr=p.get("scale_lr"),
     )
 
@@ -164,6 +167,7 @@ def run(ctx: typer.Context, params: dict[str, Any]) -> None:
 
 def train_job(p: dict[str, Any]) -> Any:
     """The one :class:`~bench.jobs.spec.JobSpec` of ``diffbench train``'s parameters (``device``: resolved)."""
+    from bench.jobs.grid import student_init
     from bench.jobs.spec import VANILLA, file_identity, resolve_job
 
     method = p["method"]
@@ -183,10 +187,12 @@ def train_job(p: dict[str, Any]) -> Any:
         raise UserError(f"--set names {', '.join(other)}, but this job trains {method!r}")
     recipe, _teacher = recipe_overrides(p, sets)
     ref, path = file_identity(ckpt) if ckpt is not None else (None, None)
+    init, init_path = student_init(p["student_checkpoint"]) if p.get("student_checkpoint") else (None, None)
     kw = {"task": p["task"], "dataset": p.get("dataset"), "student": p["student"], "method": method,
           "teacher": p.get("teacher"), "teacher_ref": ref, "teacher_path": path, "seed": p["seed"],
           "data_dir": p.get("data_dir"), "preset": p.get("preset"), "recipe_overrides": recipe,
-          "hparam_overrides": sets.get(method), "scale_lr": p.get("scale_lr")}  # fmt: skip
+          "hparam_overrides": sets.get(method), "scale_lr": p.get("scale_lr"),
+          "student_init": init, "student_init_path": init_path}  # fmt: skip
     resolve_job(**kw, device="cpu")  # every name and value checked, before torch is imported
     from bench.engine.device import pick_device
 

@@ -20,7 +20,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from bench.engine.device import available_cpus
 from bench.engine.distributed import Dist, convert_sync_bn, epoch_seed, seed_epoch
-from bench.jobs.spec import VANILLA, JobSpec
+from bench.jobs.spec import RANDOM_INIT, VANILLA, JobSpec
 from methods.base import Method, build_method
 from methods.errors import UserError
 from tasks.base import Recipe, Task, get_task
@@ -158,11 +158,19 @@ def build_job(
         ckpt,
         device,
         channels_last=bool(recipe.channels_last),
+        init=init_kind(spec.student_init),
+        init_path=Path(spec.student_init_path) if spec.student_init_path else None,
+        log=log,
     )
     if dist.parallel and recipe.sync_bn:
         student, method = convert_sync_bn([student, method], device, log)
     return Built(task, student, teacher, method, train_loader, val_loader, bundle.num_classes, bundle.info,
                  generator, spec.seed, dist)  # fmt: skip
+
+
+def init_kind(student_init: str | None) -> str | None:
+    """A job's ``student_init`` as :meth:`tasks.base.Task.build_model` takes it: ``None``, ``random`` or ``file``."""
+    return None if student_init is None else "random" if student_init == RANDOM_INIT else "file"
 
 
 def build_models(
@@ -176,10 +184,17 @@ def build_models(
     teacher_ckpt: Path | None,
     device: torch.device,
     channels_last: bool = False,
+    init: str | None = None,
+    init_path: Path | None = None,
+    log: Any = print,
 ) -> tuple[nn.Module, nn.Module | None, Method | None]:
-    """Student, frozen teacher (weights from ``teacher_ckpt`` when given) and method, taps attached."""
+    """Student (its starting weights from ``init_path`` when given), frozen teacher (weights from ``teacher_ckpt``
+    when given) and method, taps attached. ``init``: see :meth:`tasks.base.Task.build_model`."""
     fmt = torch.channels_last if channels_last else torch.preserve_format
-    student = task.build_model(student_arch, num_classes, dataset)
+    student = task.build_model(student_arch, num_classes, dataset, init=init)
+    if init_path is not None:
+        what = task.load_init(student, student_arch, init_path)
+        log(f"{student_arch} starts from {init_path} ({what})")
     teacher = method = None
     if method_name != VANILLA:
         if teacher_arch is None:

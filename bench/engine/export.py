@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.engine.build import init_kind
 from methods.errors import UserError, first_line
 
 #: Export formats and the suffix each file gets when ``--out`` is a folder.
@@ -63,6 +64,9 @@ class Student:
     num_classes: int
     path: Path
     job_hash: str | None = None
+    #: the model setup it was trained in (``random`` builds detectors with trainable BatchNorm), see
+    #: :meth:`tasks.base.Task.build_model`.
+    init: str | None = None
 
 
 def find_student_file(source: str | Path, output: Path | str = "results", last: bool = False) -> Path:
@@ -101,12 +105,13 @@ def load_student(path: Path | str) -> Student:
         raise UserError(f"{path} is not a diffbench student file (it records no {'/'.join(_RECORD)}); export takes "
                         "the student.pt or student_best.pt of a job")  # fmt: skip
     task = get_task(record["task"])
-    model = task.build_model(record["arch"], int(record["num_classes"]), record["dataset"])
-    load_state_dict_file(model, path)
     job = record.get("job") or {}
+    init = init_kind(job.get("student_init")) if isinstance(job, dict) else None  # the model setup it trained in
+    model = task.build_model(record["arch"], int(record["num_classes"]), record["dataset"], init=init)
+    load_state_dict_file(model, path)
     job_hash = path.parent.name if _JOB_HASH.match(path.parent.name) else None
     return Student(model.eval(), record["arch"], record["task"], record["dataset"], int(record["num_classes"]), path,
-                   job_hash or (job.get("job_hash") if isinstance(job, dict) else None))  # fmt: skip
+                   job_hash or (job.get("job_hash") if isinstance(job, dict) else None), init)  # fmt: skip
 
 
 def example_input(student: Student, batch: int = 2, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -221,7 +226,8 @@ def check_export(student: Student, fmt: str, path: Path, example: torch.Tensor |
     from tasks.base import get_task, load_state_dict_file
 
     if fmt in ("mdistiller", "state_dict"):
-        fresh = get_task(student.task).build_model(student.arch, student.num_classes, student.dataset)
+        task = get_task(student.task)
+        fresh = task.build_model(student.arch, student.num_classes, student.dataset, init=student.init)
         load_state_dict_file(fresh, path)
         if example is None:  # detection: no plain forward to compare; the weights themselves then
             mine, theirs = student.model.state_dict(), fresh.state_dict()

@@ -62,6 +62,8 @@ class JobResult:
     metrics: dict[str, float]
     history: list[dict[str, float]]
     student_path: str
+    #: data-parallel workers of the run that finished it (not part of the job's identity).
+    workers: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +72,7 @@ class JobResult:
             "metrics": self.metrics,
             "history": self.history,
             "student_path": self.student_path,
+            "workers": self.workers,
         }
 
 
@@ -334,7 +337,7 @@ def _finish(spec: JobSpec, built: Built, state: _State, recipe: Recipe, workdir:
     if dev.type == "cuda":
         summary["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     summary.update({k: v for k, v in state.extra.items() if k.startswith("teacher_") or k == "compile_time_s"})
-    result = JobResult(spec.job_hash, "FINISHED", summary, state.history, str(student_path))
+    result = JobResult(spec.job_hash, "FINISHED", summary, state.history, str(student_path), built.dist.world_size)
     if built.dist.main:
         save_atomic(json.dumps(result.to_dict(), indent=2), workdir / RESULT)
     built.dist.barrier()  # the files exist for every rank (and the driver) once any rank returns

@@ -61,6 +61,8 @@ class GridRun:
     gpus_per_job: float = 0.0
     #: log each finished job's best student as an MLflow model (:mod:`.model_logging`).
     log_models: bool = False
+    #: data-parallel workers per job (recorded on each job's run, not part of its identity).
+    workers: int = 1
     _packing_warned: bool = False
     progress: GridProgress | None = None
 
@@ -155,7 +157,7 @@ class GridRun:
             wd = job_dir(self.output, st.spec.job_hash)
             result = read_result(wd)
             run = self._existing.get(st.spec.job_hash)
-            st.run_id = self.tracker.start_job(st.spec, self.parent_id, self.device, existing=run)
+            st.run_id = self.tracker.start_job(st.spec, self.parent_id, self.device, existing=run, workers=self.workers)
             self._fill_missing_epochs(st, result)
             self.tracker.finish_job(st.run_id, result["metrics"], wd, self._model_logger(wd))
             st.status = "skipped"
@@ -179,7 +181,7 @@ class GridRun:
             if st.supersede is not None:
                 self._replace_run(st, st.supersede)
             else:
-                st.run_id = self.tracker.start_job(spec, self.parent_id, self.device, st.reuse)
+                st.run_id = self.tracker.start_job(spec, self.parent_id, self.device, st.reuse, workers=self.workers)
                 if st.reuse is not None:
                     st.logged = self.tracker.logged_epochs(st.run_id)
         st.status, st.since = "running", time.monotonic()
@@ -188,7 +190,7 @@ class GridRun:
         self.progress.job_started(st)
 
     def _replace_run(self, st: JobState, old: Any) -> None:
-        st.run_id = self.tracker.start_job(st.spec, self.parent_id, self.device)
+        st.run_id = self.tracker.start_job(st.spec, self.parent_id, self.device, workers=self.workers)
         self.tracker.supersede(old.info.run_id, st.run_id)
         st.supersede, st.reuse, st.logged = None, None, set()
 

@@ -27,6 +27,16 @@ RENAMED_CONFIG_KEYS: dict[str, str] = {
 }
 
 
+#: Job fields added after jobs were run, with the value every older job had; at that value they stay out of the
+#: hash. ``student_init``: older jobs started from the task's default (random weights).
+NEUTRAL_JOB_FIELDS: dict[str, Any] = {"student_init": None}
+
+
+def identity_fields(job: dict[str, Any]) -> dict[str, Any]:
+    """A job's fields without those at their neutral value (:data:`NEUTRAL_JOB_FIELDS`)."""
+    return {k: v for k, v in job.items() if k not in NEUTRAL_JOB_FIELDS or v != NEUTRAL_JOB_FIELDS[k]}
+
+
 def identity_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     """The hyper-parameters that enter a job's hash: :data:`NEUTRAL_HPARAMS` at their neutral value are left out."""
     return {k: v for k, v in hparams.items() if k not in NEUTRAL_HPARAMS or v != NEUTRAL_HPARAMS[k]}

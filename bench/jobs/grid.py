@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.jobs.presets import GRID_PRESETS
-from bench.jobs.spec import VANILLA, JobSpec, file_identity, resolve_job
+from bench.jobs.spec import RANDOM_INIT, VANILLA, JobSpec, file_identity, resolve_job
 from methods import catalog
 from methods.errors import UserError, unknown
 from tasks.recipe import Recipe
@@ -33,6 +33,8 @@ class GridSpec:
         teacher_recipe: extra overrides for teacher jobs only (e.g. more epochs).
         preset: the task's recipe preset name.
         teacher_checkpoints: ``{teacher arch: weights file}``; others are trained by teacher jobs.
+        student_checkpoints: ``{arch: weights file or "random"}``: the starting weights of every job that trains
+            ``arch`` (students, and teacher jobs of that arch); others start as the task's default.
     """
 
     task: str = "classification"
@@ -46,6 +48,7 @@ class GridSpec:
     teacher_recipe: dict[str, Any] = field(default_factory=dict)
     preset: str | None = None
     teacher_checkpoints: dict[str, str] = field(default_factory=dict)
+    student_checkpoints: dict[str, str] = field(default_factory=dict)
     #: ``linear``: scale the preset's lr with the batch (``--scale-lr``); ``None``: the recipe's lr.
     scale_lr: str | None = None
 
@@ -85,6 +88,17 @@ def seeds_of(seeds: int | tuple[int, ...] | str) -> list[int]:
     if not out or any(x < 0 for x in out):
         raise UserError(f"--seeds {seeds!r}: seeds must be integers >= 0")
     return out
+
+
+def student_init(value: str) -> tuple[str, str | None]:
+    """``(student_init, student_init_path)`` of a ``--student-checkpoint`` value: ``random``, or a weights file (its
+    content hash and absolute path)."""
+    if value == RANDOM_INIT:
+        return RANDOM_INIT, None
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise UserError(f"--student-checkpoint: {path} does not exist (give a weights file, or 'random')")
+    return file_identity(path)
 
 
 def parse_pair(text: str) -> tuple[str, str]:
@@ -128,6 +142,16 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
     common = {"task": grid.task, "dataset": dataset, "data_dir": grid.data_dir, "preset": grid.preset, "device": device,
               "scale_lr": grid.scale_lr}
 
+    inits = {arch: student_init(path) for arch, path in grid.student_checkpoints.items()}
+    trained = {t for t, _ in pairs if t not in grid.teacher_checkpoints} | {s for _, s in pairs}
+    unused = sorted(set(inits) - trained)
+    if unused:
+        raise UserError(f"--student-checkpoint given for {', '.join(unused)}, which this grid does not train")
+
+    def init_of(arch: str) -> dict[str, str | None]:
+        ref, path = inits.get(arch, (None, None))
+        return {"student_init": ref, "student_init_path": path}
+
     jobs: list[JobSpec] = []
     teacher_refs: dict[str, str] = {}
     teacher_paths: dict[str, str | None] = {}
@@ -140,9 +164,8 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
                 raise UserError(f"teacher checkpoint for {teacher!r} not found: {path}")
             teacher_refs[teacher], teacher_paths[teacher] = file_identity(path)
         else:
-            tjob = resolve_job(
-                **common, student=teacher, role="teacher", recipe_overrides={**grid.recipe, **grid.teacher_recipe}
-            )
+            tjob = resolve_job(**common, student=teacher, role="teacher", **init_of(teacher),
+                               recipe_overrides={**grid.recipe, **grid.teacher_recipe})  # fmt: skip
             jobs.append(tjob)
             teacher_refs[teacher] = f"job:{tjob.job_hash}"
     unused = sorted(set(grid.teacher_checkpoints) - {t for t, _ in pairs})
@@ -150,7 +173,8 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
         raise UserError(f"--teacher-checkpoint given for {', '.join(unused)}, which no pair uses as teacher")
     for student in dict.fromkeys(s for _, s in pairs):
         for seed in seed_list:
-            jobs.append(resolve_job(**common, student=student, seed=seed, recipe_overrides=grid.recipe))
+            jobs.append(resolve_job(**common, student=student, seed=seed, recipe_overrides=grid.recipe,
+                                    **init_of(student)))  # fmt: skip
     for teacher, student in pairs:
         for method in methods:
             for seed in seed_list:
@@ -165,6 +189,7 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
                         seed=seed,
                         recipe_overrides=grid.recipe,
                         hparam_overrides=grid.sets.get(method),
+                        **init_of(student),
                     )
                 )
     unique: dict[str, JobSpec] = {}

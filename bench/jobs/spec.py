@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.jobs.compat import identity_hparams, planned_teacher_path
+from bench.jobs.compat import identity_fields, identity_hparams, planned_teacher_path
 from bench.jobs.files import STUDENT, job_dir
 from methods.catalog import VANILLA
 from methods.errors import UserError
@@ -27,8 +27,11 @@ from tasks.spec import task_spec
 
 #: Recipe fields that do not change a job's result, so are not part of its identity.
 _NOT_IDENTITY = {"num_workers", "eval_batch_size"}
-#: Job fields that say *where* things are, not what they are: identity uses ``data_id`` / ``teacher_ref``.
-_LOCATIONS = {"data_dir", "teacher_path"}
+#: Job fields that say *where* things are, not what they are: identity uses ``data_id`` / ``teacher_ref`` /
+#: ``student_init``.
+_LOCATIONS = {"data_dir", "teacher_path", "student_init_path"}
+#: ``JobSpec.student_init`` values besides ``sha256:<hex>`` of a weights file: ``random`` says so explicitly.
+RANDOM_INIT = "random"
 
 
 
@@ -50,6 +53,11 @@ class JobSpec:
         recipe: the training recipe as a plain dict (JSON-able).
         seed: the random seed.
         role: ``"student"`` or ``"teacher"``.
+        student_init: how the trained model starts: ``None`` (the task's default for the data set, random weights
+            everywhere the task allows it), ``"random"`` (asked for explicitly) or ``"sha256:<hex>"`` of a weights
+            file (``--student-checkpoint``). Out of the hash at ``None``, so jobs planned before it existed keep
+            their identity.
+        student_init_path: where that file is (not part of the identity).
     """
 
     task: str
@@ -65,6 +73,8 @@ class JobSpec:
     role: str = "student"
     data_id: str | None = None
     teacher_path: str | None = None
+    student_init: str | None = None
+    student_init_path: str | None = None
 
     # -- identity ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -85,9 +95,11 @@ class JobSpec:
         ``recipe.num_workers`` and ``recipe.eval_batch_size`` are left out: they change speed, not the
         numbers, so resuming a grid with another worker count must find its finished jobs; so are
         :data:`~bench.jobs.compat.NEUTRAL_HPARAMS` at their neutral value. So are the
-        locations ``data_dir`` and ``teacher_path``: the data and teacher weights are identified by content.
+        locations ``data_dir``, ``teacher_path`` and ``student_init_path``: the data and weights are identified by
+        content. Fields added after jobs were run are left out at their neutral value
+        (:data:`~bench.jobs.compat.NEUTRAL_JOB_FIELDS`).
         """
-        d = self.to_dict()
+        d = identity_fields(self.to_dict())
         for key in _LOCATIONS:
             d.pop(key, None)
         d["recipe"] = {k: v for k, v in d["recipe"].items() if k not in _NOT_IDENTITY}
@@ -102,6 +114,11 @@ class JobSpec:
             return f"teacher {self.student}"
         pair = f"{self.teacher}→{self.student}" if self.teacher else self.student
         return f"{self.method} {pair} s{self.seed}"
+
+    @property
+    def init_kind(self) -> str:
+        """``pretrained`` (from a weights file) or ``random``: what a published number's setting is matched on."""
+        return "pretrained" if self.student_init not in (None, RANDOM_INIT) else "random"
 
     def recipe_obj(self) -> Recipe:
         d = dict(self.recipe)
@@ -125,13 +142,13 @@ _FILE_IDS: dict[tuple[str, int, int], str] = {}
 
 
 def file_identity(path: str | Path) -> tuple[str, str]:
-    """``("sha256:<hex>", absolute path)`` of a teacher checkpoint: the job is tied to the weights, not the path.
+    """``("sha256:<hex>", absolute path)`` of a weights file: the job is tied to the weights, not the path.
 
     Hashed once per file version per process (keyed by size and modification time).
     """
     p = Path(path).expanduser().resolve()
     if not p.is_file():
-        raise UserError(f"teacher checkpoint {str(p)!r} does not exist")
+        raise UserError(f"checkpoint {str(p)!r} does not exist")
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns)
     if key not in _FILE_IDS:
@@ -160,6 +177,8 @@ def resolve_job(
     device: str = "cpu",
     scale_lr: str | None = None,
     teacher_path: str | None = None,
+    student_init: str | None = None,
+    student_init_path: str | None = None,
 ) -> JobSpec:
     """Resolve defaults (dataset, recipe, method hyper-parameters) into a frozen :class:`JobSpec`.
 
@@ -168,6 +187,8 @@ def resolve_job(
     speed settings (see :meth:`tasks.recipe.Recipe.resolved`), which are part of the job's identity.
     ``scale_lr="linear"`` scales the preset's learning rate by ``batch / preset batch`` (Goyal et al.'s rule)
     when the batch is overridden; by default the lr is the recipe's, whatever the batch or worker count.
+    ``student_init`` (``None``, ``"random"`` or ``"sha256:<hex>"`` of ``student_init_path``): the trained model's
+    starting weights, checked against what the task's model setup needs (:meth:`tasks.spec.TaskSpec.check_init`).
     """
     from methods.catalog import check_hparams, default_hparams
 
@@ -203,6 +224,8 @@ def resolve_job(
             f"--data-pipeline device: {dataset!r} is read from files; only in-memory data sets can live on the "
             f"device ({', '.join(t.resident_datasets) or 'none for this task'})"
         )
+    init = None if student_init is None else "random" if student_init == RANDOM_INIT else "file"
+    t.check_init(dataset, student, init)
     recipe = recipe.resolved(device.split(":")[0], dataset in t.resident_datasets)
     if recipe.sync_bn is None:
         recipe = recipe.updated(sync_bn=t.sync_bn_default)
@@ -220,4 +243,6 @@ def resolve_job(
         role=role,
         data_id=t.data_fingerprint(dataset, Path(data_dir).expanduser() if data_dir else None, recipe),
         teacher_path=teacher_path,
+        student_init=student_init,
+        student_init_path=student_init_path if student_init not in (None, RANDOM_INIT) else None,
     )

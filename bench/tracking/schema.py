@@ -58,6 +58,12 @@ HP_PREFIX = "hp."
 RECIPE_PREFIX = "recipe."
 #: Param: ``job:<hash>`` of the teacher job or ``sha256:<hex>`` of the teacher file.
 TEACHER_REF = "teacher_ref"
+#: Params: the trained model's starting weights (``random``, or ``sha256:<hex>`` of a file, absent for the task's
+#: default) and that file's name.
+STUDENT_INIT = "student_init"
+STUDENT_INIT_FILE = "student_init_file"
+#: Tag: how many data-parallel workers the job trained with (not part of its identity; a resume may change it).
+WORKERS = "workers"
 
 #: Artifact of a grid run: the JSON list of its job hashes (so ``report --grid`` finds jobs an earlier run of the
 #: same grid finished).

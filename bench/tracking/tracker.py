@@ -231,9 +231,14 @@ class Tracker:
         if self.client.get_run(old_id).info.status == "RUNNING":
             self.client.set_terminated(old_id, "KILLED")
 
-    def start_job(self, spec: JobSpec, parent_id: str | None, device: str, existing: Any | None = None) -> str:
-        """The job's run: ``existing`` when the job continues in it (resume, re-export), else a new child."""
+    def start_job(self, spec: JobSpec, parent_id: str | None, device: str, existing: Any | None = None,
+                  workers: int = 1) -> str:  # fmt: skip
+        """The job's run: ``existing`` when the job continues in it (resume, re-export), else a new child.
+
+        ``workers``: data-parallel workers it trains with now (a tag, updated on every start: not its identity).
+        """
         if existing is not None:
+            self.client.set_tag(existing.info.run_id, S.WORKERS, str(workers))
             self.client.update_run(existing.info.run_id, status="RUNNING")
             if S.FAILURE_REASON in existing.data.tags:  # an earlier attempt's reason no longer applies
                 self.client.delete_tag(existing.info.run_id, S.FAILURE_REASON)
@@ -254,6 +259,7 @@ class Tracker:
             "torch_version": torch.__version__,
             "torchvision_version": torchvision.__version__,
             "device": device,
+            S.WORKERS: str(workers),
         }
         if parent_id:
             tags[S.PARENT] = parent_id
@@ -263,6 +269,10 @@ class Tracker:
         params.update({f"{S.RECIPE_PREFIX}extra.{k}": v for k, v in (spec.recipe.get("extra") or {}).items()})
         if spec.teacher_ref:
             params[S.TEACHER_REF] = spec.teacher_ref
+        if spec.student_init:
+            params[S.STUDENT_INIT] = spec.student_init
+            if spec.student_init_path:
+                params[S.STUDENT_INIT_FILE] = Path(spec.student_init_path).name
         from mlflow.entities import Param
 
         plist = [Param(k, str(v)[:6000]) for k, v in params.items()]

@@ -28,7 +28,7 @@ class ClassificationTask(ClassificationSpec, Task):
     """Top-1/top-5 classification: the models, data, paired forward and evaluation of :class:`ClassificationSpec`."""
 
     # -- models ------------------------------------------------------------------------------
-    def build_model(self, arch: str, num_classes: int, dataset: str) -> nn.Module:
+    def build_model(self, arch: str, num_classes: int, dataset: str, init: str | None = None) -> nn.Module:
         return zoo.build(arch, num_classes)
 
     # -- data --------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ class DetectionTask(DetectionSpec, Task):
     module docstring for the backends)."""
 
     # -- models ------------------------------------------------------------------------------
-    def build_model(self, arch: str, num_classes: int, dataset: str) -> nn.Module:
+    def build_model(self, arch: str, num_classes: int, dataset: str, init: str | None = None) -> nn.Module:
         return backend_for(arch).build_model(arch, num_classes, dataset)
 
     def attach_taps(self, model: nn.Module, arch: str, num_classes: int, dataset: str) -> TapRecorder:

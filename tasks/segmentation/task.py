@@ -106,7 +106,7 @@ class SegmentationTask(SegmentationSpec, Task):
     """Semantic segmentation: the models, data, paired forward and evaluation of :class:`SegmentationSpec`."""
 
     # -- models ------------------------------------------------------------------------------
-    def build_model(self, arch: str, num_classes: int, dataset: str) -> nn.Module:
+    def build_model(self, arch: str, num_classes: int, dataset: str, init: str | None = None) -> nn.Module:
         return build_model(arch, num_classes)
 
     # -- data --------------------------------------------------------------------------------
