@@ -21,7 +21,7 @@ Differences from the official code, none of which changes the math in the offici
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal
 
 import torch
@@ -31,6 +31,7 @@ from torch import nn
 from methods.base import Method, Progress, Range, TapSpec, UserError, register, select_taps, upcast
 from methods.ddim import DDIMScheduler
 from methods.feature_norm import feature_loss, pkd_norm
+from methods.taps import chosen_taps
 
 #: Rows of the learned time embedding (official ``nn.Embedding(1280, C)``); bounds ``num_train_timesteps``.
 TIME_EMBEDDING_ROWS = 1280
@@ -311,6 +312,8 @@ class DiffKDMethod(Method):
             the network, and the feature term is PKD's ``MSE(norm(refined), norm(goal)) / 2``
             (:mod:`methods.feature_norm`). Logits are not affected.
         ce_weight: weight of the task loss (``task_weight``; official ``ori_loss_weight`` 1).
+        taps: the feature taps to distil (default: every feature tap both models have; mmrazor's PKD setting on a
+            Faster R-CNN distils FPN levels P2-P5, not P6).
     """
 
     name = "diffkd"
@@ -333,6 +336,7 @@ class DiffKDMethod(Method):
         share_levels: bool = False,
         ce_weight: Annotated[float, Range(ge=0)] = 1.0,
         feat_norm: Literal["none", "pkd"] = "none",
+        taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__(student_taps, teacher_taps)
         self.feat_norm = str(feat_norm)
@@ -351,6 +355,7 @@ class DiffKDMethod(Method):
                 f"method 'diffkd': student feature taps {sorted(s_feat)} and teacher feature taps "
                 f"{sorted(t_feat)} share no name"
             )
+        self.feature_names = chosen_taps(self.name, self.feature_names, taps)
         common = dict(inference_steps=inference_steps, num_train_timesteps=num_train_timesteps)
         self.diff = nn.ModuleDict()
         self._route: dict[str, str] = {}

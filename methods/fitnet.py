@@ -14,6 +14,16 @@ Beyond mdistiller, every ``hint`` tap gets its own regressor (one hint layer in 
 per FPN level in detection), or with ``shared=True`` one regressor serves all of them; and
 ``feat_norm="pkd"`` compares the regressed student and the teacher map after PKD's per-channel
 standardisation (:mod:`methods.feature_norm`), the scaling dense-prediction KD uses on FPN maps.
+
+Named options for the dense-prediction settings the papers ran (each off at its default, mdistiller's FitNet):
+
+* ``adapter``: the regressor. ``conv_bn_relu`` is mdistiller's ``ConvReg``; its final ReLU cannot produce the
+  negative half of an FPN map (about half of a detector's FPN activations are negative), so ``conv_bn`` drops it;
+  ``conv`` is CIRKD's bias-free 1x1 conv (``losses/fitnet.py``); ``none`` compares the maps directly, as mmrazor's
+  PKD does (equal channels and strides needed).
+* ``taps``: distil only these hint taps (mmrazor's PKD distils FPN levels P2-P5 of a Faster R-CNN, not P6).
+* ``kd_weight`` / ``kd_temperature``: add the logit KD term (:func:`methods.kd.kd_loss`) on the logits taps, as
+  CIRKD's FitNet script does (``--lambda-kd 1.0 --lambda-fitnet 10.``).
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ from methods.base import (
     select_taps,
 )
 from methods.feature_norm import feature_loss
+from methods.kd import kd_loss
+from methods.taps import chosen_taps
 
 
 class ConvReg(nn.Module):
@@ -54,6 +66,7 @@ class ConvReg(nn.Module):
         s_channels / t_channels: channels of the student and teacher maps.
         s_size / t_size: ``(H, W)`` of the student and teacher maps.
         use_relu: apply the final ReLU (mdistiller's default, used by FitNet).
+        use_bn: apply the BatchNorm (mdistiller's ``ConvReg`` always does).
     """
 
     def __init__(
@@ -63,6 +76,7 @@ class ConvReg(nn.Module):
         s_size: tuple[int, int],
         t_size: tuple[int, int],
         use_relu: bool = True,
+        use_bn: bool = True,
     ) -> None:
         super().__init__()
         (s_h, s_w), (t_h, t_w) = s_size, t_size
@@ -81,12 +95,16 @@ class ConvReg(nn.Module):
                 f"FitNet regressor: student map {s_size} cannot be mapped onto teacher map {t_size}; "
                 "valid: student height equal to, larger than, or exactly half the teacher's"
             )
-        self.bn = nn.BatchNorm2d(t_channels)
+        self.bn = nn.BatchNorm2d(t_channels) if use_bn else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn(self.conv(x))
         return self.relu(x) if self.use_relu else x
+
+
+#: ``FitNet(adapter=...)`` values (see the module docstring).
+ADAPTERS = ("conv_bn_relu", "conv_bn", "conv", "none")
 
 
 def _parse_input_size(input_size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -145,6 +163,11 @@ class FitNet(Method):
         feat_norm: ``"none"`` (mdistiller: plain MSE) or ``"pkd"`` (per tap ``MSE(norm(reg(f_s)), norm(f_t)) / 2``,
             PKD's loss; see :mod:`methods.feature_norm`).
         input_size: ``[H, W]`` (or an int) of the network input, to give absolute map sizes.
+        adapter: the regressor: ``conv_bn_relu`` (mdistiller), ``conv_bn``, ``conv`` (CIRKD: a bias-free 1x1 conv)
+            or ``none`` (PKD: no adapter).
+        taps: the hint taps to distil (default: every hint tap both models have).
+        kd_weight: weight of a logit KD term beside the hints (0: none, mdistiller; CIRKD's FitNet: 1).
+        kd_temperature: that term's temperature.
 
     Attributes:
         regressors: ``ModuleDict`` of :class:`ConvReg` keyed by tap name with ``.`` replaced by ``_``
@@ -163,19 +186,29 @@ class FitNet(Method):
         shared: bool = False,
         input_size: int | Sequence[int] | None = None,
         feat_norm: Literal["none", "pkd"] = "none",
+        adapter: Literal["conv_bn_relu", "conv_bn", "conv", "none"] = "conv_bn_relu",
+        taps: Sequence[str] | None = None,
+        kd_weight: Annotated[float, Range(ge=0)] = 0.0,
+        kd_temperature: Annotated[float, Range(gt=0)] = 1.0,
     ) -> None:
         super().__init__(student_taps, teacher_taps)
         self.feat_weight = float(feat_weight)
         self.feat_norm = str(feat_norm)
         self.task_weight = float(ce_weight)
         self.shared = bool(shared)
+        self.adapter = str(adapter)
+        self.kd_weight, self.kd_temperature = float(kd_weight), float(kd_temperature)
         size = _parse_input_size(input_size)
         s_hints, t_hints = select_taps(student_taps, "hint"), select_taps(teacher_taps, "hint")
-        self.hint_taps = paired_taps(self.name, student_taps, teacher_taps, "hint")
+        self.hint_taps = chosen_taps(self.name, paired_taps(self.name, student_taps, teacher_taps, "hint"), taps)
+        self.logit_taps = paired_taps(self.name, student_taps, teacher_taps, "logits") if self.kd_weight else []
+        if self.kd_weight and not self.logit_taps:
+            raise UserError("method 'fitnet': kd_weight > 0 needs a logits tap, which this pair does not provide")
         self.regressors = nn.ModuleDict()
         self._keys: dict[str, str] = {}
         if self.shared:
-            shapes = {(s_hints[t].channels, s_hints[t].stride, t_hints[t].channels, t_hints[t].stride) for t in s_hints}
+            shapes = {(s_hints[t].channels, s_hints[t].stride, t_hints[t].channels, t_hints[t].stride)
+                      for t in self.hint_taps}
             if len(shapes) != 1:
                 raise UserError(
                     "method 'fitnet': shared=True needs hint taps with equal channels and strides; got "
@@ -196,10 +229,18 @@ class FitNet(Method):
                 self.regressors[key] = self._make(s_hints[tap], t_hints[tap], size, tap)
                 self._keys[tap] = key
 
-    @staticmethod
-    def _make(s: TapSpec, t: TapSpec, size: tuple[int, int] | None, tap: str) -> ConvReg:
+    def _make(self, s: TapSpec, t: TapSpec, size: tuple[int, int] | None, tap: str) -> nn.Module:
+        if self.adapter in ("conv", "none"):
+            if s.stride != t.stride or (self.adapter == "none" and s.channels != t.channels):
+                raise UserError(
+                    f"method 'fitnet': adapter={self.adapter!r} needs hint tap {tap!r} at the teacher's stride"
+                    + (" and channels" if self.adapter == "none" else "")
+                    + f" (student {s.channels}ch/s{s.stride}, teacher {t.channels}ch/s{t.stride}); use conv_bn"
+                )
+            return nn.Conv2d(s.channels, t.channels, kernel_size=1, bias=False) if self.adapter == "conv" else (
+                nn.Identity())  # fmt: skip
         s_size, t_size = map_sizes(s.stride, t.stride, size, tap)
-        return ConvReg(s.channels, t.channels, s_size, t_size)
+        return ConvReg(s.channels, t.channels, s_size, t_size, use_relu=self.adapter == "conv_bn_relu")
 
     def forward(
         self,
@@ -225,4 +266,9 @@ class FitNet(Method):
                 )
             term = feature_loss(f_s, f_t, self.feat_norm)  # float32 under autocast
             total = term if total is None else total + term
-        return {"fitnet": self.feat_weight * total}
+        terms = {"fitnet": self.feat_weight * total}
+        if self.kd_weight:
+            kd = sum(kd_loss(fetch(self.name, student, tap, "student"), fetch(self.name, teacher, tap, "teacher"),
+                             self.kd_temperature) for tap in self.logit_taps)  # fmt: skip
+            terms["kd"] = self.kd_weight * kd
+        return terms

@@ -13,7 +13,7 @@ only) and every command that does not train answer without importing it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from methods.errors import UserError
@@ -83,3 +83,16 @@ def paired_taps(
             f"(teacher {role} taps: {', '.join(t_taps) or 'none'})"
         )
     return list(s_taps)
+
+
+def chosen_taps(method: str, available: list[str], chosen: Sequence[str] | None) -> list[str]:
+    """``available`` narrowed to ``chosen`` (a method's ``taps`` option; ``None``: all), in ``chosen``'s order."""
+    if chosen is None:
+        return available
+    if isinstance(chosen, str) or not len(chosen):
+        raise UserError(f"method {method!r}: taps must be a non-empty list of tap names, got {chosen!r}")
+    unknown = [c for c in chosen if c not in available]
+    if unknown:
+        raise UserError(f"method {method!r}: taps {', '.join(map(repr, unknown))} are not taps of this pair; "
+                        f"valid: {', '.join(available)}")  # fmt: skip
+    return list(dict.fromkeys(chosen))

@@ -10,10 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-#: Method hyper-parameters added after jobs were run, with the value that reproduces the behaviour from before
-#: they existed. At that value they stay out of the job hash (and a report treats an older run's missing
+#: Method hyper-parameters added after jobs were run, per method, with the value that reproduces the behaviour from
+#: before they existed. At that value they stay out of the job hash (and a report treats an older run's missing
 #: ``hp.<name>`` as that value), so jobs finished before the parameter existed are still found, not retrained.
-NEUTRAL_HPARAMS: dict[str, Any] = {"feat_norm": "none"}
+#: Per method: ``kd_weight`` is new (and neutral at 0) for FitNet only; KD and DiffKD had theirs from the start.
+NEUTRAL_HPARAMS: dict[str, dict[str, Any]] = {
+    "fitnet": {"feat_norm": "none", "adapter": "conv_bn_relu", "taps": None, "kd_weight": 0.0, "kd_temperature": 1.0},
+    "diffkd": {"feat_norm": "none", "taps": None},
+}
 
 #: Recipe fields a report states, with the value assumed for a run that predates the field (``None``: none
 #: assumed). Precision was always fp32 before it became a recipe field.
@@ -37,9 +41,10 @@ def identity_fields(job: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in job.items() if k not in NEUTRAL_JOB_FIELDS or v != NEUTRAL_JOB_FIELDS[k]}
 
 
-def identity_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+def identity_hparams(method: str, hparams: dict[str, Any]) -> dict[str, Any]:
     """The hyper-parameters that enter a job's hash: :data:`NEUTRAL_HPARAMS` at their neutral value are left out."""
-    return {k: v for k, v in hparams.items() if k not in NEUTRAL_HPARAMS or v != NEUTRAL_HPARAMS[k]}
+    neutral = NEUTRAL_HPARAMS.get(method, {})
+    return {k: v for k, v in hparams.items() if k not in neutral or v != neutral[k]}
 
 
 def planned_teacher_path(teacher_ref: str) -> Path | None:

@@ -103,7 +103,7 @@ class JobSpec:
         for key in _LOCATIONS:
             d.pop(key, None)
         d["recipe"] = {k: v for k, v in d["recipe"].items() if k not in _NOT_IDENTITY}
-        d["hparams"] = identity_hparams(d["hparams"])
+        d["hparams"] = identity_hparams(self.method, d["hparams"])
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 

@@ -100,9 +100,12 @@ def _normalise(runs: pd.DataFrame, epoch: str) -> tuple[pd.DataFrame, pd.DataFra
     if "params.recipe.precision" in cfg:
         cfg["params.recipe.precision"] = cfg["params.recipe.precision"].replace("", "fp32")
     # Likewise a hyper-parameter added later: absent means the value that reproduces the old behaviour.
-    for name, value in NEUTRAL_HPARAMS.items():
-        if f"params.hp.{name}" in cfg:
-            cfg[f"params.hp.{name}"] = cfg[f"params.hp.{name}"].replace("", str(value))
+    method = runs["tags.method"].fillna("") if "tags.method" in runs else pd.Series("", index=runs.index)
+    for name_of_method, neutral in NEUTRAL_HPARAMS.items():
+        rows = method == name_of_method
+        for name, value in neutral.items():
+            if f"params.hp.{name}" in cfg:
+                cfg.loc[rows, f"params.hp.{name}"] = cfg.loc[rows, f"params.hp.{name}"].replace("", str(value))
     w["config"] = _row_key(cfg)
     w["recipe_key"] = _row_key(cfg[[c for c in cfg_cols if c.startswith("params.recipe.")]])
     return w, cfg
