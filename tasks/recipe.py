@@ -28,6 +28,11 @@ class Recipe:
     ``poly_power`` over all iterations) or ``"cosine"``. ``warmup_epochs`` ramps the lr linearly from
     ``warmup_factor × lr`` (may be fractional: detection warms up over a few hundred iterations).
 
+    Recipes of iteration-based code (detectron2's ``SOLVER.MAX_ITER``/``STEPS``, CIRKD's ``--max-iterations``) give
+    ``max_iters``, the total number of training iterations (training stops there, mid-epoch if need be, and the
+    poly/cosine schedules run over it), and ``iter_milestones``, the iterations at which a step schedule decays
+    (instead of ``milestones``); ``epochs`` must then cover ``max_iters``.
+
     Speed fields change how a job computes, so they are part of its identity like the rest:
     ``precision`` (``fp32`` | ``bf16`` | ``fp16`` autocast; ``auto``: bf16 on CUDA, fp32 elsewhere),
     ``channels_last`` (``None``: on for CUDA), ``compile`` (``off`` or a ``torch.compile`` mode) and
@@ -64,6 +69,8 @@ class Recipe:
     sync_bn: bool | None = None
     eval_batch_size: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    max_iters: int | None = None
+    iter_milestones: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         """Refuse values no run can use, with one line naming the field (they would crash much later)."""
@@ -101,10 +108,17 @@ class Recipe:
         if ebs is not None and (not isinstance(ebs, int) or isinstance(ebs, bool) or ebs < 1):
             raise UserError(f"recipe eval_batch_size must be an integer >= 1, got {self.eval_batch_size!r}")
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        if self.max_iters is not None and (not isinstance(self.max_iters, int) or isinstance(self.max_iters, bool)
+                                           or self.max_iters < 1):  # fmt: skip
+            raise UserError(f"recipe max_iters must be an integer >= 1, got {self.max_iters!r}")
+        object.__setattr__(self, "iter_milestones", tuple(int(m) for m in self.iter_milestones))
+        if self.iter_milestones and self.milestones:
+            raise UserError("recipe: give milestones (epochs) or iter_milestones (iterations), not both")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
+        d["iter_milestones"] = list(self.iter_milestones)
         d["extra"] = dict(self.extra)
         return d
 

@@ -80,12 +80,16 @@ def lr_factor(recipe: Recipe, iteration: int, iters_per_epoch: int) -> float:
     """Multiplier of the base lr at ``iteration`` (0-based), from the recipe's schedule and warm-up.
 
     ``step`` decays by ``gamma`` once per milestone passed, counted in completed epochs, like
-    mdistiller's ``adjust_learning_rate`` (``epoch > milestone`` with 1-based epochs).
+    mdistiller's ``adjust_learning_rate`` (``epoch > milestone`` with 1-based epochs), or, with
+    ``iter_milestones``, once per iteration milestone reached (detectron2's ``WarmupMultiStepLR``). ``poly`` and
+    ``cosine`` run over all iterations: ``epochs x iters_per_epoch``, or ``max_iters`` when the recipe gives it.
     """
     epochs_done = iteration / iters_per_epoch
-    total = recipe.epochs * iters_per_epoch
+    total = recipe.max_iters or recipe.epochs * iters_per_epoch
     if recipe.schedule == "step":
-        factor = recipe.gamma ** sum(int(epochs_done) >= m for m in recipe.milestones)
+        passed = sum(iteration >= m for m in recipe.iter_milestones) if recipe.iter_milestones else \
+            sum(int(epochs_done) >= m for m in recipe.milestones)  # fmt: skip
+        factor = recipe.gamma**passed
     elif recipe.schedule == "poly":
         factor = (1 - min(iteration, total - 1) / total) ** recipe.poly_power
     elif recipe.schedule == "cosine":
@@ -96,6 +100,13 @@ def lr_factor(recipe: Recipe, iteration: int, iters_per_epoch: int) -> float:
         alpha = epochs_done / recipe.warmup_epochs
         factor *= recipe.warmup_factor * (1 - alpha) + alpha
     return factor
+
+
+def training_epochs(recipe: Recipe, iters_per_epoch: int) -> int:
+    """How many epochs the job trains: the recipe's, or as many as ``max_iters`` needs (the last one cut short)."""
+    if recipe.max_iters is None:
+        return recipe.epochs
+    return min(recipe.epochs, math.ceil(recipe.max_iters / iters_per_epoch))
 
 
 def _crash_hook(workdir: Path, epoch: int, method: str) -> None:
@@ -204,19 +215,21 @@ def _train(
     stepper = Stepper(built, optimizer, dev, recipe.precision, recipe.compile, log, built.dist)
     iters = len(built.train_loader) if recipe.max_steps is None else min(recipe.max_steps, len(built.train_loader))
 
+    epochs = training_epochs(recipe, iters)
+
     state = _resume(spec, built, workdir / CHECKPOINT, optimizer, stepper, dev, log)
     if on_begin is not None:
         on_begin(state.epoch)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    for epoch in range(state.epoch + 1, recipe.epochs + 1):
-        metrics = _train_epoch(built, stepper, optimizer, recipe, epoch, iters, dev, on_step)
+    for epoch in range(state.epoch + 1, epochs + 1):
+        metrics = _train_epoch(built, stepper, optimizer, recipe, epoch, epochs, iters, dev, on_step)
         state.extra["train_time"] = state.extra.get("train_time", 0.0) + metrics["epoch_time_s"]
         state.extra["train_images"] = state.extra.get("train_images", 0) + metrics.pop("images")
         if stepper.compile_time_s:
             state.extra["compile_time_s"] = state.extra.get("compile_time_s", 0.0) + stepper.compile_time_s
             stepper.compile_time_s = 0.0
-        if epoch % recipe.eval_every == 0 or epoch == recipe.epochs:
+        if epoch % recipe.eval_every == 0 or epoch == epochs:
             _validate(spec, built, stepper, state, metrics, epoch, workdir, main)
         metrics["epoch"] = epoch
         state.epoch = epoch
@@ -226,12 +239,12 @@ def _train(
         shown = " ".join(
             f"{k.replace('/', '_')}={v:.4g}" for k, v in metrics.items() if k == "train/loss" or k.startswith("val/")
         )
-        log(f"[{spec.label}] epoch {epoch}/{recipe.epochs} {shown} ({metrics['epoch_time_s']:.1f}s)")
+        log(f"[{spec.label}] epoch {epoch}/{epochs} {shown} ({metrics['epoch_time_s']:.1f}s)")
         if reporter is not None:
             reporter(epoch, metrics, workdir / CHECKPOINT)
         if main:
             _crash_hook(workdir, epoch, spec.method)
-    return _finish(spec, built, state, recipe, workdir, dev)
+    return _finish(spec, built, state, epochs, workdir, dev)
 
 
 def _resume(
@@ -258,10 +271,11 @@ def _resume(
 
 
 def _train_epoch(
-    built: Built, stepper: Stepper, optimizer: torch.optim.Optimizer, recipe: Recipe, epoch: int, iters: int,
-    dev: torch.device, on_step: Callable[[int, int, int, float], None] | None,
+    built: Built, stepper: Stepper, optimizer: torch.optim.Optimizer, recipe: Recipe, epoch: int, epochs: int,
+    iters: int, dev: torch.device, on_step: Callable[[int, int, int, float], None] | None,
 ) -> dict[str, float]:  # fmt: skip
-    """One epoch of steps; the epoch's mean loss terms, last lr, wall time and images seen."""
+    """One epoch of steps (fewer in the last epoch of a ``max_iters`` recipe); the epoch's mean loss terms, last
+    lr, wall time and images seen."""
     built.start_epoch(epoch)
     built.student.train()
     if built.method is not None:
@@ -269,16 +283,17 @@ def _train_epoch(
     stepper.reset()
     t0 = time.perf_counter()
     seen, lr = 0, recipe.lr
+    steps = iters if recipe.max_iters is None else min(iters, recipe.max_iters - (epoch - 1) * iters)
     for step, batch in enumerate(built.train_loader):
-        if step >= iters:
+        if step >= steps:
             break
         it = (epoch - 1) * iters + step
         lr = recipe.lr * lr_factor(recipe, it, iters)
         set_lr(optimizer, lr)
-        seen += stepper.step(batch, Progress(epoch=epoch, epochs=recipe.epochs, step=it, steps_per_epoch=iters))
-        stepper.check(epoch, step, force=step + 1 == iters)
+        seen += stepper.step(batch, Progress(epoch=epoch, epochs=epochs, step=it, steps_per_epoch=iters))
+        stepper.check(epoch, step, force=step + 1 == steps)
         if on_step is not None:
-            on_step(epoch, step + 1, iters, stepper.last_loss)
+            on_step(epoch, step + 1, steps, stepper.last_loss)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     metrics = {**stepper.means(), "lr": lr, "epoch_time_s": time.perf_counter() - t0, "images": seen}
@@ -322,7 +337,7 @@ def _save_checkpoint(
     )
 
 
-def _finish(spec: JobSpec, built: Built, state: _State, recipe: Recipe, workdir: Path, dev: torch.device) -> JobResult:
+def _finish(spec: JobSpec, built: Built, state: _State, epochs: int, workdir: Path, dev: torch.device) -> JobResult:
     """Export the last student and write ``result.json``: best and last metrics, time, throughput."""
     student_path = workdir / STUDENT
     if built.dist.main:
@@ -330,7 +345,7 @@ def _finish(spec: JobSpec, built: Built, state: _State, recipe: Recipe, workdir:
     last = {k.removeprefix("val/"): v for k, v in state.history[-1].items() if k.startswith("val/")}
     summary = {f"best_{k}": v for k, v in state.best.items() if k != "epoch"}
     summary.update({f"last_{k}": v for k, v in last.items()})
-    summary["best_epoch"] = state.best.get("epoch", recipe.epochs)
+    summary["best_epoch"] = state.best.get("epoch", epochs)
     train_time = state.extra.get("train_time", 0.0)
     summary["train_time_s"] = train_time
     summary["images_per_s"] = state.extra.get("train_images", 0) / train_time if train_time else 0.0

@@ -36,9 +36,19 @@ RENAMED_CONFIG_KEYS: dict[str, str] = {
 NEUTRAL_JOB_FIELDS: dict[str, Any] = {"student_init": None}
 
 
+#: Recipe fields added after jobs were run, with the value every older recipe had (out of the hash at that value):
+#: iteration-based schedules (``max_iters``, ``iter_milestones``) came with the papers' detectron2/CIRKD recipes.
+NEUTRAL_RECIPE_FIELDS: dict[str, Any] = {"max_iters": None, "iter_milestones": []}
+
+
 def identity_fields(job: dict[str, Any]) -> dict[str, Any]:
-    """A job's fields without those at their neutral value (:data:`NEUTRAL_JOB_FIELDS`)."""
-    return {k: v for k, v in job.items() if k not in NEUTRAL_JOB_FIELDS or v != NEUTRAL_JOB_FIELDS[k]}
+    """A job's fields without those at their neutral value (:data:`NEUTRAL_JOB_FIELDS`,
+    :data:`NEUTRAL_RECIPE_FIELDS` inside the recipe)."""
+    out = {k: v for k, v in job.items() if k not in NEUTRAL_JOB_FIELDS or v != NEUTRAL_JOB_FIELDS[k]}
+    if isinstance(out.get("recipe"), dict):
+        out["recipe"] = {k: v for k, v in out["recipe"].items()
+                         if k not in NEUTRAL_RECIPE_FIELDS or v != NEUTRAL_RECIPE_FIELDS[k]}  # fmt: skip
+    return out
 
 
 def identity_hparams(method: str, hparams: dict[str, Any]) -> dict[str, Any]:

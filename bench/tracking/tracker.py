@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.jobs.compat import identity_fields
 from bench.jobs.spec import JobSpec
 from bench.tracking import schema as S
 from bench.tracking.store import check_server, default_tracking_uri, fail_fast_http
@@ -265,7 +266,8 @@ class Tracker:
             tags[S.PARENT] = parent_id
         run = self.client.create_run(self.experiment_id, run_name=spec.label, tags=tags)
         params = {f"{S.HP_PREFIX}{k}": v for k, v in spec.hparams}
-        params.update({f"{S.RECIPE_PREFIX}{k}": v for k, v in spec.recipe.items() if k != "extra"})
+        recipe = identity_fields({"recipe": spec.recipe})["recipe"]  # fields at their neutral value: as older runs
+        params.update({f"{S.RECIPE_PREFIX}{k}": v for k, v in recipe.items() if k != "extra"})
         params.update({f"{S.RECIPE_PREFIX}extra.{k}": v for k, v in (spec.recipe.get("extra") or {}).items()})
         if spec.teacher_ref:
             params[S.TEACHER_REF] = spec.teacher_ref

@@ -110,3 +110,28 @@ def test_job_hash_is_identity():
     kd4f = resolve_job(task="classification", dataset="digits", student="resnet8", teacher="resnet20", method="kd")
     assert kd4.job_hash == kd4f.job_hash
     assert len(a.job_hash) == 12 and int(a.job_hash, 16) >= 0  # 12 hex digits, as job folders are named
+
+
+def test_an_iteration_schedule_stops_at_max_iters_and_decays_at_its_iterations():
+    """detectron2's SOLVER.MAX_ITER / STEPS and CIRKD's --max-iterations: counted in iterations, not epochs."""
+    from bench.engine.loop import training_epochs
+
+    r = Recipe(epochs=13, batch_size=8, lr=0.01, max_iters=180_000, iter_milestones=(120_000, 160_000))
+    per_epoch = 14_659  # COCO train2017's 117,266 images with a box, batch 8
+    assert training_epochs(r, per_epoch) == 13  # 12.28 epochs: the 13th is cut short
+    assert lr_factor(r, 119_999, per_epoch) == pytest.approx(1.0)
+    assert lr_factor(r, 120_000, per_epoch) == pytest.approx(0.1)
+    assert lr_factor(r, 160_000, per_epoch) == pytest.approx(0.01)
+    poly = Recipe(epochs=216, batch_size=16, lr=0.02, schedule="poly", max_iters=40_000)
+    assert lr_factor(poly, 20_000, 186) == pytest.approx(0.5**0.9)  # over 40k iterations, not 216 x 186
+    assert training_epochs(poly, 186) == 216
+
+
+def test_a_max_iters_job_trains_exactly_that_many_steps(tmp_path):
+    spec = resolve_job(task="classification", dataset="digits", student="resnet8",
+                       recipe_overrides={"epochs": 3, "batch_size": 64, "max_iters": 30})  # fmt: skip
+    steps = []
+    run_job(spec, tmp_path, device="cpu", log=lambda _m: None, on_step=lambda e, i, n, _l: steps.append((e, i, n)))
+    per_epoch = max(i for e, i, n in steps if e == 1)  # 22 batches of 64 in digits' 1437 training images
+    assert len(steps) == 30
+    assert steps[-1] == (2, 30 - per_epoch, 30 - per_epoch)  # 2 epochs of the 3 suffice; the second is cut short
