@@ -6,9 +6,11 @@ training loop writes them) into a fresh SQLite store with ``log_batch``, then ti
 vanilla and ``--vs dkd``, provenance and published-number matching), each renderer and the figure.
 Timings are printed, never asserted: speed is measured here, not in tests.
 
-    python -m bench.perf.report_timing --runs 2000 [--store /tmp/x/mlflow.db] [--repeats 3]
+    python -m bench.perf.report_timing --runs 2000 [--store /tmp/x/mlflow.db] [--repeats 3] [--mlflow]
 
-``--store`` reuses an existing store (skipping the slow logging) when the file exists.
+``--store`` reuses an existing store (skipping the slow logging) when the file exists. Wall and CPU times are
+printed: on a shared machine the CPU time is the steadier figure. ``--mlflow`` also times the
+``MlflowClient.search_runs`` path (what every SQLite report took before the store was read directly).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-METHODS = ("kd", "dkd", "fitnet", "diffkd")
+from methods import catalog
+
+METHODS = catalog.BUILTIN
 
 
 def populate(uri: str, n_runs: int, epochs: int = 20, seed: int = 0) -> int:
@@ -33,11 +37,15 @@ def populate(uri: str, n_runs: int, epochs: int = 20, seed: int = 0) -> int:
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("diffbench")
     parent = client.create_run(exp, tags={"diffbench.kind": "grid"}).info.run_id
-    # 40 pairs over 20 students; each pair: 4 methods × seeds; each student: vanilla × seeds; 20 teachers.
-    students = [f"student{i}" for i in range(20)]
-    pairs = [(f"teacher{i % 20}", students[i // 2]) for i in range(40)]
-    seeds = max(1, (n_runs - 20) // (len(pairs) * len(METHODS) + len(students)))
-    jobs = [("teacher", f"teacher{i}", "", "vanilla", 0) for i in range(20)]
+    # Up to 40 pairs over 20 students (a 16-run store is one pair: the default grid's shape); each pair: the
+    # methods × seeds; each student: vanilla × seeds; one teacher job per teacher.
+    n_pairs = max(1, min(40, n_runs // 50))
+    n_students, n_teachers = max(1, n_pairs // 2), min(20, n_pairs)
+    students = [f"student{i}" for i in range(n_students)]
+    # Distinct pairs: past the 20 teachers, each teacher is paired with the next student.
+    pairs = [(f"teacher{i % n_teachers}", students[(i + i // n_teachers) % n_students]) for i in range(n_pairs)]
+    seeds = max(1, (n_runs - n_teachers) // (len(pairs) * len(METHODS) + len(students)))
+    jobs = [("teacher", f"teacher{i}", "", "vanilla", 0) for i in range(n_teachers)]
     jobs += [("student", s, "", "vanilla", k) for s in students for k in range(seeds)]
     jobs += [("student", s, t, m, k) for (t, s), m, k in itertools.product(pairs, METHODS, range(seeds))]
     jobs = jobs[:n_runs]
@@ -73,14 +81,37 @@ def populate(uri: str, n_runs: int, epochs: int = 20, seed: int = 0) -> int:
     return len(jobs)
 
 
+def _timed(fn, repeats: int) -> tuple[list[float], list[float], object]:
+    """Wall and CPU seconds of ``repeats`` calls of ``fn``, and its last result."""
+    walls, cpus, out = [], [], None
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        cpus.append(time.process_time() - c)
+        walls.append(time.perf_counter() - w)
+    return walls, cpus, out
+
+
+def _line(name: str, walls: list[float], cpus: list[float], what: str = "") -> str:
+    med = statistics.median
+    shown = ", ".join(f"{x:.2f}" for x in walls)
+    return f"{name:<12} median {med(walls):.3f} s wall, {med(cpus):.3f} s CPU  (wall: {shown}){what}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=2000)
     ap.add_argument("--store", type=Path, default=None, help="SQLite file (reused when it exists)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--mlflow", action="store_true", help="also time loading through MlflowClient.search_runs")
     args = ap.parse_args()
 
+    import io
+
+    from rich.console import Console
+
     from bench import report
+    from bench.report import load
 
     db = args.store or Path(tempfile.mkdtemp(prefix="diffbench-report-")) / "mlflow.db"
     uri = f"sqlite:///{db.resolve()}"
@@ -92,15 +123,18 @@ def main() -> None:
     report.load_runs(uri)  # warm-up: schema checks, imports
     ref = report.load_reference()
     report.leaderboard(report.load_runs(uri), "best", reference=ref, vs="dkd")  # warm-up: scipy import
-    load_t, agg_t = [], []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        runs = report.load_runs(uri)
-        load_t.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        lb = report.leaderboard(runs, "best", reference=ref, vs="dkd")
-        agg_t.append(time.perf_counter() - t)
+    load_w, load_c, runs = _timed(lambda: report.load_runs(uri), args.repeats)
+    agg_w, agg_c, lb = _timed(lambda: report.leaderboard(runs, "best", reference=ref, vs="dkd"), args.repeats)
+    print(f"{len(runs)} runs -> {len(lb.table)} pairs x {len(lb.methods)} methods, {len(lb.failed)} failed")
+    print(_line("load_runs", load_w, load_c, " (SQLite read directly)"))
+    if args.mlflow:
+        mw, mc, _ = _timed(lambda: load._load_runs(uri, read_sqlite=False), args.repeats)
+        print(_line("  via MLflow", mw, mc, " (MlflowClient.search_runs, the path of non-SQLite stores)"))
+    print(_line("leaderboard", agg_w, agg_c, " (Welch vs vanilla and vs dkd, provenance, published)"))
     render_t = {}
+    t = time.perf_counter()
+    Console(file=io.StringIO(), width=160).print(report.to_rich(lb))  # what `diffbench report` prints
+    render_t["terminal"] = time.perf_counter() - t
     for fmt in report.FORMATS:  # html draws and embeds the figure
         t = time.perf_counter()
         report.render(lb, fmt)
@@ -108,12 +142,8 @@ def main() -> None:
     t = time.perf_counter()
     png = report.plot(lb, db.parent / "leaderboard.png")
     plot_t = time.perf_counter() - t
-    med = statistics.median
-    print(f"{len(runs)} runs -> {len(lb.table)} pairs x {len(lb.methods)} methods, {len(lb.failed)} failed")
-    print(f"load_runs   median {med(load_t):.2f} s  (all: {', '.join(f'{x:.2f}' for x in load_t)})")
-    print(f"leaderboard median {med(agg_t):.3f} s  (Welch vs vanilla and vs dkd, provenance, published)")
-    print("render      " + ", ".join(f"{k} {v:.3f} s" for k, v in render_t.items()))
-    print(f"plot        {plot_t:.2f} s -> {png}")
+    print("render       " + ", ".join(f"{k} {v:.3f} s" for k, v in render_t.items()) + " (wall)")
+    print(f"plot         {plot_t:.2f} s -> {png}")
 
 
 if __name__ == "__main__":

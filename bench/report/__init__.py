@@ -7,9 +7,9 @@ with the statistics and provenance a reader needs to trust it.
 
 The pipeline is three pure steps, one module each, so each can be tested and reused on its own:
 
-* :mod:`~bench.report.load` — :func:`load_runs` (one paged ``search_runs`` query → a flat frame whose
-  column names follow :func:`mlflow.search_runs`, optionally one grid's jobs) and
-  :func:`load_reference` (the published numbers);
+* :mod:`~bench.report.load` — :func:`load_runs` (a flat frame whose column names follow
+  :func:`mlflow.search_runs`, optionally one grid's jobs: a SQLite store is read directly, any other
+  through one paged ``search_runs`` query) and :func:`load_reference` (the published numbers);
 * :mod:`~bench.report.aggregate` — :func:`leaderboard` → a :class:`Leaderboard`
   (:mod:`~bench.report.board`): dedupe, filter, mean ± std over seeds, the gain over vanilla with a
   95 % Welch interval and test (:mod:`~bench.report.stats`), published numbers only beside runs of the
@@ -17,8 +17,8 @@ The pipeline is three pure steps, one module each, so each can be tested and reu
 * renderers, one module each — :func:`to_rich`, :func:`render` (markdown, csv, html, latex, json),
   :func:`plot`, :func:`html_report`.
 
-Nothing here imports torch; MLflow, scipy and matplotlib are imported where used, so ``import
-bench.report`` stays cheap.
+Nothing here imports torch; MLflow (only for stores other than SQLite), ``scipy.special`` and
+matplotlib are imported where used, so ``import bench.report`` stays cheap.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 from bench.report.aggregate import leaderboard
 from bench.report.board import Leaderboard
-from bench.report.errors import user_error
 from bench.report.load import GRID_JOBS_ARTIFACT, load_reference, load_runs
 from bench.report.plots import plot, plot_png
 from bench.report.render_html import html_report
@@ -43,6 +42,7 @@ from bench.report.schema import (
     TEACHER_COLUMN,
     TIDY_COLUMNS,
 )
+from methods.errors import UserError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -70,7 +70,7 @@ def render(lb: Leaderboard, fmt: str, *, ui_url: str | None = None) -> str:
         return html_report(lb, ui_url=ui_url)
     if fmt == "latex":
         return render_latex(lb)
-    raise user_error(f"unknown report format {fmt!r}; valid: {', '.join(FORMATS)}")
+    raise UserError(f"unknown report format {fmt!r}; valid: {', '.join(FORMATS)}")
 
 
 def format_for(out: Path | None, fmt: str | None) -> str | None:
@@ -81,14 +81,14 @@ def format_for(out: Path | None, fmt: str | None) -> str | None:
     """
     if fmt is not None:
         if fmt not in FORMATS:
-            raise user_error(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+            raise UserError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
         return fmt
     if out is None:
         return None
     found = SUFFIX_FORMATS.get(out.suffix.lower())
     if found is None:
         known = ", ".join(sorted(SUFFIX_FORMATS))
-        raise user_error(f"cannot tell the format of {str(out)!r} from its suffix ({known}); pass --format")
+        raise UserError(f"cannot tell the format of {str(out)!r} from its suffix ({known}); pass --format")
     return found
 
 

@@ -18,7 +18,6 @@ import pandas as pd
 from bench.jobs.compat import NEUTRAL_HPARAMS
 from bench.report import provenance
 from bench.report.board import Leaderboard, method_rank, pair_label
-from bench.report.errors import user_error
 from bench.report.load import RUN_TAGS
 from bench.report.published import attach_published, published_policy
 from bench.report.schema import (
@@ -34,9 +33,11 @@ from bench.report.schema import (
     VANILLA,
 )
 from bench.report.stats import mark, welch
+from bench.tracking import schema as S
+from methods.errors import UserError
 
 #: Tag ``bench.tracking.tracker`` sets on a job run that a later run of the same job replaced.
-SUPERSEDED_TAG = "tags.diffbench.superseded"
+SUPERSEDED_TAG = f"tags.{S.SUPERSEDED}"
 # Recipe fields that do not change a result: runs differing only in these are seeds of one configuration.
 _IGNORED_CONFIG = {"params.recipe.num_workers"}
 #: Per-cell provenance columns, aggregated as the sorted distinct values of the cell's runs.
@@ -50,7 +51,7 @@ def _parse_pairs(pairs: Iterable[str] | None) -> set[tuple[str, str]] | None:
     for p in pairs:
         teacher, sep, student = p.partition(":")
         if not sep or not teacher.strip() or not student.strip():
-            raise user_error(f"pair {p!r}: expected teacher:student, e.g. resnet56:resnet20")
+            raise UserError(f"pair {p!r}: expected teacher:student, e.g. resnet56:resnet20")
         out.add((teacher.strip(), student.strip()))
     return out
 
@@ -76,8 +77,8 @@ def _normalise(runs: pd.DataFrame, epoch: str) -> tuple[pd.DataFrame, pd.DataFra
     w["status"] = runs["status"].fillna("") if "status" in runs else "FINISHED"
     for col in ("start_time", "end_time"):
         w[col] = pd.to_datetime(runs[col], utc=True) if col in runs else pd.NaT
-    if "tags.diffbench.kind" in runs:
-        w = w[runs["tags.diffbench.kind"].fillna("job") == "job"]
+    if f"tags.{S.KIND}" in runs:
+        w = w[runs[f"tags.{S.KIND}"].fillna(S.KIND_JOB) == S.KIND_JOB]
         runs = runs.loc[w.index]
     if SUPERSEDED_TAG in runs:  # a run a later run of the same job replaced: kept for the record only
         w = w[runs[SUPERSEDED_TAG].fillna("") != "true"]
@@ -178,7 +179,8 @@ def _aggregate(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame
         out[col] = _distinct(g, frame, keys, col)
     out["first_run"] = g["start_time"].min()
     out["last_run"] = g["end_time"].max()
-    ordered = frame.assign(_seed=frame["seed"].map(_seed_key)).sort_values("_seed", kind="stable")
+    seed_keys = {s: _seed_key(s) for s in frame["seed"].unique()}  # a few seeds, thousands of runs
+    ordered = frame.assign(_seed=frame["seed"].map(seed_keys)).sort_values("_seed", kind="stable")
     by_seed = ordered.groupby(keys, sort=False, dropna=False)
     out["run_ids"] = by_seed["run_id"].agg(",".join)
     seeds = ordered.drop_duplicates([*keys, "seed"])
@@ -239,9 +241,9 @@ def leaderboard(
             ``vs`` method with no finished run.
     """
     if epoch not in EPOCHS:
-        raise user_error(f"epoch {epoch!r}: valid are {', '.join(EPOCHS)}")
+        raise UserError(f"epoch {epoch!r}: valid are {', '.join(EPOCHS)}")
     if published not in PUBLISHED_MODES:
-        raise user_error(f"--published {published!r}: valid are {', '.join(PUBLISHED_MODES)}")
+        raise UserError(f"--published {published!r}: valid are {', '.join(PUBLISHED_MODES)}")
     grid = runs.attrs.get("grid")
     pair_set = _parse_pairs(pairs)
     method_set = {m.strip() for m in methods} if methods is not None else None
@@ -252,12 +254,12 @@ def leaderboard(
         w = w[w["task"] == task]
     if dataset is not None:
         w = w[w["dataset"] == dataset]
-    unknown = sorted(set(w["task"]) - set(PRIMARY_METRIC))
+    unknown = sorted(set(w["task"].unique()) - set(PRIMARY_METRIC))
     if unknown:
-        raise user_error(f"task {unknown[0]!r} has no known primary metric; known: {', '.join(PRIMARY_METRIC)}")
+        raise UserError(f"task {unknown[0]!r} has no known primary metric; known: {', '.join(PRIMARY_METRIC)}")
 
     finished = _latest_per_job(w[w["status"] == "FINISHED"])
-    done_hashes = set(finished["job_hash"]) - {""}
+    done_hashes = finished.loc[finished["job_hash"] != "", "job_hash"].unique()  # an array: isin() takes it as is
     pending = _latest_per_job(w[(w["status"] != "FINISHED") & ~w["job_hash"].isin(done_hashes)])
     pending = _select(pending, pair_set, method_set)
     failed = pending[pending["status"] == "FAILED"]
@@ -294,7 +296,7 @@ def leaderboard(
         ref_rows = tidy[tidy["base_method"] == vs]
         if ref_rows.empty and len(tidy):
             have = ", ".join(sorted(set(tidy["base_method"]), key=method_rank))
-            raise user_error(f"--vs {vs}: no finished {vs} run in this table; it has {have}")
+            raise UserError(f"--vs {vs}: no finished {vs} run in this table; it has {have}")
         _compare(tidy, ref_rows, "diff_vs", SIG_VS)
         tidy.loc[tidy["base_method"] == vs, ["diff_vs", "diff_vs_ci_low", "diff_vs_ci_high", "p_vs"]] = np.nan
         tidy.loc[tidy["base_method"] == vs, "sig_vs"] = ""

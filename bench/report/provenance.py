@@ -19,7 +19,7 @@ UNKNOWN = "unknown"
 
 
 def _values(frame: pd.DataFrame, col: str) -> list[str]:
-    return sorted({str(v) for v in frame[col]}, key=natural_key)
+    return sorted({str(v) for v in frame[col].unique()}, key=natural_key)  # unique(): thousands of runs, few values
 
 
 def natural_key(s: str) -> tuple[int, float, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.report.cells import NAME_COLUMNS, cell_parts, pivot, row_runs, runs_url
-from bench.report.errors import user_error
+from methods.errors import UserError
 
 if TYPE_CHECKING:
     from bench.report.board import Leaderboard
@@ -143,7 +143,7 @@ def html_report(
     if plot_path is not None:
         p = Path(plot_path)
         if not p.is_file():
-            raise user_error(f"plot {p} does not exist (call plot() first)")
+            raise UserError(f"plot {p} does not exist (call plot() first)")
         png = p.read_bytes()
     elif embed_plot and not lb.tidy.empty:
         from bench.report.plots import plot_png

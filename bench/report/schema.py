@@ -9,11 +9,15 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+from bench.jobs.compat import RECIPE_FIELD_DEFAULTS
+from methods import catalog
+from tasks.spec import task_names, task_spec
+
 #: The primary metric of each task: it picks the summary metric and the reference rows that apply.
-PRIMARY_METRIC: dict[str, str] = {"classification": "top1", "detection": "bbox_AP", "segmentation": "mIoU"}
+PRIMARY_METRIC: dict[str, str] = {name: task_spec(name).primary_metric for name in task_names()}
 
 #: Method columns come in this order (others follow alphabetically), as in the DiffKD tables.
-METHOD_ORDER: tuple[str, ...] = ("vanilla", "kd", "dkd", "fitnet", "diffkd")
+METHOD_ORDER: tuple[str, ...] = (catalog.VANILLA, *catalog.BUILTIN)
 
 #: The published numbers: package data of :mod:`bench.reference`, so an installed wheel has them too (pip unpacks
 #: wheels, hence a real file path).
@@ -40,7 +44,7 @@ SUFFIX_FORMATS: dict[str, str] = {
 PAIR_KEYS: list[str] = ["task", "dataset", "teacher", "student"]
 
 TEACHER = "teacher"
-VANILLA = "vanilla"
+VANILLA = catalog.VANILLA
 #: The display column holding the teacher's own score.
 TEACHER_COLUMN = "teacher score"
 
@@ -50,9 +54,8 @@ SIG_VS: tuple[tuple[float, str], ...] = ((0.01, "††"), (0.05, "†"))
 #: Confidence level of every interval in the report.
 CI_LEVEL = 0.95
 
-#: Recipe fields every report states (param ``recipe.<field>``), with the value assumed when a run
-#: predates the field (precision was always fp32 before it became a recipe field).
-RECIPE_FIELDS: dict[str, str | None] = {"epochs": None, "batch_size": None, "lr": None, "precision": "fp32"}
+#: Recipe fields every report states (param ``recipe.<field>``), with the value assumed for older runs.
+RECIPE_FIELDS = RECIPE_FIELD_DEFAULTS
 
 #: Columns of :attr:`Leaderboard.tidy` (and of the CSV export), in order.
 TIDY_COLUMNS: list[str] = [
