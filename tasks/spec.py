@@ -56,6 +56,11 @@ class TaskSpec(ABC):
     metrics: ClassVar[tuple[str, ...]]
     #: recipe preset names :meth:`recipe` accepts (``diffbench list presets``).
     presets: ClassVar[tuple[str, ...]] = ()
+    #: where each recipe preset's values come from: ``repository@commit: path`` of the configuration it mirrors, or
+    #: what it is when no paper ran it (``diffbench list presets --json`` shows it; tests state the values).
+    preset_sources: ClassVar[dict[str, str]] = {}
+    #: the data sets each recipe preset is meant for (empty: every data set :meth:`recipe` accepts it for).
+    preset_datasets: ClassVar[dict[str, tuple[str, ...]]] = {}
     #: data sets held in memory that can live on the training device (``Recipe.data_pipeline="device"``).
     resident_datasets: ClassVar[tuple[str, ...]] = ()
     #: whether evaluation may run under the training autocast (detection keeps fp32: box decoding in bf16

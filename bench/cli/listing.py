@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
+import sys
 from typing import Annotated
 
 import typer
@@ -20,6 +22,10 @@ def list_cmd(
     what: Annotated[str, typer.Argument(help="methods | archs | datasets | presets | tasks")] = "methods",
     task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
     imports: ImportOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object on stdout (presets: every recipe resolved, every grid "
+                           "expanded, with their sources).")
+    ] = False,
 ) -> None:
     """List methods, architectures, data sets, recipe presets or tasks."""
     if what not in WHAT:
@@ -29,6 +35,9 @@ def list_cmd(
     from tasks.spec import task_names, task_spec
 
     tasks = [task_spec(task).name] if task else task_names()
+    if as_json:
+        sys.stdout.write(json.dumps(_as_json(what, tasks), indent=1, default=str) + "\n")
+        return
     if what == "methods":
         console.print(f"{catalog.VANILLA}: the student alone (every grid's baseline)", highlight=False)
         for name in catalog.method_names():  # the papers' order; plugins follow alphabetically
@@ -40,9 +49,9 @@ def list_cmd(
             console.print(f"{name}: datasets {', '.join(t.datasets)}; metric {t.primary_metric}")
     else:
         if what == "presets" and task is None:
-            from bench.jobs.presets import GRID_PRESETS
+            from bench.jobs.presets import preset_names
 
-            console.print(f"[bold]grids[/] (diffbench run --preset): {', '.join(GRID_PRESETS)}")
+            console.print(f"[bold]grids[/] (diffbench run --preset): {', '.join(preset_names())}")
             console.print("[bold]recipes[/] (diffbench run --recipe, diffbench train --preset):")
         for name in tasks:
             t = task_spec(name)
@@ -50,3 +59,24 @@ def list_cmd(
             console.print(f"[bold]{name}[/]: {', '.join(items)}")
             if what == "archs" and name == "classification" and importlib.util.find_spec("timm"):
                 console.print("  and timm/<model> for any timm model (timm is installed)", highlight=False)
+
+
+def _as_json(what: str, tasks: list[str]) -> dict:
+    """What ``list WHAT --json`` prints."""
+    from methods import catalog
+    from tasks.spec import task_spec
+
+    if what == "methods":
+        return {n: {"summary": catalog.method_info(n).summary, "consumes": list(catalog.method_info(n).consumes),
+                    "hparams": catalog.default_hparams(n)} for n in catalog.method_names()}  # fmt: skip
+    if what == "presets":
+        from bench.jobs.plan import presets_json
+
+        out = presets_json()
+        out["recipes"] = {t: r for t, r in out["recipes"].items() if t in tasks}
+        return out
+    specs = {t: task_spec(t) for t in tasks}
+    if what == "tasks":
+        return {t: {"datasets": list(s.datasets), "metric": s.primary_metric, "presets": list(s.presets)}
+                for t, s in specs.items()}  # fmt: skip
+    return {t: (s.archs() if what == "archs" else list(s.datasets)) for t, s in specs.items()}

@@ -48,6 +48,9 @@ RUN_ONLY = [
            help="Train matching jobs again from scratch; their old runs are kept, marked superseded. (Without it, "
            "finished jobs are skipped and unfinished ones resume.)"),
     option("dry_run", bool, False, "--dry-run", help="Print the expanded grid and exit.", panel=RUN),
+    option("as_json", bool, False, "--json", panel=RUN,
+           help="With --dry-run: one JSON object on stdout, every job with its hash, role, method, pair, seed, "
+           "resolved hyper-parameters, resolved recipe and starting weights."),
 ]  # fmt: skip
 
 TRAIN_FLAGS = [
@@ -113,6 +116,18 @@ def dry_run_table(jobs: list[Any]) -> Table:
     return table
 
 
+def _print_plan(jobs: list[Any], as_json: bool) -> None:
+    if as_json:
+        import json
+        import sys
+
+        from bench.jobs.plan import jobs_json
+
+        sys.stdout.write(json.dumps(jobs_json(jobs), indent=1, default=str) + "\n")
+    else:
+        console.print(dry_run_table(jobs))
+
+
 def grid_exit(start: Callable[[], int]) -> int:
     """Run a grid; its exit code: 0, 1 (jobs failed), 3 (storage), 130 (Ctrl-C) or 143 (SIGTERM)."""
     from bench.jobs.files import StorageFull
@@ -145,18 +160,18 @@ def run(ctx: typer.Context, params: dict[str, Any]) -> None:
     options = run_options(p)
     from bench.jobs.grid import expand
 
+    if p.get("as_json") and not p.get("dry_run"):
+        raise UserError("--json prints the plan of --dry-run; add --dry-run")
     grid = grid_of(p)
     jobs = expand(grid, device="cpu")  # every name and value checked, before torch is imported
-    if p.get("dry_run") and options.device == "cpu":
-        console.print(dry_run_table(jobs))
-        return
-    from bench.execute.preflight import check_device
+    if options.device != "cpu":
+        from bench.execute.preflight import check_device
 
-    device = check_device(options).split(":")[0]
-    if device != "cpu":
-        jobs = expand(grid, device=device)  # the recipes' automatic speed settings follow the device
+        device = check_device(options).split(":")[0]
+        if device != "cpu":
+            jobs = expand(grid, device=device)  # the recipes' automatic speed settings follow the device
     if p.get("dry_run"):
-        console.print(dry_run_table(jobs))
+        _print_plan(jobs, bool(p.get("as_json")))
         return
     config_text = resolved_yaml(ctx, p, {"jobs": [f"{j.job_hash} {j.label}" for j in jobs]})
     command = command_line(ctx, p)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bench.jobs.presets import GRID_PRESETS
+from bench.jobs.presets import GRID_PRESETS, PAPER_PREFIX, paper_preset, preset_names
 from bench.jobs.spec import RANDOM_INIT, VANILLA, JobSpec, file_identity, resolve_job
 from methods import catalog
 from methods.errors import UserError, unknown
@@ -49,6 +49,9 @@ class GridSpec:
     preset: str | None = None
     teacher_checkpoints: dict[str, str] = field(default_factory=dict)
     student_checkpoints: dict[str, str] = field(default_factory=dict)
+    #: the paper preset this grid comes from (``--preset paper:<name>``): it must be given the paper's weights
+    #: files (:class:`~bench.jobs.presets.PaperPreset`).
+    paper: str | None = None
     #: ``linear``: scale the preset's lr with the batch (``--scale-lr``); ``None``: the recipe's lr.
     scale_lr: str | None = None
 
@@ -109,9 +112,28 @@ def parse_pair(text: str) -> tuple[str, str]:
 
 
 def grid_from_preset(name: str) -> GridSpec:
+    """The grid of ``--preset NAME``: one of diffbench's (:data:`GRID_PRESETS`) or a paper's (``paper:<name>``)."""
+    if name.startswith(PAPER_PREFIX):
+        p = paper_preset(name.removeprefix(PAPER_PREFIX))
+        return GridSpec(**p.grid, paper=name)
     if name not in GRID_PRESETS:
-        raise unknown("grid preset", name, GRID_PRESETS)
+        raise unknown("grid preset", name, preset_names())
     return GridSpec(**GRID_PRESETS[name])
+
+
+def _check_paper_files(grid: GridSpec) -> None:
+    """A paper preset runs the paper's teachers and starting weights: refuse, naming every file, when one is missing."""
+    p = paper_preset(grid.paper.removeprefix(PAPER_PREFIX)) if grid.paper else None
+    if p is None:
+        return
+    parts = []
+    for flag, files, given, where in (("--teacher-checkpoint", p.teachers, grid.teacher_checkpoints, p.teachers_from),
+                                      ("--student-checkpoint", p.students, grid.student_checkpoints, p.students_from)):
+        missing = [f"{flag} {arch}={file}" for arch, file in files.items() if arch not in given]
+        if missing:
+            parts.append(f"{' '.join(missing)} ({where})")
+    if parts:
+        raise UserError(f"{grid.paper} runs the paper's own weights; give {'; and '.join(parts)}")
 
 
 def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
@@ -120,6 +142,7 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
     ``device`` (``cpu`` / ``cuda``): where the jobs will run, which decides the recipes' ``auto`` settings.
     """
     task = task_spec(grid.task)
+    _check_paper_files(grid)
     dataset = grid.dataset or task.default_dataset
     task.check_names(dataset)
     pairs = list(grid.pairs) or list(task.default_pairs(dataset))

@@ -162,6 +162,23 @@ class ClassificationSpec(TaskSpec):
         return pairs.get(dataset, DIGITS_PAIRS)
 
     # -- recipes -----------------------------------------------------------------------------
+    preset_datasets = {"cifar100": ("cifar100",), "imagenet": ("imagenet",), "imagenet-b512": ("imagenet",),
+                       "imagenet-diffkd": ("imagenet",), "colorshapes": ("colorshapes",), "digits": ("digits",),
+                       "smoke": ("digits", "synthetic")}  # fmt: skip
+    preset_sources = {
+        "cifar100": "megvii-research/mdistiller@a08d46f: configs/cifar100/*.yaml (SOLVER; lr 0.01 for the "
+        "MobileNetV2/ShuffleNet students as in configs/cifar100/dkd/*.yaml), mdistiller/engine/cfg.py",
+        "imagenet": "the batch-256 form of imagenet-b512 (lr scaled with the batch: 512/0.2 -> 256/0.1, Goyal et al.); "
+        "no paper in published.csv ran exactly this one",
+        "imagenet-b512": "megvii-research/mdistiller@a08d46f: configs/imagenet/{r34_r18,r50_mv1}/{kd,dkd}.yaml "
+        "(SOLVER, lines 14-22)",
+        "imagenet-diffkd": "hunto/image_classification_sota@6cb1441 (DiffKD's submodule): configs/strategies/distill/"
+        "diffkd/diffkd_b1.yaml, lib/utils/optim.py (Nesterov, no weight decay on 1-D parameters)",
+        "colorshapes": "diffbench's embedded data set (tasks/classification/colorshapes.py); no paper",
+        "digits": "diffbench's embedded smoke-test data set (scikit-learn's digits); no paper",
+        "smoke": "diffbench: one epoch, to check the machinery; no paper",
+    }
+
     def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
         preset = preset or {"cifar100": "cifar100", "imagenet": "imagenet", "synthetic": "smoke",
                             "colorshapes": "colorshapes"}.get(dataset, "digits")
