@@ -62,8 +62,10 @@ class JobResult:
     metrics: dict[str, float]
     history: list[dict[str, float]]
     student_path: str
-    #: data-parallel workers of the run that finished it (not part of the job's identity).
+    #: data-parallel workers and torch threads of the run that finished it (not part of the job's identity; on one
+    #: machine the same identity and thread count give the same numbers bit for bit).
     workers: int = 1
+    threads: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ class JobResult:
             "history": self.history,
             "student_path": self.student_path,
             "workers": self.workers,
+            "threads": self.threads,
         }
 
 
@@ -159,6 +162,7 @@ def run_job(
     output = Path(output).resolve()
     dist = dist or Dist()
     dev = device if isinstance(device, torch.device) else pick_device(device)
+    deterministic(dev)
     generator = seed_everything(spec.seed)  # the models' initial weights: the same on every rank
     if not dist.main:
         log = _silent
@@ -174,6 +178,17 @@ def run_job(
             why = f"cannot write the job's files in {workdir}: {describe_os_error(err)}"
             raise JobFailed(why, storage=True) from err
         raise
+
+
+def deterministic(device: torch.device) -> None:
+    """Deterministic algorithms where torch has them, on the CPU: with a fixed thread count (the executors set one
+    that depends only on the grid), a job's result then depends only on its identity and the machine.
+
+    CUDA keeps cuDNN's autotuned kernels (``cudnn.benchmark``), which are not bitwise reproducible; the README says
+    so and how large the spread is.
+    """
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def _silent(_message: str) -> None:
@@ -209,7 +224,8 @@ def _train(
         save_atomic(json.dumps(spec.to_dict(), indent=2, default=str), workdir / "config.json")
         log = _tee(log, workdir / LOG)
     workers = f", {built.dist.world_size} workers" if built.dist.parallel else ""
-    log(f"[{spec.label}] job {spec.job_hash} on {dev}{workers} in {workdir} ({recipe.precision}, "
+    threads = f", {torch.get_num_threads()} threads" if dev.type == "cpu" else ""
+    log(f"[{spec.label}] job {spec.job_hash} on {dev}{workers}{threads} in {workdir} ({recipe.precision}, "
         f"data {recipe.data_pipeline})")  # fmt: skip
     optimizer = make_optimizer(recipe, built.student, built.method, dev)
     stepper = Stepper(built, optimizer, dev, recipe.precision, recipe.compile, log, built.dist)
@@ -352,7 +368,8 @@ def _finish(spec: JobSpec, built: Built, state: _State, epochs: int, workdir: Pa
     if dev.type == "cuda":
         summary["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     summary.update({k: v for k, v in state.extra.items() if k.startswith("teacher_") or k == "compile_time_s"})
-    result = JobResult(spec.job_hash, "FINISHED", summary, state.history, str(student_path), built.dist.world_size)
+    result = JobResult(spec.job_hash, "FINISHED", summary, state.history, str(student_path), built.dist.world_size,
+                       torch.get_num_threads())
     if built.dist.main:
         save_atomic(json.dumps(result.to_dict(), indent=2), workdir / RESULT)
     built.dist.barrier()  # the files exist for every rank (and the driver) once any rank returns

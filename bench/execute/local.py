@@ -18,6 +18,11 @@ from bench.jobs.spec import JobSpec
 
 def run_local(grid: GridRun, jobs: list[JobSpec], max_failures: int = 1, live: Live | None = None) -> None:
     """Run ``jobs`` one by one in this process (teachers first), with the same retry semantics as Ray."""
+    import torch
+
+    from bench.engine.device import available_cpus
+
+    torch.set_num_threads(available_cpus())  # one fixed thread count per machine: see bench.engine.loop.deterministic
     for stage in stages(jobs):
         for spec in stage:
             reason = grid.teacher_failed(spec)

@@ -215,8 +215,11 @@ def run_ray(grid: GridRun, jobs: list[JobSpec], options: RunOptions, gpus_per_jo
         if not runnable:
             continue
         # Unless the user fixed it, the jobs running at once share the cluster's CPUs: a lone teacher job gets
-        # a whole node (torch threads follow), a wide student stage one CPU each.
-        at_once = min(len(runnable), max_concurrent or len(runnable))
+        # a whole node (torch threads follow), a wide student stage one CPU each. Counted over the stage's jobs in
+        # the whole grid, not those left to run: a job's thread count (and so its floating-point sums) must not
+        # depend on how many of its siblings finished before a resume.
+        stage_size = sum((j.role == "teacher") == (stage[0].role == "teacher") for j in grid.jobs)
+        at_once = min(stage_size, max_concurrent or stage_size)
         cpus = cpus_per_job or max(1, min(node_cpus, cluster_cpus // at_once))
         space: dict[str, Any] = {
             "job": tune.grid_search([s.to_dict() for s in runnable]),

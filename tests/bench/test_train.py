@@ -135,3 +135,29 @@ def test_a_max_iters_job_trains_exactly_that_many_steps(tmp_path):
     per_epoch = max(i for e, i, n in steps if e == 1)  # 22 batches of 64 in digits' 1437 training images
     assert len(steps) == 30
     assert steps[-1] == (2, 30 - per_epoch, 30 - per_epoch)  # 2 epochs of the 3 suffice; the second is cut short
+
+
+def test_a_job_reruns_bit_for_bit_on_one_machine(tmp_path):
+    """Same identity, same thread count, same machine: the same student to the last bit, the same numbers."""
+    spec = resolve_job(task="classification", dataset="digits", student="resnet8", teacher="resnet8", method="kd",
+                       teacher_ref="job:0",
+                       recipe_overrides={"epochs": 2, "batch_size": 32, "max_steps": 6})  # fmt: skip
+    teacher = tmp_path / "teacher.pt"
+    torch.manual_seed(0)
+    torch.save({"model": zoo.build("resnet8", 10).state_dict()}, teacher)
+    from dataclasses import replace
+
+    spec = replace(spec, teacher_path=str(teacher))
+    a = run_job(spec, tmp_path / "a", device="cpu", log=lambda _m: None)
+    b = run_job(spec, tmp_path / "b", device="cpu", log=lambda _m: None)
+    clock = {"epoch_time_s", "train_time_s", "images_per_s"}  # wall-clock figures, not results
+
+    def numbers(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k not in clock}
+
+    assert numbers(a.metrics) == numbers(b.metrics)
+    assert [numbers(h) for h in a.history] == [numbers(h) for h in b.history]
+    sa = torch.load(a.student_path, weights_only=False)["student"]
+    sb = torch.load(b.student_path, weights_only=False)["student"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.threads == torch.get_num_threads()
