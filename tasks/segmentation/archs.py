@@ -1,9 +1,14 @@
 """The segmentation architecture table, free of torch: what each arch is, without building it.
 
-Names, head families, the backbone map the ``feat`` tap sits on (module path and channels), whether an FCN
-auxiliary head is trained, and the output stride every model shares. The task's spec lists, checks and taps
-architectures and picks DiffKD's autoencoder from this table alone; :mod:`.models` builds each arch from the
-same entries (its docstring says how the models reach output stride 8).
+Names, head families, the backbone map the ``feat`` tap sits on (module path and channels), FitNet's hint when
+it is elsewhere, whether an FCN auxiliary head is trained, and the output stride every model shares. The task's
+spec lists, checks and taps architectures and picks DiffKD's autoencoder from this table alone; :mod:`.models` and
+:mod:`.cirkd` build each arch from the same entries (their docstrings say how the models reach output stride 8).
+
+Two families of layouts: torchvision's (``deeplabv3_r18`` etc.: torchvision ResNets / MobileNetV3 with
+torchvision's heads, so torchvision's ImageNet files load into the backbone) and CIRKD's (``*_cirkd``: CIRKD v1's
+deep-stem ``ResNetV1b`` and its own ASPP head, module for module, so CIRKD's ``resnet18-imagenet.pth`` and its
+trained teachers load strictly; the published Cityscapes numbers 78.07 / 74.21 are of these models).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ class ArchSpec:
         feat_channels: its channels.
         aux: whether the model has an FCN auxiliary head on the stage before the last (trained with weight 0.4).
         description: one line for listings.
+        hint_module / hint_channels: FitNet's hint when it is not the ``feat`` tap (``""``: the ``feat`` tap is
+            both the hint and DiffKD's feature). CIRKD's FitNet hints on the feature after the ASPP head's
+            3x3 conv-BN-ReLU-Dropout (``x_feat_after_aspp``), so its archs get a separate ``hint`` tap there.
     """
 
     family: str
@@ -33,6 +41,8 @@ class ArchSpec:
     feat_channels: int
     aux: bool
     description: str
+    hint_module: str = ""
+    hint_channels: int = 0
 
 
 #: (widths, blocks per stage) of the tiny CPU-preset backbones (:class:`~tasks.segmentation.models.TinyResNet`).
@@ -40,6 +50,16 @@ TINY_TEACHER = ((32, 64, 128, 256), (2, 2, 2, 2))
 TINY_STUDENT = ((16, 32, 64, 128), (1, 1, 1, 1))
 
 ARCHS: dict[str, ArchSpec] = {
+    # CIRKD v1 (winycg/CIRKD @91735ef39d37a8a15ba942ae011e98587ac0e71d, models/deeplabv3.py, models/segbase.py,
+    # models/base_models/resnet.py): resnet18_v1s / resnet101_v1s, ASPP 128 / 256 channels, hint after the ASPP.
+    "deeplabv3_r101_cirkd": ArchSpec(
+        "deeplabv3", "pretrained.layer4", 2048, True, "DeepLabV3, CIRKD's deep-stem dilated ResNet-101 (teacher)",
+        hint_module="head.block.3", hint_channels=256,
+    ),
+    "deeplabv3_r18_cirkd": ArchSpec(
+        "deeplabv3", "pretrained.layer4", 512, True, "DeepLabV3, CIRKD's deep-stem dilated ResNet-18",
+        hint_module="head.block.3", hint_channels=128,
+    ),
     "deeplabv3_r101": ArchSpec(
         "deeplabv3", "backbone.layer4", 2048, True, "DeepLabV3, dilated ResNet-101 (teacher)"
     ),
@@ -56,7 +76,7 @@ ARCHS: dict[str, ArchSpec] = {
     "deeplabv3_tiny_s": ArchSpec(
         "deeplabv3", "backbone.layer4", TINY_STUDENT[0][3], True, "tiny DeepLabV3 student (CPU preset)"
     ),
-}
+}  # fmt: skip
 
 
 def arch_spec(arch: str) -> ArchSpec:

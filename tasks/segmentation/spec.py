@@ -2,11 +2,14 @@
 
 Where each method distills (the taps, all at output stride 8 for every model):
 
-* ``feat`` — the backbone's last stage (ResNet ``layer4``, MobileNetV3's last conv), roles
-  ``("hint", "feature")``: FitNet's hint and DiffKD's denoised feature. With a ResNet-50/101 teacher
-  (2048 channels) DiffKD compresses the teacher feature with its linear autoencoder to 1024 channels
+* ``feat`` — the backbone's last stage (ResNet ``layer4``, MobileNetV3's last conv): DiffKD's denoised feature,
+  and FitNet's hint on the torchvision-layout and tiny archs (roles ``("hint", "feature")``). With a 2048-channel
+  teacher DiffKD compresses the teacher feature with its linear autoencoder to 1024 channels
   (``teacher_channels // 2``, the official default, and the official ImageNet setting for a 2048-channel
   teacher) before the 3x3 diffusion model; the tiny CPU teacher (256 channels) needs none.
+* ``hint`` — CIRKD's archs only (``*_cirkd``): FitNet's hint where CIRKD's FitNet takes it, the feature after the
+  ASPP head's 3x3 conv-BN-ReLU-Dropout (``x_feat_after_aspp``, 128 channels for ResNet-18, 256 for ResNet-101);
+  their ``feat`` tap is then DiffKD's only.
 * ``logits`` — per-pixel class scores, flattened to ``[P, C]`` rows of the *valid* pixels with their
   labels ``target [P]``, so KD and DKD are the classification losses averaged over pixels.
 
@@ -64,6 +67,7 @@ DATASETS: dict[str, dict[str, Any]] = {
 }
 
 REAL_PAIRS = [
+    ("deeplabv3_r101_cirkd", "deeplabv3_r18_cirkd"),  # CIRKD's models: the published 78.07 / 74.21 pair
     ("deeplabv3_r101", "deeplabv3_r18"),
     ("deeplabv3_r101", "pspnet_r18"),
     ("deeplabv3_r101", "deeplabv3_mbv3"),
@@ -94,9 +98,14 @@ class SegmentationSpec(TaskSpec):
 
     def tap_specs(self, arch: str, num_classes: int, dataset: str) -> dict[str, TapSpec]:
         spec = arch_spec(arch)
+        logits = TapSpec("logits", num_classes, 0, ("logits",))
+        if not spec.hint_module:
+            feat = TapSpec("feat", spec.feat_channels, OUTPUT_STRIDE, ("hint", "feature"), spec.feat_module)
+            return {"feat": feat, "logits": logits}
         return {
-            "feat": TapSpec("feat", spec.feat_channels, OUTPUT_STRIDE, ("hint", "feature"), spec.feat_module),
-            "logits": TapSpec("logits", num_classes, 0, ("logits",)),
+            "feat": TapSpec("feat", spec.feat_channels, OUTPUT_STRIDE, ("feature",), spec.feat_module),
+            "hint": TapSpec("hint", spec.hint_channels, OUTPUT_STRIDE, ("hint",), spec.hint_module),
+            "logits": logits,
         }
 
     def default_pairs(self, dataset: str) -> list[tuple[str, str]]:
