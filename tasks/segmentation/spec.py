@@ -20,8 +20,11 @@ Method defaults (``method_defaults``), all with ``ce_weight = 1.0`` since CE + a
 * DKD: no published segmentation recipe exists; we use mdistiller's only dense-prediction setting
   (its COCO detector config: ``alpha = 1``, ``beta = 0.25``, ``T = 1``, no warm-up), per-pixel rows being
   many and mostly easy like box-head rows.
-* FitNet: ``feat_weight = 10`` — CIRKD's ``scripts/train_kd/train_fitnet.sh`` (``--lambda-fitnet 10``);
-  CIRKD hints after the ASPP, we on the backbone's last stage as the issue asks.
+* FitNet between CIRKD archs: CIRKD's FitNet as its script ran it (``train_scripts/train_kd/train_fitnet.sh``:
+  ``--lambda-kd 1.0 --lambda-fitnet 10.``; ``losses/fitnet.py``: a bias-free 1x1 conv, MSE mean) — ``feat_weight
+  = 10``, ``kd_weight = 1`` (T = 1), ``adapter = "conv"``, on the ``hint`` tap. Other archs keep diffbench's
+  FitNet: ``feat_weight = 10`` (CIRKD's weight) on the backbone's last stage with mdistiller's ConvReg and no KD
+  term — those archs are not CIRKD's, and no published FitNet setting exists for them.
 * DiffKD: ``use_ae`` / ``ae_channels`` as above, ``distill_logits = False`` (feature MSE after
   denoising + diffusion + AE losses only), other weights the method's official 1.0.
 
@@ -280,6 +283,12 @@ class SegmentationSpec(TaskSpec):
         if method == "dkd":
             return {"alpha": 1.0, "beta": 0.25, "temperature": 1.0, "warmup": 0, "ce_weight": 1.0}
         if method == "fitnet":
+            if arch_spec(teacher).hint_module and arch_spec(student).hint_module:
+                # CIRKD's FitNet (train_fitnet.sh: --lambda-kd 1.0 --lambda-fitnet 10.; losses/fitnet.py: bias-free
+                # 1x1 conv; --kd-temperature 1.0) on the post-ASPP hint tap.
+                return {"feat_weight": 10.0, "kd_weight": 1.0, "kd_temperature": 1.0, "adapter": "conv",
+                        "ce_weight": 1.0}  # fmt: skip
+            # diffbench's FitNet on the backbone's last stage (ConvReg, no KD term), at CIRKD's weight 10.
             return {"feat_weight": 10.0, "ce_weight": 1.0}
         if method == "diffkd":
             channels = arch_spec(teacher).feat_channels

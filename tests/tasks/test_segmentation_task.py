@@ -179,8 +179,9 @@ def test_recipes(task):
 
 
 @pytest.mark.parametrize("method", ["kd", "dkd", "fitnet", "diffkd"])
-def test_method_defaults_build(task, method):
-    t_arch, s_arch = "deeplabv3_r101", "deeplabv3_r18"
+@pytest.mark.parametrize(("t_arch", "s_arch"), [("deeplabv3_r101", "deeplabv3_r18"),
+                                                ("deeplabv3_r101_cirkd", "deeplabv3_r18_cirkd")])  # fmt: skip
+def test_method_defaults_build(task, method, t_arch, s_arch):
     hp = task.method_defaults(method, "cityscapes", t_arch, s_arch)
     assert hp["ce_weight"] == 1.0
     m = build_method(method, task.tap_specs(s_arch, 19, "cityscapes"), task.tap_specs(t_arch, 19, "cityscapes"), **hp)
@@ -188,6 +189,15 @@ def test_method_defaults_build(task, method):
     if method == "diffkd":
         assert hp["use_ae"] and hp["ae_channels"] == 1024
         assert not task.method_defaults(method, "shapes", "deeplabv3_tiny_t", "deeplabv3_tiny_s")["use_ae"]
+    if method == "fitnet" and t_arch.endswith("_cirkd"):
+        # CIRKD's train_fitnet.sh (--lambda-kd 1.0 --lambda-fitnet 10.) and losses/fitnet.py (bias-free 1x1 conv,
+        # 128 -> 256 channels on x_feat_after_aspp); KD at T = 1 (train_kd.py L76)
+        assert hp == {"feat_weight": 10.0, "kd_weight": 1.0, "kd_temperature": 1.0, "adapter": "conv", "ce_weight": 1.0}
+        assert m.hint_taps == ["hint"] and m.logit_taps == ["logits"]
+        (conv,) = m.regressors.values()
+        assert isinstance(conv, nn.Conv2d) and conv.weight.shape == (256, 128, 1, 1) and conv.bias is None
+    elif method == "fitnet":
+        assert hp == {"feat_weight": 10.0, "ce_weight": 1.0}
 
 
 def test_synthetic_batch_and_registry(task):
