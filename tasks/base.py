@@ -46,6 +46,7 @@ __all__ = [
     "get_task",
     "key_mismatch",
     "load_state_dict_file",
+    "read_state_dict_file",
     "task_names",
     "task_spec",
     "world_size",
@@ -254,8 +255,9 @@ def gather_lists(items: list[Any]) -> list[Any]:
     return [x for part in parts for x in part]
 
 
-def load_state_dict_file(model: nn.Module, path: Path | str) -> None:
-    """Load ``path`` into ``model`` strictly; see :meth:`Task.load_weights` for accepted layouts."""
+def read_state_dict_file(path: Path | str) -> dict[str, torch.Tensor]:
+    """The state dict inside the checkpoint file ``path`` (layouts of :func:`extract_state_dict`), ``module.``
+    prefixes stripped; a :class:`UserError` when the file is missing, unreadable or holds none."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} does not exist")
@@ -267,7 +269,12 @@ def load_state_dict_file(model: nn.Module, path: Path | str) -> None:
     if state is None:
         keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
         raise UserError(f"checkpoint {str(path)!r} holds no state dict (keys: {keys})")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_state_dict_file(model: nn.Module, path: Path | str) -> None:
+    """Load ``path`` into ``model`` strictly; see :meth:`Task.load_weights` for accepted layouts."""
+    state = read_state_dict_file(path)
     why = key_mismatch(model.state_dict(), state)
     if why:
         raise UserError(f"checkpoint {str(path)!r} does not fit {type(model).__name__}: {why}")

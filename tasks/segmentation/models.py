@@ -18,7 +18,8 @@ Output stride 8 everywhere, so teacher and student feature maps line up pixel fo
 low-resolution logits lets per-pixel KD run at stride 8 (see ``tasks.segmentation.task``).
 
 Nothing is downloaded: every builder passes ``weights=None``. What each arch is (family, ``feat`` tap, auxiliary
-head) is declared, free of torch, in :mod:`.archs`; the builders here read their widths from it.
+head) is declared, free of torch, in :mod:`.archs`; the builders here read their widths from it. CIRKD's own
+models (``*_cirkd``: deep-stem ResNets, CIRKD's module names) are in :mod:`.cirkd`.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
 from tasks.segmentation.archs import ARCHS, OUTPUT_STRIDE, TINY_STUDENT, TINY_TEACHER, ArchSpec, arch_spec
+from tasks.segmentation.cirkd import CirkdDeepLabV3, cirkd_deeplabv3
 
 #: The torch-free table (:mod:`.archs`) stays importable from here.
 __all__ = [
     "ARCHS",
     "BUILDERS",
+    "CirkdDeepLabV3",
     "OUTPUT_STRIDE",
     "ArchSpec",
     "DilatedBasicBlock",
@@ -262,7 +265,9 @@ def _deeplab_tiny(widths: Sequence[int], blocks: Sequence[int]) -> Callable[[int
 
 
 #: arch name -> ``builder(num_classes)``, for every name of :data:`ARCHS` (which says what each arch is).
-BUILDERS: dict[str, Callable[[int], SegmentationNet]] = {
+BUILDERS: dict[str, Callable[[int], nn.Module]] = {
+    "deeplabv3_r101_cirkd": cirkd_deeplabv3(101),
+    "deeplabv3_r18_cirkd": cirkd_deeplabv3(18),
     "deeplabv3_r101": _deeplab_resnet(101),
     "deeplabv3_r50": _deeplab_resnet(50),
     "deeplabv3_r18": _deeplab_resnet(18),
@@ -273,7 +278,7 @@ BUILDERS: dict[str, Callable[[int], SegmentationNet]] = {
 }
 
 
-def build_model(arch: str, num_classes: int) -> SegmentationNet:
+def build_model(arch: str, num_classes: int) -> nn.Module:
     """A freshly initialised ``arch`` with ``num_classes`` outputs (no weights downloaded)."""
     arch_spec(arch)  # an unknown name is a UserError listing the valid ones
     return BUILDERS[arch](num_classes)

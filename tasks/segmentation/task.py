@@ -38,6 +38,7 @@ from tasks.base import DataBundle, PairedOutput, Recipe, Task, all_reduce_sum
 from tasks.segmentation import data as D
 from tasks.segmentation.metrics import confusion_counts, segmentation_metrics
 from tasks.segmentation.models import build_model
+from tasks.segmentation.pretrained import load_init
 from tasks.segmentation.spec import AUX_WEIGHT, SegmentationSpec
 
 
@@ -108,6 +109,10 @@ class SegmentationTask(SegmentationSpec, Task):
     # -- models ------------------------------------------------------------------------------
     def build_model(self, arch: str, num_classes: int, dataset: str, init: str | None = None) -> nn.Module:
         return build_model(arch, num_classes)
+
+    def load_init(self, model: nn.Module, arch: str, path: Path) -> str:
+        """A whole model, or the arch's ImageNet backbone (torchvision's or CIRKD's files; :mod:`.pretrained`)."""
+        return load_init(model, arch, path)
 
     # -- data --------------------------------------------------------------------------------
     def build_data(self, dataset: str, data_dir: Path | None, recipe: Recipe) -> DataBundle:

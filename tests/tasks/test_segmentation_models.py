@@ -93,6 +93,9 @@ def test_taps_aligned_for_every_preset_pair():
         assert s_spec["feat"].stride == t_spec["feat"].stride == 8
         assert s_feat.shape[1] == s_spec["feat"].channels and t_feat.shape[1] == t_spec["feat"].channels
         assert not t_feat.requires_grad and s_feat.requires_grad
+        if "hint" in s_spec:  # CIRKD's archs: FitNet's hint after the ASPP, on the same grid
+            assert out.student_taps["hint"].shape[1:] == (s_spec["hint"].channels, 4, 4)
+            assert out.teacher_taps["hint"].shape[1:] == (t_spec["hint"].channels, 4, 4)
         # the top row of each 4x4 grid is void: 2 x 12 valid cells
         assert out.student_taps["logits"].shape == out.teacher_taps["logits"].shape == (24, 4)
         assert out.target.shape == (24,)

@@ -169,14 +169,9 @@ def test_evaluate_counts_pixels(task):
 
 
 def test_recipes(task):
+    # Each preset's values against its source: tests/tasks/test_segmentation_presets.py.
     r = task.recipe("cityscapes", "deeplabv3_r18")
-    assert r.schedule == "poly" and r.lr == 0.01 and r.weight_decay == 5e-4 and r.batch_size == 16
-    assert r.extra["iterations"] == 40000 and tuple(r.extra["crop_size"]) == (512, 1024)
-    per_epoch = 2975 // 16
-    assert r.epochs * per_epoch >= 40000 > (r.epochs - 1) * per_epoch
-    a = task.recipe("ade20k", "deeplabv3_r18", "160k")
-    assert a.extra["iterations"] == 160000 and a.epochs * (20210 // 16) >= 160000 > (a.epochs - 1) * (20210 // 16)
-    assert task.recipe("ade20k", "deeplabv3_r18").extra["iterations"] == 80000
+    assert r.max_iters == 40000 and r.epochs * (2975 // 16) >= 40000 > (r.epochs - 1) * (2975 // 16)
     with pytest.raises(UserError, match="valid"):
         task.recipe("cityscapes", "deeplabv3_r18", "160k")
     s = task.recipe("shapes", "deeplabv3_tiny_s")
@@ -184,8 +179,9 @@ def test_recipes(task):
 
 
 @pytest.mark.parametrize("method", ["kd", "dkd", "fitnet", "diffkd"])
-def test_method_defaults_build(task, method):
-    t_arch, s_arch = "deeplabv3_r101", "deeplabv3_r18"
+@pytest.mark.parametrize(("t_arch", "s_arch"), [("deeplabv3_r101", "deeplabv3_r18"),
+                                                ("deeplabv3_r101_cirkd", "deeplabv3_r18_cirkd")])  # fmt: skip
+def test_method_defaults_build(task, method, t_arch, s_arch):
     hp = task.method_defaults(method, "cityscapes", t_arch, s_arch)
     assert hp["ce_weight"] == 1.0
     m = build_method(method, task.tap_specs(s_arch, 19, "cityscapes"), task.tap_specs(t_arch, 19, "cityscapes"), **hp)
@@ -193,6 +189,15 @@ def test_method_defaults_build(task, method):
     if method == "diffkd":
         assert hp["use_ae"] and hp["ae_channels"] == 1024
         assert not task.method_defaults(method, "shapes", "deeplabv3_tiny_t", "deeplabv3_tiny_s")["use_ae"]
+    if method == "fitnet" and t_arch.endswith("_cirkd"):
+        # CIRKD's train_fitnet.sh (--lambda-kd 1.0 --lambda-fitnet 10.) and losses/fitnet.py (bias-free 1x1 conv,
+        # 128 -> 256 channels on x_feat_after_aspp); KD at T = 1 (train_kd.py L76)
+        assert hp == {"feat_weight": 10.0, "kd_weight": 1.0, "kd_temperature": 1.0, "adapter": "conv", "ce_weight": 1.0}
+        assert m.hint_taps == ["hint"] and m.logit_taps == ["logits"]
+        (conv,) = m.regressors.values()
+        assert isinstance(conv, nn.Conv2d) and conv.weight.shape == (256, 128, 1, 1) and conv.bias is None
+    elif method == "fitnet":
+        assert hp == {"feat_weight": 10.0, "ce_weight": 1.0}
 
 
 def test_synthetic_batch_and_registry(task):
