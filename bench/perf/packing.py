@@ -82,7 +82,8 @@ def _job(rank: int, cfg: JobConfig, n_jobs: int, barrier: Any, results: Any) -> 
     try:
         import torch
 
-        from bench.engine.build import Built, build_models, make_optimizer, pick_device, set_lr
+        from bench.engine.build import Built, build_models, make_optimizer, set_lr
+        from bench.engine.device import pick_device
         from bench.engine.step import Stepper
         from bench.speed.data import random_cifar
         from methods.base import Progress

@@ -282,7 +282,7 @@ def benchmark_workers(
     Returns:
         The rows and what they ran under (backend, threads per N, the worker counts timed).
     """
-    from bench.engine.build import pick_device
+    from bench.engine.device import pick_device
     from tasks.base import get_task
 
     task = get_task(task_name)
