@@ -22,6 +22,8 @@ from bench.report.load import RUN_TAGS
 from bench.report.published import attach_published, published_policy
 from bench.report.schema import (
     EPOCHS,
+    INIT_PRETRAINED,
+    INIT_RANDOM,
     PAIR_KEYS,
     PRIMARY_METRIC,
     PUBLISHED_MODES,
@@ -41,7 +43,14 @@ SUPERSEDED_TAG = f"tags.{S.SUPERSEDED}"
 # Recipe fields that do not change a result: runs differing only in these are seeds of one configuration.
 _IGNORED_CONFIG = {"params.recipe.num_workers"}
 #: Per-cell provenance columns, aggregated as the sorted distinct values of the cell's runs.
-_CELL_PROVENANCE = ("recipe_preset", *RECIPE_FIELDS, "git_commit", "diffbench_version", "experiment_id")
+_CELL_PROVENANCE = (
+    "recipe_preset", *RECIPE_FIELDS, "student_init", "student_init_file", "workers",
+    "git_commit", "diffbench_version", "experiment_id",
+)  # fmt: skip
+#: The configuration column of a run's starting weights: ``random`` (also for runs that do not record it: the task's
+#: default is random weights) or ``sha256:<hex>`` of the weights file. Runs from different starting points are
+#: different configurations (columns), and a gain is taken against vanilla runs that started from the same point.
+INIT_CONFIG = f"params.{S.STUDENT_INIT}"
 
 
 def _parse_pairs(pairs: Iterable[str] | None) -> set[tuple[str, str]] | None:
@@ -63,6 +72,29 @@ def _text_column(runs: pd.DataFrame, col: str, default: str) -> pd.Series | str:
     return s.where(s != "", default).astype(str)
 
 
+def _strings(runs: pd.DataFrame, col: str) -> pd.Series:
+    """A text column, stripped, ``""`` where absent."""
+    if col not in runs:
+        return pd.Series("", index=runs.index, dtype=object)
+    return runs[col].astype("string").fillna("").str.strip().astype(str)
+
+
+def _init_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run: ``init_ref`` (``random`` or ``sha256:<hex>``), its kind ``student_init`` and ``student_init_file``."""
+    ref = _strings(runs, INIT_CONFIG)
+    pretrained = ref.str.startswith("sha256:")
+    ref = ref.where(pretrained, INIT_RANDOM)  # absent, "random" (or anything else): random weights
+    files = _strings(runs, f"params.{S.STUDENT_INIT_FILE}")
+    return pd.DataFrame(
+        {
+            "init_ref": ref,
+            "student_init": np.where(pretrained, INIT_PRETRAINED, INIT_RANDOM),
+            "student_init_file": files.where(pretrained, ""),
+        },
+        index=runs.index,
+    )
+
+
 def _normalise(runs: pd.DataFrame, epoch: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Plain tag columns, the chosen metric value, provenance fields and configuration keys per run."""
     w = pd.DataFrame(index=runs.index)
@@ -72,6 +104,8 @@ def _normalise(runs: pd.DataFrame, epoch: str) -> tuple[pd.DataFrame, pd.DataFra
         w[t] = _text_column(runs, f"tags.{t}", provenance.UNKNOWN)
     for f, default in RECIPE_FIELDS.items():
         w[f] = _text_column(runs, f"params.recipe.{f}", default or "?")
+    w[["init_ref", "student_init", "student_init_file"]] = _init_columns(runs)
+    w["workers"] = _text_column(runs, f"tags.{S.WORKERS}", provenance.UNKNOWN)  # absent on runs of older diffbench
     w["run_id"] = runs["run_id"].astype(str) if "run_id" in runs else runs.index.astype(str)
     w["experiment_id"] = _text_column(runs, "experiment_id", "")
     w["status"] = runs["status"].fillna("") if "status" in runs else "FINISHED"
@@ -107,8 +141,12 @@ def _normalise(runs: pd.DataFrame, epoch: str) -> tuple[pd.DataFrame, pd.DataFra
         for name, value in neutral.items():
             if f"params.hp.{name}" in cfg:
                 cfg.loc[rows, f"params.hp.{name}"] = cfg.loc[rows, f"params.hp.{name}"].replace("", str(value))
+    cfg[INIT_CONFIG] = w["init_ref"].astype("string")
     w["config"] = _row_key(cfg)
-    w["recipe_key"] = _row_key(cfg[[c for c in cfg_cols if c.startswith("params.recipe.")]])
+    # What a gain must hold equal: the recipe and the starting weights (a method's own hyper-parameters differ).
+    recipe_cols = [c for c in cfg_cols if c.startswith("params.recipe.")]
+    w["recipe_key"] = _row_key(cfg[[*recipe_cols, INIT_CONFIG]])
+    w["recipe_only_key"] = _row_key(cfg[recipe_cols])  # the recipe alone (provenance counts recipes)
     return w, cfg
 
 
@@ -143,10 +181,31 @@ def _label_variants(runs: pd.DataFrame, cfg: pd.DataFrame) -> pd.Series:
     for _, grp in runs[mixed].groupby(keys, sort=False):
         sub = cfg.loc[grp["_src"]]
         differing = [c for c in sub.columns if sub[c].nunique() > 1]
+        inits = _init_labels(grp) if INIT_CONFIG in differing else {}
         for idx, src in zip(grp.index, grp["_src"], strict=True):
-            desc = ", ".join(f"{c.split('.', 2)[2]}={cfg.at[src, c] or 'unset'}" for c in differing)
+            desc = ", ".join(
+                f"init={inits[cfg.at[src, c]]}"
+                if c == INIT_CONFIG
+                else f"{c.split('.', 2)[2]}={cfg.at[src, c] or 'unset'}"
+                for c in differing
+            )
             labels.at[idx] = f"{grp.at[idx, 'method']}[{desc}]"
     return labels
+
+
+def _init_labels(runs: pd.DataFrame) -> dict[str, str]:
+    """A short name per starting point in ``runs``: ``random``, the weights file's name, else ``sha256:<12 hex>``.
+
+    Two files of one name (different contents) get ``name@<8 hex>`` so that no two columns share a label.
+    """
+    names: dict[str, str] = {}
+    for ref, file in zip(runs["init_ref"], runs["student_init_file"], strict=True):
+        if ref == INIT_RANDOM:
+            names[ref] = INIT_RANDOM
+        elif file or ref not in names:
+            names[ref] = file or ref[: len("sha256:") + 12]
+    counts = pd.Series(list(names.values())).value_counts()
+    return {ref: f"{n}@{ref[len('sha256:') : len('sha256:') + 8]}" if counts[n] > 1 else n for ref, n in names.items()}
 
 
 def _seed_key(s: str) -> tuple[int, Any]:
