@@ -12,8 +12,10 @@ The pipeline is three pure steps, one module each, so each can be tested and reu
   through one paged ``search_runs`` query) and :func:`load_reference` (the published numbers);
 * :mod:`~bench.report.aggregate` — :func:`leaderboard` → a :class:`Leaderboard`
   (:mod:`~bench.report.board`): dedupe, filter, mean ± std over seeds, the gain over vanilla with a
-  95 % Welch interval and test (:mod:`~bench.report.stats`), published numbers only beside runs of the
-  same recipe (:mod:`~bench.report.published`), provenance (:mod:`~bench.report.provenance`);
+  95 % interval and test, paired by seed where both cells ran the same seeds, else Welch's
+  (:mod:`~bench.report.stats`), published numbers only beside runs of the paper's setting (recipe
+  preset, starting weights, precision; :mod:`~bench.report.published`),
+  provenance (:mod:`~bench.report.provenance`);
 * renderers, one module each — :func:`to_rich`, :func:`render` (markdown, csv, html, latex, json),
   :func:`plot`, :func:`html_report`.
 

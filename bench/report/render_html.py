@@ -86,6 +86,8 @@ def _cell(r: Any, ui_url: str | None) -> str:
             blocks["gain"].append(f' <span class="noci">{t}</span>')
         elif kind in ("sig", "vsig"):
             blocks["gain" if kind == "sig" else "vs"].append(f'<span class="sig">{t}</span>')
+        elif kind in ("test", "vtest"):
+            blocks["gain" if kind == "test" else "vs"].append(f'<span class="test" title="paired">{t}</span>')
         elif kind == "vs":
             words, _, number = t.rpartition(" ")
             blocks["vs"].append(f'<span class="tok">{words}</span> <span class="tok">{number}</span>')

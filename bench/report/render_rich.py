@@ -72,6 +72,8 @@ def _cell(r: Any, ui_url: str | None) -> Any:
             t.append(f" {text}", style="yellow" if kind == "why" else "")
         elif kind in ("sig", "vsig"):
             t.append(text, style="bold")
+        elif kind in ("test", "vtest"):
+            t.append(text)
         elif kind == "vs":
             t.append(f"\n{text}", style="cyan")
         elif kind == "none":

@@ -52,6 +52,11 @@ TEACHER_COLUMN = "teacher score"
 #: Significance thresholds and their marks, strictest first: against vanilla, and against ``--vs``.
 SIG_VANILLA: tuple[tuple[float, str], ...] = ((0.01, "**"), (0.05, "*"))
 SIG_VS: tuple[tuple[float, str], ...] = ((0.01, "††"), (0.05, "†"))
+#: The test a comparison used (tidy columns ``test``, ``test_vs``): the paired t-test on per-seed differences when
+#: both cells ran the same seeds (at least two), else Welch's; and the mark a paired interval carries in the tables.
+PAIRED = "paired"
+WELCH = "welch"
+PAIRED_MARK = "ᵖ"
 #: Confidence level of every interval in the report.
 CI_LEVEL = 0.95
 
@@ -67,8 +72,8 @@ RECIPE_FIELDS = RECIPE_FIELD_DEFAULTS
 TIDY_COLUMNS: list[str] = [
     "task", "dataset", "metric", "teacher", "student", "epoch", "method", "base_method",
     "mean", "std", "n", "seeds", "note",
-    "gain", "gain_ci_low", "gain_ci_high", "p_vs_vanilla", "sig_vs_vanilla",
-    "vs_method", "diff_vs", "diff_vs_ci_low", "diff_vs_ci_high", "p_vs", "sig_vs",
+    "gain", "gain_ci_low", "gain_ci_high", "p_vs_vanilla", "sig_vs_vanilla", "test",
+    "vs_method", "diff_vs", "diff_vs_ci_low", "diff_vs_ci_high", "p_vs", "sig_vs", "test_vs",
     "published", "published_recipe", "published_init", "published_precision", "source",
     "recipe_preset", "epochs", "batch_size", "lr", "precision", "student_init", "student_init_file", "workers",
     "git_commit", "diffbench_version",

@@ -88,7 +88,6 @@ def test_shipped_reference_names_a_recipe_for_every_known_pair():
     assert mv1["value"] == 73.62 and "73.24" in mv1["source"]  # paper figure kept, README's noted
 
 
-
 def test_shipped_reference_states_starting_weights_and_precision():
     """CIFAR-100 and ImageNet tables train from random weights, COCO and Cityscapes students start from
     ImageNet-pretrained backbones; all in fp32. The ADE20K headline figure names no setting: left empty."""
