@@ -14,7 +14,7 @@ The pipeline is three pure steps, one module each, so each can be tested and reu
   (:mod:`~bench.report.board`): dedupe, filter, mean ± std over seeds, the gain over vanilla with a
   95 % interval and test, paired by seed where both cells ran the same seeds, else Welch's
   (:mod:`~bench.report.stats`), published numbers only beside runs of the paper's setting (recipe
-  preset, starting weights, precision; :mod:`~bench.report.published`),
+  preset, starting weights, precision) with a reproduction verdict (:mod:`~bench.report.published`),
   provenance (:mod:`~bench.report.provenance`);
 * renderers, one module each — :func:`to_rich`, :func:`render` (markdown, csv, html, latex, json),
   :func:`plot`, :func:`html_report`.

@@ -20,7 +20,7 @@ from bench.jobs.compat import NEUTRAL_HPARAMS
 from bench.report import provenance
 from bench.report.board import Leaderboard, method_rank, pair_label
 from bench.report.load import RUN_TAGS
-from bench.report.published import attach_published, published_policy
+from bench.report.published import add_verdicts, attach_published, published_policy
 from bench.report.schema import (
     EPOCHS,
     INIT_PRETRAINED,
@@ -440,6 +440,7 @@ def leaderboard(
     tidy = _add_missing_cells(tidy, pair_rows, pending, method_set)
     tidy["epoch"] = epoch
     tidy["n"] = tidy["n"].fillna(0).astype(int)
+    add_verdicts(tidy)
     tidy["note"] = _cell_notes(tidy)
     tidy["_rank"] = tidy["method"].map(method_rank)
     tidy = tidy.sort_values([*PAIR_KEYS, "_rank"], kind="stable").reset_index(drop=True)

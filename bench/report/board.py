@@ -8,7 +8,17 @@ from typing import Any
 import pandas as pd
 
 from bench.report import provenance
-from bench.report.schema import METHOD_ORDER, PAIRED_MARK, SIG_VANILLA, SIG_VS, TEACHER
+from bench.report.schema import (
+    ABOVE,
+    BELOW,
+    METHOD_ORDER,
+    PAIRED_MARK,
+    REPRODUCED,
+    SIG_VANILLA,
+    SIG_VS,
+    TEACHER,
+    VERDICT_MARKS,
+)
 
 
 @dataclass
@@ -89,7 +99,24 @@ class Leaderboard:
                 f"{vs_marks} against {self.vs}"
             )
         lines[2] += "."
-        return lines
+        return lines + self._verdict_legend()
+
+    def _verdict_legend(self) -> list[str]:
+        """The reproduction marks on this page, one line (none when no cell carries one)."""
+        shown = set(self.tidy.loc[self.tidy["published"].notna(), "verdict"]) if len(self.tidy) else set()
+        meaning = {
+            REPRODUCED: "reproduced (the paper's number lies inside the interval)",
+            BELOW: "ours is below (the paper's number lies above the interval)",
+            ABOVE: "ours is above (the paper's number lies below the interval)",
+        }
+        marks = [f"{VERDICT_MARKS[v]} {meaning[v]}" for v in (REPRODUCED, BELOW, ABOVE) if v in shown]
+        if not marks:
+            return []
+        return [
+            "After 'paper': the published number against the 95 % t-interval of our seeds' mean "
+            f"(mean ± t(0.975, n-1)·std/√n): {'; '.join(marks)}. A cell with one seed gets none (undecided); "
+            "--reproduction lists the verdicts."
+        ]
 
     def provenance_lines(self) -> list[str]:
         out = [self.grid["line"] + "."] if self.grid else []

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report.board import method_rank
-from bench.report.schema import PAIR_KEYS, PAIRED, PAIRED_MARK, TEACHER, TEACHER_COLUMN
+from bench.report.schema import PAIR_KEYS, PAIRED, PAIRED_MARK, TEACHER, TEACHER_COLUMN, VERDICT_MARKS
 
 #: Piece kinds written straight after the piece before them (marks), without a space.
 GLUED: tuple[str, ...] = ("test", "sig", "vtest", "vsig")
@@ -39,7 +39,8 @@ def cell_parts(r: Any) -> list[tuple[str, str]]:
     Kinds: ``mean``, ``std`` (the number only), ``n`` (``(n=3)``, ``(n=1, no CI)``), ``gain``, ``ci``
     (``[low, high]``), ``test`` (``ᵖ``: the interval and test are paired, glued), ``sig`` (``*``/``**``, glued to
     the gain), ``why`` (why a gain has no interval), ``vs`` (``vs dkd -0.50``), ``vtest`` (``ᵖ``), ``vsig``
-    (``†``/``††``), ``none`` (no finished run: ``—`` and the reason), ``published``.
+    (``†``/``††``), ``none`` (no finished run: ``—`` and the reason), ``published`` (``paper 73.33``), ``verdict``
+    (``✓``/``↓``/``↑``: the published number against the 95 % t-interval of our mean).
     """
     parts: list[tuple[str, str]] = []
     if r.n > 0 and _finite(r.mean):
@@ -68,6 +69,8 @@ def cell_parts(r: Any) -> list[tuple[str, str]]:
         parts.append(("none", f"— ({r.note or 'n=0, no finished run'})"))
     if _finite(r.published):
         parts.append(("published", f"paper {fmt(r.published)}"))
+        if r.verdict in VERDICT_MARKS:
+            parts.append(("verdict", VERDICT_MARKS[r.verdict]))
     return parts
 
 

@@ -7,6 +7,9 @@ reference file names each number's setting (``recipe_preset``, ``student_init``,
 theirs (tag ``recipe_preset``, params ``student_init`` and ``recipe.precision``). ``match`` (the default) hides
 the others with one note per kind of difference; ``always`` shows them with the same notes as caveats. A setting
 the reference leaves empty is not stated by the source: it is not checked, and a note says so.
+
+Every cell that shows a published number also gets a verdict (:func:`add_verdicts`): does the paper's number lie
+in the 95 % t-interval of our seeds' mean?
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pandas as pd
 from bench.report import provenance
 from bench.report.load import REFERENCE_INIT, REFERENCE_PRECISION, REFERENCE_RECIPE
 from bench.report.schema import PAIR_KEYS, PRIMARY_METRIC, VANILLA
+from bench.report.stats import mean_interval, verdicts
 
 #: Reference columns → the tidy columns holding the paper's setting.
 _SETTING_COLUMNS = {
@@ -171,3 +175,10 @@ def published_policy(tidy: pd.DataFrame, mode: str) -> list[str]:
     if mode == "match":
         tidy.loc[hidden, ["published", "source"]] = [np.nan, ""]
     return notes
+
+
+def add_verdicts(tidy: pd.DataFrame) -> None:
+    """``mean_ci_low/high`` (95 % t-interval of each cell's mean, n ≥ 2) and ``verdict`` (cells with a published
+    number: ``reproduced``, ``below``, ``above`` or ``undecided (1 seed)``; see :func:`bench.report.stats.verdicts`)."""
+    tidy["mean_ci_low"], tidy["mean_ci_high"] = mean_interval(tidy["mean"], tidy["std"], tidy["n"])
+    tidy["verdict"] = verdicts(tidy["mean"], tidy["std"], tidy["n"], tidy["published"])

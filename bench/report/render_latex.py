@@ -17,6 +17,10 @@ _UNICODE = {
     "→": r"$\rightarrow$",
     "†": r"$^{\dagger}$",
     "ᵖ": r"$^{\mathrm{p}}$",
+    "✓": r"$\surd$",  # no check mark in the default fonts (amssymb's \checkmark): the square-root sign stands in
+    "√": r"$\surd$",
+    "↓": r"$\downarrow$",
+    "↑": r"$\uparrow$",
     "·": r"$\cdot$",
     "—": "---",
     "–": "--",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bench.report.cells import cell_parts, pivot, row_runs, runs_url
+from bench.report.schema import REPRODUCED, VERDICT_MARKS
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -78,6 +79,8 @@ def _cell(r: Any, ui_url: str | None) -> Any:
             t.append(f"\n{text}", style="cyan")
         elif kind == "none":
             t.append(text, style="yellow")
+        elif kind == "verdict":
+            t.append(f" {text}", style="bold green" if text == VERDICT_MARKS[REPRODUCED] else "bold red")
         else:
             t.append(f"\n{text}", style="dim italic")
     return t

@@ -57,6 +57,14 @@ SIG_VS: tuple[tuple[float, str], ...] = ((0.01, "††"), (0.05, "†"))
 PAIRED = "paired"
 WELCH = "welch"
 PAIRED_MARK = "ᵖ"
+#: Verdicts of a published number against our seeds (:func:`bench.report.stats.verdicts`, tidy column ``verdict``):
+#: inside the 95 % t-interval of our mean, above it (ours is ``below``), below it (ours is ``above``), or one seed.
+REPRODUCED = "reproduced"
+BELOW = "below"
+ABOVE = "above"
+UNDECIDED = "undecided (1 seed)"
+#: The mark each decided verdict puts after the published number in the tables.
+VERDICT_MARKS: dict[str, str] = {REPRODUCED: "✓", BELOW: "↓", ABOVE: "↑"}
 #: Confidence level of every interval in the report.
 CI_LEVEL = 0.95
 
@@ -75,6 +83,7 @@ TIDY_COLUMNS: list[str] = [
     "gain", "gain_ci_low", "gain_ci_high", "p_vs_vanilla", "sig_vs_vanilla", "test",
     "vs_method", "diff_vs", "diff_vs_ci_low", "diff_vs_ci_high", "p_vs", "sig_vs", "test_vs",
     "published", "published_recipe", "published_init", "published_precision", "source",
+    "mean_ci_low", "mean_ci_high", "verdict",
     "recipe_preset", "epochs", "batch_size", "lr", "precision", "student_init", "student_init_file", "workers",
     "git_commit", "diffbench_version",
     "first_run", "last_run", "experiment_id", "run_ids",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.report.schema import CI_LEVEL
+from bench.report.schema import ABOVE, BELOW, CI_LEVEL, REPRODUCED, UNDECIDED
 
 
 @dataclass(frozen=True)
@@ -143,13 +143,6 @@ def mean_interval(
         nu = np.where(ok, k - 1, 1.0)
         half = np.where(ok, stdtrit(nu, 0.5 + level / 2) * s / np.sqrt(np.where(ok, k, 1.0)), np.nan)
     return m - half, m + half
-
-
-#: Verdicts of a published number against our seeds (:func:`verdicts`).
-REPRODUCED = "reproduced"
-BELOW = "below"
-ABOVE = "above"
-UNDECIDED = "undecided (1 seed)"
 
 
 def verdicts(mean: np.ndarray, std: np.ndarray, n: np.ndarray, published: np.ndarray) -> list[str]:

@@ -422,3 +422,69 @@ def test_shipped_reference_file_loads():
     ref = report.load_reference(report.DEFAULT_REFERENCE)
     assert {"top1", "bbox_AP", "mIoU"} <= set(ref["metric"]) and ref["value"].dtype.kind == "f"
     assert isinstance(report.DEFAULT_REFERENCE, Path)
+
+
+# --- Reproduction verdicts -------------------------------------------------------------------------------------------
+VERDICT_CSV = """task,dataset,teacher,student,method,metric,value,source,recipe_preset,student_init,precision
+classification,cifar100,resnet56,resnet20,kd,top1,60.0,a low paper number,cifar100,random,fp32
+classification,cifar100,resnet56,resnet20,dkd,top1,90.0,a high paper number,cifar100,random,fp32
+classification,cifar100,resnet56,resnet20,diffkd,top1,72.0,one seed of ours,cifar100,random,fp32
+classification,cifar100,resnet110,resnet20,kd,top1,73.08,inside the interval,cifar100,random,fp32
+"""
+
+
+def _interval(values: list[float]) -> tuple[float, float]:
+    from scipy import stats
+
+    return stats.t.interval(0.95, len(values) - 1, loc=statistics.mean(values), scale=stats.sem(values))
+
+
+@pytest.fixture(scope="module")
+def verdict_lb(runs, tmp_path_factory) -> report.Leaderboard:
+    path = tmp_path_factory.mktemp("verdicts") / "published.csv"
+    path.write_text(VERDICT_CSV)
+    return report.leaderboard(runs, reference=report.load_reference(path))
+
+
+def test_verdict_rule(verdict_lb):
+    """reproduced: the paper's number inside mean ± t(0.975, n-1)·std/√n; below / above: ours is lower / higher."""
+    cases = [("resnet56", "kd", KD_A_BEST, 60.0, "above"), ("resnet56", "dkd", DKD_A_BEST, 90.0, "below"),
+             ("resnet110", "kd", KD_B_BEST, 73.08, "reproduced")]  # fmt: skip
+    for teacher, method, values, paper, verdict in cases:
+        c = cell(verdict_lb, teacher, "resnet20", method)
+        lo, hi = _interval(values)
+        assert (c["mean_ci_low"], c["mean_ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+        assert (lo <= paper <= hi, paper > hi, paper < lo) == (
+            verdict == "reproduced", verdict == "below", verdict == "above")  # fmt: skip
+        assert (c["published"], c["verdict"]) == (paper, verdict)
+    one = cell(verdict_lb, "resnet56", "resnet20", "diffkd")
+    assert (one["verdict"], one["mean_ci_low"]) == ("undecided (1 seed)", pytest.approx(math.nan, nan_ok=True))
+    assert cell(verdict_lb, "resnet56", "resnet20", "vanilla")["verdict"] == ""  # no published number
+
+
+def test_verdict_marks_and_legend(verdict_lb, lb):
+    md = report.render(verdict_lb, "markdown")
+    assert "paper 60.00 ↑" in md and "paper 90.00 ↓" in md and "paper 73.08 ✓" in md
+    assert "paper 72.00 |" in md  # one seed: no mark
+    legend = "\n".join(verdict_lb.legend())
+    assert "✓ reproduced" in legend and "↓ ours is below" in legend and "↑ ours is above" in legend
+    assert "mean ± t(0.975, n-1)·std/√n" in legend
+    # The fixture's reference leaves only reproduced and undecided cells: only ✓ is explained.
+    assert {cell(lb, "resnet56", "resnet20", m)["verdict"] for m in ("kd", "vanilla")} == {"reproduced"}
+    assert cell(lb, "resnet56", "resnet20", "teacher")["verdict"] == "undecided (1 seed)"
+    legend = "\n".join(lb.legend())
+    assert "✓ reproduced" in legend and "↓" not in legend and "↑" not in legend
+    tex = report.render(verdict_lb, "latex")
+    assert r"paper 60.00 $\uparrow$" in tex and r"paper 73.08 $\surd$" in tex and "✓" not in tex
+
+
+def test_verdicts_in_csv_and_json(verdict_lb):
+    back = pd.read_csv(StringIO(report.render(verdict_lb, "csv")), keep_default_na=False)
+    got = {(r.teacher, r.method): r.verdict for r in back.itertuples() if r.student == "resnet20"}
+    assert (got[("resnet56", "kd")], got[("resnet56", "dkd")], got[("resnet110", "kd")]) == (
+        "above", "below", "reproduced")  # fmt: skip
+    assert got[("resnet56", "diffkd")] == "undecided (1 seed)"
+    doc = json.loads(report.render(verdict_lb, "json"))
+    rec = next(r for r in doc["records"] if r["pair"] == "resnet56:resnet20" and r["method"] == "dkd")
+    lo, hi = _interval(DKD_A_BEST)
+    assert (rec["verdict"], rec["mean_ci_low"], rec["mean_ci_high"]) == ("below", pytest.approx(lo), pytest.approx(hi))

@@ -12,18 +12,8 @@ import pytest
 pytest.importorskip("scipy")
 from scipy import stats as sps  # noqa: E402
 
-from bench.report.schema import SIG_VANILLA, SIG_VS  # noqa: E402
-from bench.report.stats import (  # noqa: E402
-    ABOVE,
-    BELOW,
-    REPRODUCED,
-    UNDECIDED,
-    mark,
-    mean_interval,
-    one_sample,
-    verdicts,
-    welch,
-)
+from bench.report.schema import ABOVE, BELOW, REPRODUCED, SIG_VANILLA, SIG_VS, UNDECIDED  # noqa: E402
+from bench.report.stats import mark, mean_interval, one_sample, verdicts, welch  # noqa: E402
 
 # R's documented example, t.test(extra ~ group, data = sleep) (Welch is R's default):
 # t = -1.8608, df = 17.776, p-value = 0.07939, 95 percent CI -3.3654832 0.2054832.
