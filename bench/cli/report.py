@@ -43,6 +43,14 @@ def report(
             "--published", help="Published numbers: match (only beside runs of the paper's recipe) | always | never"
         ),
     ] = "match",
+    reproduction: Annotated[
+        bool,
+        typer.Option(
+            "--reproduction",
+            help="Print the reproduction summary instead: k of N cells with a published number reproduced "
+            "(the number inside the 95 % t-interval of our seeds' mean), then the worst misses.",
+        ),
+    ] = False,
     fmt: Annotated[
         str | None,
         typer.Option(
@@ -112,9 +120,9 @@ def report(
         raise UserError(lb.empty_reason() + _report_filters(pairs=",".join(split_list(pairs)),
                                                             methods=",".join(split_list(methods))))  # fmt: skip
     if fmt is None:
-        console.print(rep.to_rich(lb, ui_url=ui_url))
+        console.print(rep.to_rich(lb, ui_url=ui_url, reproduction=reproduction))
     else:
-        text = rep.render(lb, fmt, ui_url=ui_url)
+        text = rep.render(lb, fmt, ui_url=ui_url, reproduction=reproduction)
         if out is not None:
             write_text(out, text)
             err_console.print(f"wrote {out}")

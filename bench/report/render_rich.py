@@ -8,19 +8,22 @@ from bench.report.cells import cell_parts, pivot, row_runs, runs_url
 from bench.report.schema import REPRODUCED, VERDICT_MARKS
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from bench.report.board import Leaderboard
 
 
-def to_rich(lb: Leaderboard, ui_url: str | None = None) -> Table:
+def to_rich(lb: Leaderboard, ui_url: str | None = None, reproduction: bool = False) -> Any:
     """A rich table whose caption holds the legend, the provenance and the notes.
 
     Args:
         lb: the leaderboard.
         ui_url: the MLflow UI address; the ``(n=…)`` of each cell and the student name then link
             (terminal hyperlinks) to the cell's and the row's runs.
+        reproduction: the reproduction summary instead (:func:`bench.report.reproduction.to_rich`).
     """
+    if reproduction:
+        from bench.report.reproduction import to_rich as reproduction_rich
+
+        return reproduction_rich(lb)
     from rich.markup import escape
     from rich.style import Style
     from rich.table import Table
