@@ -70,7 +70,7 @@ def attach_published(tidy: pd.DataFrame, reference: pd.DataFrame | None) -> pd.D
     exact = low.merge(
         ref.rename(columns={"method": "base_method"}), on=keys, how="left", validate="many_to_one"
     ).set_index(tidy.index)
-    tidy["published"] = exact["published"]
+    tidy["published"] = pd.to_numeric(exact["published"], errors="coerce")  # a float column, also without a reference
     tidy["source"] = exact["source"].fillna("")
     for c in settings:
         tidy[c] = exact[c].fillna("")

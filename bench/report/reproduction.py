@@ -52,7 +52,11 @@ def cells(lb: Leaderboard) -> pd.DataFrame:
     ``half_widths`` ``|diff| / half_width`` (inf for an interval of zero width, NaN with one seed).
     """
     t = lb.tidy
-    out = t[t["published"].notna()].copy() if len(t) else t.copy()
+    published = pd.to_numeric(t["published"], errors="coerce") if len(t) else t["published"]
+    if t.empty or not published.notna().any():
+        return pd.DataFrame(columns=COLUMNS)
+    out = t[published.notna()].copy()
+    out["published"] = published
     out["half_width"] = (out["mean_ci_high"] - out["mean_ci_low"]) / 2
     out["diff"] = out["mean"] - out["published"]
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -414,8 +414,14 @@ def test_empty_leaderboard_renders(runs, tmp_path):
     assert empty.empty
     for fmt in report.FORMATS:
         assert report.render(empty, fmt)
+        assert report.render(empty, fmt, reproduction=True)
     assert report.plot(empty, tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
     report.to_rich(empty)
+    report.to_rich(empty, reproduction=True)
+    no_reference = report.leaderboard(runs)  # no published numbers at all: still a float column, and a summary
+    assert no_reference.tidy["published"].isna().all() and no_reference.tidy["published"].dtype.kind == "f"
+    doc = json.loads(report.render(no_reference, "json", reproduction=True))
+    assert doc["summary"]["cells"] == 0 and doc["headline"].startswith("Reproduction: no cell shows a published")
 
 
 def test_shipped_reference_file_loads():
