@@ -35,7 +35,7 @@ def report(
     ] = None,
     epoch: Annotated[str, typer.Option("--epoch", help="best | last")] = "best",
     vs: Annotated[
-        str | None, typer.Option("--vs", help="Also compare every method with this one (Welch), e.g. --vs dkd.")
+        str | None, typer.Option("--vs", help="Also compare every method with this one (paired by seed where possible, else Welch), e.g. --vs dkd.")
     ] = None,
     published: Annotated[
         str,
@@ -43,6 +43,14 @@ def report(
             "--published", help="Published numbers: match (only beside runs of the paper's recipe) | always | never"
         ),
     ] = "match",
+    reproduction: Annotated[
+        bool,
+        typer.Option(
+            "--reproduction",
+            help="Print the reproduction summary instead: k of N cells with a published number reproduced "
+            "(the number inside the 95 % t-interval of our seeds' mean), then the worst misses.",
+        ),
+    ] = False,
     fmt: Annotated[
         str | None,
         typer.Option(
@@ -67,7 +75,7 @@ def report(
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server URI.")] = None,
     experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "diffbench",
 ) -> None:
-    """Leaderboards from MLflow: mean ± std over seeds, gain over vanilla with 95 % CI and Welch test, provenance.
+    """Leaderboards from MLflow: mean ± std over seeds, gain over vanilla with 95 % CI and t-test, provenance.
 
     Prints a terminal table, or writes --format/--out (the format follows the suffix of --out). HTML
     embeds its figure and goes to stdout without --out; nothing is written into the results folder.
@@ -112,9 +120,9 @@ def report(
         raise UserError(lb.empty_reason() + _report_filters(pairs=",".join(split_list(pairs)),
                                                             methods=",".join(split_list(methods))))  # fmt: skip
     if fmt is None:
-        console.print(rep.to_rich(lb, ui_url=ui_url))
+        console.print(rep.to_rich(lb, ui_url=ui_url, reproduction=reproduction))
     else:
-        text = rep.render(lb, fmt, ui_url=ui_url)
+        text = rep.render(lb, fmt, ui_url=ui_url, reproduction=reproduction)
         if out is not None:
             write_text(out, text)
             err_console.print(f"wrote {out}")

@@ -12,10 +12,13 @@ The pipeline is three pure steps, one module each, so each can be tested and reu
   through one paged ``search_runs`` query) and :func:`load_reference` (the published numbers);
 * :mod:`~bench.report.aggregate` — :func:`leaderboard` → a :class:`Leaderboard`
   (:mod:`~bench.report.board`): dedupe, filter, mean ± std over seeds, the gain over vanilla with a
-  95 % Welch interval and test (:mod:`~bench.report.stats`), published numbers only beside runs of the
-  same recipe (:mod:`~bench.report.published`), provenance (:mod:`~bench.report.provenance`);
+  95 % interval and test, paired by seed where both cells ran the same seeds, else Welch's
+  (:mod:`~bench.report.stats`), published numbers only beside runs of the paper's setting (recipe
+  preset, starting weights, precision) with a reproduction verdict (:mod:`~bench.report.published`),
+  provenance (:mod:`~bench.report.provenance`);
 * renderers, one module each — :func:`to_rich`, :func:`render` (markdown, csv, html, latex, json),
-  :func:`plot`, :func:`html_report`.
+  :func:`plot`, :func:`html_report`; :mod:`~bench.report.reproduction` renders the reproduction
+  summary (``--reproduction``) in the same formats.
 
 Nothing here imports torch; MLflow (only for stores other than SQLite), ``scipy.special`` and
 matplotlib are imported where used, so ``import bench.report`` stays cheap.
@@ -48,13 +51,21 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def render(lb: Leaderboard, fmt: str, *, ui_url: str | None = None) -> str:
+def render(lb: Leaderboard, fmt: str, *, ui_url: str | None = None, reproduction: bool = False) -> str:
     """The leaderboard as text in ``fmt`` (markdown, csv, html, latex, json).
 
     CSV and JSON carry the tidy numbers (one record per pair and method) for machines; markdown,
     HTML and LaTeX carry the paper-style table for people. Every format states the legend, the
     provenance and the notes; HTML embeds the figure. ``ui_url`` adds links to the MLflow UI.
+    ``reproduction``: the reproduction summary instead (:mod:`bench.report.reproduction`: k of N cells
+    with a published number reproduced, then the worst misses).
     """
+    if reproduction:
+        if fmt not in FORMATS:
+            raise UserError(f"unknown report format {fmt!r}; valid: {', '.join(FORMATS)}")
+        from bench.report import reproduction as repro
+
+        return repro.render(lb, fmt)
     from bench.report.render_csv import render_csv
     from bench.report.render_json import render_json
     from bench.report.render_latex import render_latex

@@ -1,9 +1,10 @@
-"""Job runs → leaderboard numbers: dedupe, filter, mean ± std over seeds, Welch gains, published numbers.
+"""Job runs → leaderboard numbers: dedupe, filter, mean ± std over seeds, gains with intervals, published numbers.
 
 Only finished student runs count; when several finished runs share a job hash (a job re-run into a
 fresh run) the latest one wins. The vanilla runs of a student architecture belong to every pair with
 that student. Every comparison (gain over vanilla, difference to ``--vs``) is made between runs of the
-same recipe, with Welch's interval and test (:mod:`bench.report.stats`).
+same recipe and starting weights: paired by seed when both cells ran the same seeds (at least two),
+else with Welch's interval and test (:mod:`bench.report.stats`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from bench.jobs.compat import NEUTRAL_HPARAMS
 from bench.report import provenance
 from bench.report.board import Leaderboard, method_rank, pair_label
 from bench.report.load import RUN_TAGS
-from bench.report.published import attach_published, published_policy
+from bench.report.published import add_verdicts, attach_published, published_policy
 from bench.report.schema import (
     EPOCHS,
+    INIT_PRETRAINED,
+    INIT_RANDOM,
     PAIR_KEYS,
+    PAIRED,
     PRIMARY_METRIC,
     PUBLISHED_MODES,
     RECIPE_FIELDS,
@@ -31,8 +35,9 @@ from bench.report.schema import (
     TEACHER,
     TIDY_COLUMNS,
     VANILLA,
+    WELCH,
 )
-from bench.report.stats import mark, welch
+from bench.report.stats import mark, one_sample, welch
 from bench.tracking import schema as S
 from methods.errors import UserError
 
@@ -41,7 +46,14 @@ SUPERSEDED_TAG = f"tags.{S.SUPERSEDED}"
 # Recipe fields that do not change a result: runs differing only in these are seeds of one configuration.
 _IGNORED_CONFIG = {"params.recipe.num_workers"}
 #: Per-cell provenance columns, aggregated as the sorted distinct values of the cell's runs.
-_CELL_PROVENANCE = ("recipe_preset", *RECIPE_FIELDS, "git_commit", "diffbench_version", "experiment_id")
+_CELL_PROVENANCE = (
+    "recipe_preset", *RECIPE_FIELDS, "student_init", "student_init_file", "workers",
+    "git_commit", "diffbench_version", "experiment_id",
+)  # fmt: skip
+#: The configuration column of a run's starting weights: ``random`` (also for runs that do not record it: the task's
+#: default is random weights) or ``sha256:<hex>`` of the weights file. Runs from different starting points are
+#: different configurations (columns), and a gain is taken against vanilla runs that started from the same point.
+INIT_CONFIG = f"params.{S.STUDENT_INIT}"
 
 
 def _parse_pairs(pairs: Iterable[str] | None) -> set[tuple[str, str]] | None:
@@ -63,6 +75,29 @@ def _text_column(runs: pd.DataFrame, col: str, default: str) -> pd.Series | str:
     return s.where(s != "", default).astype(str)
 
 
+def _strings(runs: pd.DataFrame, col: str) -> pd.Series:
+    """A text column, stripped, ``""`` where absent."""
+    if col not in runs:
+        return pd.Series("", index=runs.index, dtype=object)
+    return runs[col].astype("string").fillna("").str.strip().astype(str)
+
+
+def _init_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run: ``init_ref`` (``random`` or ``sha256:<hex>``), its kind ``student_init`` and ``student_init_file``."""
+    ref = _strings(runs, INIT_CONFIG)
+    pretrained = ref.str.startswith("sha256:")
+    ref = ref.where(pretrained, INIT_RANDOM)  # absent, "random" (or anything else): random weights
+    files = _strings(runs, f"params.{S.STUDENT_INIT_FILE}")
+    return pd.DataFrame(
+        {
+            "init_ref": ref,
+            "student_init": np.where(pretrained, INIT_PRETRAINED, INIT_RANDOM),
+            "student_init_file": files.where(pretrained, ""),
+        },
+        index=runs.index,
+    )
+
+
 def _normalise(runs: pd.DataFrame, epoch: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Plain tag columns, the chosen metric value, provenance fields and configuration keys per run."""
     w = pd.DataFrame(index=runs.index)
@@ -72,6 +107,8 @@ def _normalise(runs: pd.DataFrame, epoch: str) -> tuple[pd.DataFrame, pd.DataFra
         w[t] = _text_column(runs, f"tags.{t}", provenance.UNKNOWN)
     for f, default in RECIPE_FIELDS.items():
         w[f] = _text_column(runs, f"params.recipe.{f}", default or "?")
+    w[["init_ref", "student_init", "student_init_file"]] = _init_columns(runs)
+    w["workers"] = _text_column(runs, f"tags.{S.WORKERS}", provenance.UNKNOWN)  # absent on runs of older diffbench
     w["run_id"] = runs["run_id"].astype(str) if "run_id" in runs else runs.index.astype(str)
     w["experiment_id"] = _text_column(runs, "experiment_id", "")
     w["status"] = runs["status"].fillna("") if "status" in runs else "FINISHED"
@@ -107,8 +144,12 @@ def _normalise(runs: pd.DataFrame, epoch: str) -> tuple[pd.DataFrame, pd.DataFra
         for name, value in neutral.items():
             if f"params.hp.{name}" in cfg:
                 cfg.loc[rows, f"params.hp.{name}"] = cfg.loc[rows, f"params.hp.{name}"].replace("", str(value))
+    cfg[INIT_CONFIG] = w["init_ref"].astype("string")
     w["config"] = _row_key(cfg)
-    w["recipe_key"] = _row_key(cfg[[c for c in cfg_cols if c.startswith("params.recipe.")]])
+    # What a gain must hold equal: the recipe and the starting weights (a method's own hyper-parameters differ).
+    recipe_cols = [c for c in cfg_cols if c.startswith("params.recipe.")]
+    w["recipe_key"] = _row_key(cfg[[*recipe_cols, INIT_CONFIG]])
+    w["recipe_only_key"] = _row_key(cfg[recipe_cols])  # the recipe alone (provenance counts recipes)
     return w, cfg
 
 
@@ -143,10 +184,31 @@ def _label_variants(runs: pd.DataFrame, cfg: pd.DataFrame) -> pd.Series:
     for _, grp in runs[mixed].groupby(keys, sort=False):
         sub = cfg.loc[grp["_src"]]
         differing = [c for c in sub.columns if sub[c].nunique() > 1]
+        inits = _init_labels(grp) if INIT_CONFIG in differing else {}
         for idx, src in zip(grp.index, grp["_src"], strict=True):
-            desc = ", ".join(f"{c.split('.', 2)[2]}={cfg.at[src, c] or 'unset'}" for c in differing)
+            desc = ", ".join(
+                f"init={inits[cfg.at[src, c]]}"
+                if c == INIT_CONFIG
+                else f"{c.split('.', 2)[2]}={cfg.at[src, c] or 'unset'}"
+                for c in differing
+            )
             labels.at[idx] = f"{grp.at[idx, 'method']}[{desc}]"
     return labels
+
+
+def _init_labels(runs: pd.DataFrame) -> dict[str, str]:
+    """A short name per starting point in ``runs``: ``random``, the weights file's name, else ``sha256:<12 hex>``.
+
+    Two files of one name (different contents) get ``name@<8 hex>`` so that no two columns share a label.
+    """
+    names: dict[str, str] = {}
+    for ref, file in zip(runs["init_ref"], runs["student_init_file"], strict=True):
+        if ref == INIT_RANDOM:
+            names[ref] = INIT_RANDOM
+        elif file or ref not in names:
+            names[ref] = file or ref[: len("sha256:") + 12]
+    counts = pd.Series(list(names.values())).value_counts()
+    return {ref: f"{n}@{ref[len('sha256:') : len('sha256:') + 8]}" if counts[n] > 1 else n for ref, n in names.items()}
 
 
 def _seed_key(s: str) -> tuple[int, Any]:
@@ -188,22 +250,82 @@ def _aggregate(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame
     return out.reset_index()
 
 
-def _compare(tidy: pd.DataFrame, base: pd.DataFrame, prefix: str, levels: tuple[tuple[float, str], ...]) -> None:
-    """Add ``<prefix>``, ``<prefix>_ci_low/high``, ``p_…`` columns: each row against ``base`` (same recipe).
+def _seed_values(member: pd.DataFrame, tidy: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Each run's value with its cell (``_cell``: the tidy row it counts in) and ``seed``; runs without a value out."""
+    cells = tidy[keys].assign(_cell=np.arange(len(tidy)))
+    runs = member[[*keys, "seed", "value"]].dropna(subset=["value"]).merge(cells, on=keys, how="inner")
+    return runs[["_cell", "seed", "value"]]
 
-    ``base`` holds one row per pair and recipe key (``mean, std, n``); ambiguous keys are dropped.
+
+def _paired_differences(rows: np.ndarray, bases: np.ndarray, seeds: pd.DataFrame) -> pd.DataFrame:
+    """Per tidy row against its baseline cell: whether the seeds pair, and the per-seed differences' mean, std, n.
+
+    A row pairs with its baseline when both ran exactly the same seeds, each once, at least two of them. Both
+    cells hold runs of one recipe and one starting point (the baseline is looked up on ``recipe_key``), so the
+    runs of seed ``i`` started from the same weights and saw the same data order: what pairing needs.
+
+    Args:
+        rows: tidy row positions; bases: the baseline's row position per row (NaN: none).
+        seeds: :func:`_seed_values`.
+
+    Returns:
+        Indexed by ``rows``: ``paired`` (bool) and ``d_mean``, ``d_std``, ``d_n`` of ``row - baseline`` per seed.
+    """
+    out = pd.DataFrame({"paired": False, "d_mean": np.nan, "d_std": np.nan, "d_n": 0}, index=rows)
+    has = ~np.isnan(bases)
+    if not has.any() or seeds.empty:
+        return out
+    link = pd.DataFrame({"_row": rows[has], "_base": bases[has].astype(int)})
+    per_cell = seeds.groupby("_cell").agg(n=("seed", "size"), distinct=("seed", "nunique"))
+    left = link.merge(seeds.rename(columns={"_cell": "_row"}), on="_row")
+    pairs = left.merge(seeds.rename(columns={"_cell": "_base", "value": "_base_value"}), on=["_base", "seed"])
+    d = pairs.assign(d=pairs["value"] - pairs["_base_value"]).groupby("_row")["d"].agg(["mean", "std", "size"])
+    link = link.join(d, on="_row")
+    mine = per_cell.reindex(link["_row"]).reset_index(drop=True)
+    theirs = per_cell.reindex(link["_base"]).reset_index(drop=True)
+    count = link["size"].fillna(0).to_numpy()
+    ok = (
+        (count >= 2)
+        & (count == mine["n"].to_numpy())
+        & (count == theirs["n"].to_numpy())
+        & (mine["n"] == mine["distinct"]).to_numpy()
+        & (theirs["n"] == theirs["distinct"]).to_numpy()
+    )
+    at = link["_row"].to_numpy()
+    out.loc[at, "paired"] = ok
+    out.loc[at, "d_mean"] = link["mean"].to_numpy()
+    out.loc[at, "d_std"] = link["std"].to_numpy()
+    out.loc[at, "d_n"] = count.astype(int)
+    return out
+
+
+def _compare(
+    tidy: pd.DataFrame, base: pd.DataFrame, prefix: str, levels: tuple[tuple[float, str], ...], seeds: pd.DataFrame
+) -> None:
+    """Add ``<prefix>``, ``<prefix>_ci_low/high``, ``p_…``, ``sig_…`` and test columns: each row against ``base``.
+
+    ``base`` holds the baseline rows of ``tidy`` (one per pair, recipe and starting point, ``recipe_key``; ambiguous
+    keys are dropped). A row whose seeds pair with its baseline's (:func:`_paired_differences`) is compared by the
+    paired test (:func:`~bench.report.stats.one_sample` on the per-seed differences), any other by Welch's.
     """
     keys = [*PAIR_KEYS, "recipe_key"]
-    base = base[[*keys, "mean", "std", "n"]].drop_duplicates(keys, keep=False)
+    base = base[[*keys, "mean", "std", "n"]].assign(_base=base.index.to_numpy(dtype=float))
+    base = base.drop_duplicates(keys, keep=False)
     j = tidy[keys].merge(base, on=keys, how="left", validate="many_to_one")
     res = welch(tidy["mean"], tidy["std"], tidy["n"], j["mean"], j["std"], j["n"])
-    tidy[prefix] = res.diff
-    tidy[f"{prefix}_ci_low"] = res.ci_low
-    tidy[f"{prefix}_ci_high"] = res.ci_high
+    pair = _paired_differences(np.arange(len(tidy)), j["_base"].to_numpy(dtype=float), seeds)
+    paired = pair["paired"].to_numpy()
+    pres = one_sample(pair["d_mean"], pair["d_std"], pair["d_n"])
+    tidy[prefix] = np.where(paired, pres.diff, res.diff)
+    tidy[f"{prefix}_ci_low"] = np.where(paired, pres.ci_low, res.ci_low)
+    tidy[f"{prefix}_ci_high"] = np.where(paired, pres.ci_high, res.ci_high)
     tidy[f"_{prefix}_base_n"] = j["n"].to_numpy()
-    p_col = "p_vs_vanilla" if prefix == "gain" else "p_vs"
-    tidy[p_col] = res.p
-    tidy["sig_vs_vanilla" if prefix == "gain" else "sig_vs"] = [mark(p, levels) for p in res.p]
+    p = np.where(paired, pres.p, res.p)
+    tested = (tidy["n"].to_numpy() >= 2) & (j["n"].fillna(0).to_numpy() >= 2)
+    gain = prefix == "gain"
+    tidy["p_vs_vanilla" if gain else "p_vs"] = p
+    tidy["sig_vs_vanilla" if gain else "sig_vs"] = [mark(x, levels) for x in p]
+    tidy["test" if gain else "test_vs"] = np.where(paired, PAIRED, np.where(tested, WELCH, ""))
 
 
 def leaderboard(
@@ -232,7 +354,7 @@ def leaderboard(
         methods: show these method columns (vanilla is still used for the gain).
         reference: published numbers (:func:`~bench.report.load_reference`); rows with teacher ``?`` never match.
         vs: a second reference method (e.g. ``dkd``): every other cell also gets its difference to it,
-            with a Welch interval and test.
+            with an interval and test (paired or Welch, as against vanilla).
         published: ``match`` (published numbers only beside runs of the paper's recipe preset),
             ``always`` or ``never``.
 
@@ -285,21 +407,23 @@ def leaderboard(
     member["label"] = _label_variants(member, cfg)
 
     stat_keys = [*PAIR_KEYS, "metric", "label", "method", "recipe_key"]
-    tidy = _aggregate(member, stat_keys, "value").rename(columns={"method": "base_method"})
+    tidy = _aggregate(member, stat_keys, "value")
+    seeds = _seed_values(member, tidy, stat_keys)
+    tidy = tidy.rename(columns={"method": "base_method"})
     notes: list[str] = list(grid["notes"]) if grid else []
     # The baseline is the method's row of the same pair and recipe; a sweep of it (two rows) is no baseline.
-    _compare(tidy, tidy[tidy["base_method"] == VANILLA], "gain", SIG_VANILLA)
+    _compare(tidy, tidy[tidy["base_method"] == VANILLA], "gain", SIG_VANILLA, seeds)
     tidy.loc[tidy["base_method"] == VANILLA, ["gain", "gain_ci_low", "gain_ci_high", "p_vs_vanilla"]] = np.nan
-    tidy.loc[tidy["base_method"] == VANILLA, "sig_vs_vanilla"] = ""
+    tidy.loc[tidy["base_method"] == VANILLA, ["sig_vs_vanilla", "test"]] = ""
     tidy["vs_method"] = vs or ""
     if vs:
         ref_rows = tidy[tidy["base_method"] == vs]
         if ref_rows.empty and len(tidy):
             have = ", ".join(sorted(set(tidy["base_method"]), key=method_rank))
             raise UserError(f"--vs {vs}: no finished {vs} run in this table; it has {have}")
-        _compare(tidy, ref_rows, "diff_vs", SIG_VS)
+        _compare(tidy, ref_rows, "diff_vs", SIG_VS, seeds)
         tidy.loc[tidy["base_method"] == vs, ["diff_vs", "diff_vs_ci_low", "diff_vs_ci_high", "p_vs"]] = np.nan
-        tidy.loc[tidy["base_method"] == vs, "sig_vs"] = ""
+        tidy.loc[tidy["base_method"] == vs, ["sig_vs", "test_vs"]] = ""
     tidy = tidy.drop(columns=["recipe_key"]).rename(columns={"label": "method"})
 
     dup = member.groupby([*PAIR_KEYS, "label", "seed"]).size()
@@ -316,12 +440,13 @@ def leaderboard(
     tidy = _add_missing_cells(tidy, pair_rows, pending, method_set)
     tidy["epoch"] = epoch
     tidy["n"] = tidy["n"].fillna(0).astype(int)
+    add_verdicts(tidy)
     tidy["note"] = _cell_notes(tidy)
     tidy["_rank"] = tidy["method"].map(method_rank)
     tidy = tidy.sort_values([*PAIR_KEYS, "_rank"], kind="stable").reset_index(drop=True)
     tidy = tidy.reindex(columns=TIDY_COLUMNS)
     for c in TIDY_COLUMNS:
-        if tidy[c].dtype == object:
+        if tidy[c].dtype == object or isinstance(tidy[c].dtype, pd.StringDtype):  # pandas 3 infers "str"
             tidy[c] = tidy[c].where(tidy[c].notna(), "")
     from bench.report.cells import display_table
 
@@ -345,7 +470,10 @@ def _cell_notes(tidy: pd.DataFrame) -> list[str]:
     if "note" not in tidy:
         tidy["note"] = ""
     out = []
-    for r in tidy[["method", "n", "note", "gain", "gain_ci_low", "_gain_base_n"]].itertuples(index=False):
+    cols = {"method": "method", "n": "n", "note": "note", "gain": "gain", "gain_ci_low": "gain_ci_low",
+            "_gain_base_n": "base_n", "test": "test"}  # fmt: skip
+    # itertuples renames a column whose name starts with "_": hence base_n
+    for r in tidy.reindex(columns=list(cols)).rename(columns=cols).itertuples(index=False):
         if r.n == 0:
             out.append(r.note if isinstance(r.note, str) and r.note else "n=0, no finished run")
         elif r.method == TEACHER:
@@ -353,7 +481,12 @@ def _cell_notes(tidy: pd.DataFrame) -> list[str]:
         elif r.n == 1:
             out.append("n=1, no CI")
         elif not math.isnan(r.gain) and math.isnan(r.gain_ci_low):
-            out.append("vanilla n=1, no CI" if r._gain_base_n == 1 else "no spread over seeds, no CI")
+            if r.base_n == 1:
+                out.append("vanilla n=1, no CI")
+            elif r.test == PAIRED:
+                out.append("paired differences without spread, no CI")
+            else:
+                out.append("no spread over seeds, no CI")
         else:
             out.append("")
     return out

@@ -8,7 +8,17 @@ from typing import Any
 import pandas as pd
 
 from bench.report import provenance
-from bench.report.schema import METHOD_ORDER, SIG_VANILLA, SIG_VS, TEACHER
+from bench.report.schema import (
+    ABOVE,
+    BELOW,
+    METHOD_ORDER,
+    PAIRED_MARK,
+    REPRODUCED,
+    SIG_VANILLA,
+    SIG_VS,
+    TEACHER,
+    VERDICT_MARKS,
+)
 
 
 @dataclass
@@ -17,9 +27,10 @@ class Leaderboard:
 
     Attributes:
         tidy: one row per (pair, method), columns :data:`~bench.report.schema.TIDY_COLUMNS`: the
-            numbers (``mean, std, n``), the comparisons (gain over vanilla with its 95 % CI, Welch p
-            and mark; the same against ``vs``), the published number, the cell's provenance and its
-            run ids. Method ``teacher`` holds the teacher's score. This is what CSV and JSON export.
+            numbers (``mean, std, n``), the comparisons (gain over vanilla with its 95 % CI, p, mark and
+            ``test``: ``paired`` or ``welch``; the same against ``vs``), the published number and the
+            paper's setting, the cell's provenance and its run ids. Method ``teacher`` holds the teacher's
+            score. This is what CSV and JSON export.
         table: the display frame, one row per pair, cells as plain text (what markdown shows).
         epoch: ``best`` or ``last``.
         title: what the table shows (constant task/dataset/metric are folded in here).
@@ -71,16 +82,41 @@ class Leaderboard:
         marks = ", ".join(f"{s} p < {p:g}" for p, s in reversed(SIG_VANILLA))
         lines = [
             f"Cells: mean ± sample std over seeds (n) of {metric} at the {self.epoch} epoch; gain over vanilla "
-            "(same recipe) with its 95 % confidence interval [low, high] (Welch); 'paper' = the published number.",
-            f"Marks: {marks}: Welch's two-sided t-test against vanilla (same recipe)",
+            "(same recipe and starting weights) with its 95 % confidence interval [low, high]; "
+            "'paper' = the published number.",
+            f"Tests: paired ({PAIRED_MARK} after the interval) when the method and vanilla ran the same seeds, each "
+            "once, at least 2 (seed i of both started from the same weights and saw the same data order): the "
+            "one-sample t-interval and two-sided t-test of the per-seed differences (scipy's ttest_rel); otherwise "
+            "Welch's interval (Welch–Satterthwaite degrees of freedom) and two-sided t-test.",
+            f"Marks: {marks}: the cell's test against vanilla (same recipe and starting weights)",
             "n=1, no CI: one finished seed, so no spread, interval or test is known; "
             "n=0: requested, but no finished run.",
         ]
         if self.vs:
             vs_marks = ", ".join(f"{s} p < {p:g}" for p, s in reversed(SIG_VS))
-            lines[1] += f"; 'vs {self.vs}' = difference to {self.vs}, {vs_marks} against {self.vs}"
-        lines[1] += "."
-        return lines
+            lines[2] += (
+                f"; 'vs {self.vs}' = difference to {self.vs} (paired{PAIRED_MARK} or Welch, by the same rule), "
+                f"{vs_marks} against {self.vs}"
+            )
+        lines[2] += "."
+        return lines + self._verdict_legend()
+
+    def _verdict_legend(self) -> list[str]:
+        """The reproduction marks on this page, one line (none when no cell carries one)."""
+        shown = set(self.tidy.loc[self.tidy["published"].notna(), "verdict"]) if len(self.tidy) else set()
+        meaning = {
+            REPRODUCED: "reproduced (the paper's number lies inside the interval)",
+            BELOW: "ours is below (the paper's number lies above the interval)",
+            ABOVE: "ours is above (the paper's number lies below the interval)",
+        }
+        marks = [f"{VERDICT_MARKS[v]} {meaning[v]}" for v in (REPRODUCED, BELOW, ABOVE) if v in shown]
+        if not marks:
+            return []
+        return [
+            "After 'paper': the published number against the 95 % t-interval of our seeds' mean "
+            f"(mean ± t(0.975, n-1)·std/√n): {'; '.join(marks)}. A cell with one seed gets none (undecided); "
+            "--reproduction lists the verdicts."
+        ]
 
     def provenance_lines(self) -> list[str]:
         out = [self.grid["line"] + "."] if self.grid else []

@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from bench.report.board import method_rank
-from bench.report.schema import PAIR_KEYS, TEACHER, TEACHER_COLUMN
+from bench.report.schema import PAIR_KEYS, PAIRED, PAIRED_MARK, TEACHER, TEACHER_COLUMN, VERDICT_MARKS
 
+#: Piece kinds written straight after the piece before them (marks), without a space.
+GLUED: tuple[str, ...] = ("test", "sig", "vtest", "vsig")
 #: Columns of the display table that name the row rather than hold a cell.
 NAME_COLUMNS: tuple[str, ...] = (*PAIR_KEYS, "metric")
 
@@ -35,9 +37,10 @@ def cell_parts(r: Any) -> list[tuple[str, str]]:
     """A cell as ``(kind, text)`` pieces, ``r`` being a row of :attr:`Leaderboard.tidy`.
 
     Kinds: ``mean``, ``std`` (the number only), ``n`` (``(n=3)``, ``(n=1, no CI)``), ``gain``, ``ci``
-    (``[low, high]``), ``sig`` (``*``/``**``, glued to the gain), ``why`` (why a gain has no interval),
-    ``vs`` (``vs dkd -0.50``), ``vsig`` (``†``/``††``), ``none`` (no finished run: ``—`` and the reason),
-    ``published``.
+    (``[low, high]``), ``test`` (``ᵖ``: the interval and test are paired, glued), ``sig`` (``*``/``**``, glued to
+    the gain), ``why`` (why a gain has no interval), ``vs`` (``vs dkd -0.50``), ``vtest`` (``ᵖ``), ``vsig``
+    (``†``/``††``), ``none`` (no finished run: ``—`` and the reason), ``published`` (``paper 73.33``), ``verdict``
+    (``✓``/``↓``/``↑``: the published number against the 95 % t-interval of our mean).
     """
     parts: list[tuple[str, str]] = []
     if r.n > 0 and _finite(r.mean):
@@ -50,18 +53,24 @@ def cell_parts(r: Any) -> list[tuple[str, str]]:
             parts.append(("gain", f"{r.gain:+.2f}"))
             if _finite(r.gain_ci_low):
                 parts.append(("ci", f"[{r.gain_ci_low:+.2f}, {r.gain_ci_high:+.2f}]"))
+                if r.test == PAIRED:
+                    parts.append(("test", PAIRED_MARK))
             elif r.n > 1 and r.note:
                 parts.append(("why", f"({r.note})"))
             if r.sig_vs_vanilla:
                 parts.append(("sig", r.sig_vs_vanilla))
         if _finite(r.diff_vs):
             parts.append(("vs", f"vs {r.vs_method} {r.diff_vs:+.2f}"))
+            if r.test_vs == PAIRED and _finite(r.diff_vs_ci_low):
+                parts.append(("vtest", PAIRED_MARK))
             if r.sig_vs:
                 parts.append(("vsig", r.sig_vs))
     else:
         parts.append(("none", f"— ({r.note or 'n=0, no finished run'})"))
     if _finite(r.published):
         parts.append(("published", f"paper {fmt(r.published)}"))
+        if r.verdict in VERDICT_MARKS:
+            parts.append(("verdict", VERDICT_MARKS[r.verdict]))
     return parts
 
 
@@ -69,7 +78,7 @@ def text_cell(r: Any, pm: str = "±") -> str:
     """The cell as one line of plain text (Markdown, the display table)."""
     out = ""
     for kind, text in cell_parts(r):
-        if kind in ("sig", "vsig"):
+        if kind in GLUED:
             out += text
         elif kind == "std":
             out += f" {pm} {text}"

@@ -32,12 +32,22 @@ import pandas as pd
 from bench.report.schema import DEFAULT_REFERENCE
 from bench.tracking import schema as S
 from methods.errors import UserError, first_line
+from tasks.recipe import PRECISIONS
 
 #: Tag columns the report reads; they always exist in :func:`load_runs`' frame (empty when not logged).
 RUN_TAGS: tuple[str, ...] = S.REPORT_TAGS
 REFERENCE_COLUMNS: tuple[str, ...] = ("task", "dataset", "teacher", "student", "method", "metric", "value", "source")
 #: Optional reference column: the recipe preset a published number was obtained with.
 REFERENCE_RECIPE = "recipe_preset"
+#: Optional reference column: how the paper's trained model started, ``pretrained`` or ``random`` (empty: not stated).
+REFERENCE_INIT = "student_init"
+#: Optional reference column: the precision the paper trained in, ``fp32``, ``bf16`` or ``fp16`` (empty: not stated).
+REFERENCE_PRECISION = "precision"
+#: The values each optional setting column accepts ("" = the source does not state it).
+REFERENCE_SETTINGS: dict[str, tuple[str, ...]] = {
+    REFERENCE_INIT: ("pretrained", "random"),
+    REFERENCE_PRECISION: tuple(p for p in PRECISIONS if p != "auto"),
+}
 #: Tables every MLflow SQL store has; a SQLite file lacking one is not (or not yet) an MLflow store.
 _MLFLOW_TABLES = frozenset({"experiments", "runs", "tags", "params", "metrics", "latest_metrics", "alembic_version"})
 GRID_JOBS_ARTIFACT = S.GRID_JOBS_ARTIFACT
@@ -571,12 +581,20 @@ def _job_hashes(doc: Any, run_id: str, notes: list[str]) -> set[str] | None:
 def load_reference(path: str | Path = DEFAULT_REFERENCE) -> pd.DataFrame:
     """Read a published-numbers CSV.
 
-    Columns ``task,dataset,teacher,student,method,metric,value,source`` and, optionally,
-    ``recipe_preset``: the diffbench recipe preset the published number was obtained with (a file
-    without it gets an empty column, and its numbers are shown only with ``--published always``).
+    Columns ``task,dataset,teacher,student,method,metric,value,source`` and, optionally, the setting the
+    paper's number was obtained with, which ``--published match`` compares with our runs':
+
+    * ``recipe_preset``: the diffbench recipe preset (a file without it gets an empty column, and its
+      numbers are shown only with ``--published always``);
+    * ``student_init``: ``pretrained`` (the trained model started from a weights file, e.g. an
+      ImageNet-pretrained backbone) or ``random``;
+    * ``precision``: ``fp32``, ``bf16`` or ``fp16``.
+
+    An empty ``student_init`` or ``precision`` (or a file without the column) means the source does not
+    state it: that criterion is not checked, and the report says so.
 
     Raises:
-        UserError: the file is missing, lacks a column, or has a non-numeric value.
+        UserError: the file is missing, lacks a column, has a non-numeric value or an unknown setting.
     """
     path = Path(path)
     if not path.is_file():
@@ -594,6 +612,13 @@ def load_reference(path: str | Path = DEFAULT_REFERENCE) -> pd.DataFrame:
         bad = ref.loc[values.isna(), "value"].iloc[0]
         raise UserError(f"reference file {path}: value {bad!r} is not a number")
     ref["value"] = values
-    if REFERENCE_RECIPE not in ref:
-        ref[REFERENCE_RECIPE] = ""
+    for col in (REFERENCE_RECIPE, *REFERENCE_SETTINGS):
+        ref[col] = ref[col].str.strip() if col in ref else ""
+    for col, valid in REFERENCE_SETTINGS.items():
+        ref[col] = ref[col].str.lower()
+        bad = ref.loc[~ref[col].isin(("", *valid)), col]
+        if len(bad):
+            raise UserError(
+                f"reference file {path}: {col} {bad.iloc[0]!r} is not one of {', '.join(valid)} (or empty: not stated)"
+            )
     return ref

@@ -4,7 +4,7 @@ One row per cell (pair · method), two panels sharing the rows:
 
 * left, the absolute score as a bar that starts at zero (seed std as a whisker, the published number
   as a diamond, the teacher in grey): a 0.3-point difference looks like one, not like a landslide;
-* right, a forest plot of the gain over vanilla with its 95 % Welch interval, zero marked: this is
+* right, a forest plot of the gain over vanilla with its 95 % interval (paired or Welch), zero marked: this is
   where differences are read, together with their uncertainty. A cell with one seed is drawn hollow
   and labelled "n=1, no CI" rather than with an interval it does not have.
 
@@ -87,7 +87,7 @@ def _panel(lb: Leaderboard, key: tuple[str, str, str], g: Any, ax_abs: Any, ax_g
     _gains(ax_gain, ys, rows, color)
     ax_gain.axvline(0.0, color="black", linewidth=1.0)
     ax_gain.set_xlabel(f"gain over vanilla ({metric} points)")
-    ax_gain.set_title("gain, 95 % CI (Welch); ○ n=1: no CI", loc="left", fontsize="medium")
+    ax_gain.set_title("gain, 95 % CI (paired or Welch); ○ n=1: no CI", loc="left", fontsize="medium")
     ax_gain.tick_params(axis="y", left=False)
     lo, top = ax_gain.get_xlim()
     span = max(abs(lo), abs(top), 0.5)

@@ -1,9 +1,10 @@
-"""What a report's numbers were obtained with: recipe, code version, commit and dates, per task/data set.
+"""What a report's numbers were obtained with: recipe, starting weights, workers, code version, commit and dates.
 
 A KD table is only comparable to another when the recipes match; the most common complaint in KD
 trackers is a result that does not reproduce because a setting went unrecorded. So every rendering
-says which recipe (preset name and its key values), which diffbench version and commit, and which
-dates its runs come from, and says loudly when one table mixes recipes or commits.
+says, per task and data set, which recipe (preset name and its key values), which starting weights
+(random, or the pretrained files' names), how many data-parallel workers, which diffbench version and
+commit, and which dates its runs come from, and says loudly when one table mixes recipes or commits.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.report.schema import RECIPE_FIELDS
+from bench.report.schema import INIT_PRETRAINED, RECIPE_FIELDS
 
 _SHOWN = {"epochs": "epochs", "batch_size": "batch", "lr": "lr", "precision": "precision"}
 UNKNOWN = "unknown"
@@ -38,13 +39,16 @@ def summarise(students: pd.DataFrame, teachers: pd.DataFrame) -> list[dict[str, 
 
     Args:
         students: the finished student runs counted in the table (normalised: ``recipe_preset``, the
-            :data:`RECIPE_FIELDS`, ``recipe_key``, ``git_commit``, ``diffbench_version``, times).
+            :data:`RECIPE_FIELDS`, ``recipe_only_key``, ``student_init``, ``student_init_file``, ``init_ref``,
+            ``workers``, ``git_commit``, ``diffbench_version``, times).
         teachers: the finished teacher runs whose scores the table shows (same columns).
 
     Returns:
         Records with the distinct values of each recipe field, preset, version and commit, the number
-        of distinct recipes, the run count and the first start / last end (``YYYY-MM-DD HH:MM`` UTC).
-        ``teachers`` is set when the teacher runs' recipe differs from the students'.
+        of distinct recipes, the run count and the first start / last end (``YYYY-MM-DD HH:MM`` UTC);
+        the students' starting weights (``student_init``: ``pretrained`` / ``random``; ``student_init_file``:
+        the pretrained files' names) and data-parallel worker counts (``workers``, ``unknown`` for runs that
+        do not record it). ``teachers`` is set when the teacher runs' recipe differs from the students'.
     """
     out: list[dict[str, Any]] = []
     # A vanilla run counts once, although it fills the vanilla cell of every pair with its student.
@@ -62,18 +66,41 @@ def summarise(students: pd.DataFrame, teachers: pd.DataFrame) -> list[dict[str, 
         rec: dict[str, Any] = {"task": task, "dataset": dataset, "runs": len(both)}
         rec["recipe_preset"] = _values(main, "recipe_preset")
         rec.update({f: _values(main, f) for f in RECIPE_FIELDS})
-        rec["recipes"] = int(main["recipe_key"].nunique())
+        rec.update(_init(main))
+        rec["workers"] = _values(main, "workers")
+        rec["recipes"] = int(main["recipe_only_key"].nunique())
         rec["diffbench_version"] = _values(both, "diffbench_version")
         rec["git_commit"] = _values(both, "git_commit")
         rec["first_run"] = _when(both["start_time"].min())
         rec["last_run"] = _when(both["end_time"].max())
         rec["teachers"] = None
+        rec["teacher_init"] = None
         if len(s) and len(t):
+            theirs_init = _init(t)
+            if theirs_init != _init(s):
+                rec["teacher_init"] = theirs_init
             theirs = {"recipe_preset": _values(t, "recipe_preset"), **{f: _values(t, f) for f in RECIPE_FIELDS}}
             if any(theirs[k] != rec[k] for k in theirs):
                 rec["teachers"] = theirs
         out.append(rec)
     return out
+
+
+def _init(runs: pd.DataFrame) -> dict[str, list[str]]:
+    """The starting weights' kinds and the pretrained files' names (``sha256:<12 hex>`` where no name was logged)."""
+    pre = runs[runs["student_init"] == INIT_PRETRAINED]
+    files = pre["student_init_file"].where(pre["student_init_file"] != "", pre["init_ref"].str[: len("sha256:") + 12])
+    return {"student_init": _values(runs, "student_init"), "student_init_file": sorted(set(files), key=natural_key)}
+
+
+def _init_text(rec: dict[str, Any]) -> str:
+    kinds = [f"{k} weights" + (f" ({', '.join(rec['student_init_file'])})" if k == INIT_PRETRAINED else "")
+             for k in rec["student_init"]]  # fmt: skip
+    return " and ".join(kinds) or "?"
+
+
+def _workers_text(workers: list[str]) -> str:
+    return "/".join("not recorded" if w == UNKNOWN else w for w in workers) or "?"
 
 
 def _recipe_text(rec: dict[str, Any]) -> str:
@@ -97,10 +124,21 @@ def lines(records: list[dict[str, Any]]) -> list[str]:
         if rec["teachers"] is not None:
             text = text[:-1] + f"; teachers: {_recipe_text(rec['teachers'])}."
         out.append(text)
+        teachers = f" (teachers: {_init_text(rec['teacher_init'])})" if rec.get("teacher_init") else ""
+        out.append(
+            f"Initialisation {where}: runs start from {_init_text(rec)}{teachers}; "
+            f"data-parallel workers per run: {_workers_text(rec['workers'])}."
+        )
         if rec["recipes"] > 1 or len(rec["recipe_preset"]) > 1:
             out.append(
                 f"Warning: {where} mixes {max(rec['recipes'], len(rec['recipe_preset']))} recipes; "
                 "compare only cells trained with the same recipe (columns are split by configuration)."
+            )
+        starts = len(rec["student_init"]) + max(len(rec["student_init_file"]) - 1, 0)
+        if starts > 1:
+            out.append(
+                f"Warning: {where} mixes starting weights ({_init_text(rec)}); compare only cells that started from "
+                "the same weights (columns are split by starting point)."
             )
         if len([c for c in commits if c != UNKNOWN]) > 1:
             out.append(f"Warning: {where} mixes code versions (commits {', '.join(commits)}).")

@@ -44,6 +44,7 @@ table.leaderboard tr:hover td { background: #fafafa; }
 .sig { font-weight: 700; }
 .vs { display: block; color: #0b6b8a; font-size: 0.9em; }
 .paper { display: block; color: #777; font-style: italic; font-size: 0.85em; }
+.verdict { font-style: normal; font-weight: 700; }
 .none { color: #a15c00; }
 ul.notes { color: #444; font-size: 0.85rem; padding-left: 1.2rem; }
 ul.notes li { margin: 0.2rem 0; }
@@ -86,9 +87,13 @@ def _cell(r: Any, ui_url: str | None) -> str:
             blocks["gain"].append(f' <span class="noci">{t}</span>')
         elif kind in ("sig", "vsig"):
             blocks["gain" if kind == "sig" else "vs"].append(f'<span class="sig">{t}</span>')
+        elif kind in ("test", "vtest"):
+            blocks["gain" if kind == "test" else "vs"].append(f'<span class="test" title="paired">{t}</span>')
         elif kind == "vs":
             words, _, number = t.rpartition(" ")
             blocks["vs"].append(f'<span class="tok">{words}</span> <span class="tok">{number}</span>')
+        elif kind == "verdict":
+            blocks["paper"].append(f' <span class="verdict">{t}</span>')
         else:
             blocks["paper"].append(f'<span class="tok">{t}</span>')
     classes = {"gain": f"gain {'neg' if r.gain < 0 else 'pos'}", "vs": "vs", "paper": "paper"}

@@ -5,21 +5,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bench.report.cells import cell_parts, pivot, row_runs, runs_url
+from bench.report.schema import REPRODUCED, VERDICT_MARKS
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from bench.report.board import Leaderboard
 
 
-def to_rich(lb: Leaderboard, ui_url: str | None = None) -> Table:
+def to_rich(lb: Leaderboard, ui_url: str | None = None, reproduction: bool = False) -> Any:
     """A rich table whose caption holds the legend, the provenance and the notes.
 
     Args:
         lb: the leaderboard.
         ui_url: the MLflow UI address; the ``(n=…)`` of each cell and the student name then link
             (terminal hyperlinks) to the cell's and the row's runs.
+        reproduction: the reproduction summary instead (:func:`bench.report.reproduction.to_rich`).
     """
+    if reproduction:
+        from bench.report.reproduction import to_rich as reproduction_rich
+
+        return reproduction_rich(lb)
     from rich.markup import escape
     from rich.style import Style
     from rich.table import Table
@@ -72,10 +76,14 @@ def _cell(r: Any, ui_url: str | None) -> Any:
             t.append(f" {text}", style="yellow" if kind == "why" else "")
         elif kind in ("sig", "vsig"):
             t.append(text, style="bold")
+        elif kind in ("test", "vtest"):
+            t.append(text)
         elif kind == "vs":
             t.append(f"\n{text}", style="cyan")
         elif kind == "none":
             t.append(text, style="yellow")
+        elif kind == "verdict":
+            t.append(f" {text}", style="bold green" if text == VERDICT_MARKS[REPRODUCED] else "bold red")
         else:
             t.append(f"\n{text}", style="dim italic")
     return t

@@ -26,7 +26,8 @@ DEFAULT_REFERENCE = Path(str(files("bench.reference").joinpath("published.csv"))
 FORMATS: tuple[str, ...] = ("markdown", "csv", "html", "latex", "json")
 EPOCHS: tuple[str, ...] = ("best", "last")
 
-#: When a published number is shown beside ours: only for runs with the paper's recipe preset (``match``).
+#: When a published number is shown beside ours: only for runs with the paper's recipe preset, starting weights and
+#: precision (``match``).
 PUBLISHED_MODES: tuple[str, ...] = ("match", "always", "never")
 
 #: File suffixes that name a format, so ``--out report.html`` needs no ``--format``.
@@ -51,8 +52,26 @@ TEACHER_COLUMN = "teacher score"
 #: Significance thresholds and their marks, strictest first: against vanilla, and against ``--vs``.
 SIG_VANILLA: tuple[tuple[float, str], ...] = ((0.01, "**"), (0.05, "*"))
 SIG_VS: tuple[tuple[float, str], ...] = ((0.01, "††"), (0.05, "†"))
+#: The test a comparison used (tidy columns ``test``, ``test_vs``): the paired t-test on per-seed differences when
+#: both cells ran the same seeds (at least two), else Welch's; and the mark a paired interval carries in the tables.
+PAIRED = "paired"
+WELCH = "welch"
+PAIRED_MARK = "ᵖ"
+#: Verdicts of a published number against our seeds (:func:`bench.report.stats.verdicts`, tidy column ``verdict``):
+#: inside the 95 % t-interval of our mean, above it (ours is ``below``), below it (ours is ``above``), or one seed.
+REPRODUCED = "reproduced"
+BELOW = "below"
+ABOVE = "above"
+UNDECIDED = "undecided (1 seed)"
+#: The mark each decided verdict puts after the published number in the tables.
+VERDICT_MARKS: dict[str, str] = {REPRODUCED: "✓", BELOW: "↓", ABOVE: "↑"}
 #: Confidence level of every interval in the report.
 CI_LEVEL = 0.95
+
+#: A run's starting weights, as published numbers are matched on them: ``pretrained`` when it started from a weights
+#: file (param ``student_init`` = ``sha256:<hex>``), else ``random`` (``random``, or absent: the task's default).
+INIT_PRETRAINED = "pretrained"
+INIT_RANDOM = "random"
 
 #: Recipe fields every report states (param ``recipe.<field>``), with the value assumed for older runs.
 RECIPE_FIELDS = RECIPE_FIELD_DEFAULTS
@@ -61,9 +80,11 @@ RECIPE_FIELDS = RECIPE_FIELD_DEFAULTS
 TIDY_COLUMNS: list[str] = [
     "task", "dataset", "metric", "teacher", "student", "epoch", "method", "base_method",
     "mean", "std", "n", "seeds", "note",
-    "gain", "gain_ci_low", "gain_ci_high", "p_vs_vanilla", "sig_vs_vanilla",
-    "vs_method", "diff_vs", "diff_vs_ci_low", "diff_vs_ci_high", "p_vs", "sig_vs",
-    "published", "published_recipe", "source",
-    "recipe_preset", "epochs", "batch_size", "lr", "precision", "git_commit", "diffbench_version",
+    "gain", "gain_ci_low", "gain_ci_high", "p_vs_vanilla", "sig_vs_vanilla", "test",
+    "vs_method", "diff_vs", "diff_vs_ci_low", "diff_vs_ci_high", "p_vs", "sig_vs", "test_vs",
+    "published", "published_recipe", "published_init", "published_precision", "source",
+    "mean_ci_low", "mean_ci_high", "verdict",
+    "recipe_preset", "epochs", "batch_size", "lr", "precision", "student_init", "student_init_file", "workers",
+    "git_commit", "diffbench_version",
     "first_run", "last_run", "experiment_id", "run_ids",
 ]  # fmt: skip

@@ -269,16 +269,59 @@ def _welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
     return ci.low, ci.high, res.pvalue
 
 
+def _paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """CI low, high and p of the paired mean(a - b), from scipy's ttest_rel on the raw values."""
+    from scipy import stats
+
+    res = stats.ttest_rel(a, b)
+    ci = res.confidence_interval(0.95)
+    return ci.low, ci.high, res.pvalue
+
+
 def test_gain_confidence_interval_and_p(lb):
-    for teacher, method, values in (("resnet56", "kd", KD_A_BEST), ("resnet56", "dkd", DKD_A_BEST),
-                                    ("resnet110", "kd", KD_B_BEST)):  # fmt: skip
+    # kd resnet56→resnet20 ran vanilla's seeds 0, 1, 2 with its recipe and starting weights: paired. dkd ran seeds
+    # 0, 1 and kd from resnet110 seeds 0, 1 against vanilla's 0, 1, 2: different seed sets keep Welch.
+    for teacher, method, values, test in (("resnet56", "kd", KD_A_BEST, "paired"),
+                                          ("resnet56", "dkd", DKD_A_BEST, "welch"),
+                                          ("resnet110", "kd", KD_B_BEST, "welch")):  # fmt: skip
         c = cell(lb, teacher, "resnet20", method)
-        lo, hi, p = _welch(values, VAN_BEST)
+        lo, hi, p = (_paired if test == "paired" else _welch)(values, VAN_BEST)
         assert (c["gain_ci_low"], c["gain_ci_high"], c["p_vs_vanilla"]) == (
             pytest.approx(lo), pytest.approx(hi), pytest.approx(p))  # fmt: skip
         assert c["sig_vs_vanilla"] == ("**" if p < 0.01 else "*" if p < 0.05 else "")
-    assert cell(lb, "resnet56", "resnet20", "dkd")["sig_vs_vanilla"] == "*"  # p = 0.033
-    assert cell(lb, "resnet56", "resnet20", "kd")["sig_vs_vanilla"] == ""  # p = 0.06
+        assert c["test"] == test
+    assert cell(lb, "resnet56", "resnet20", "dkd")["sig_vs_vanilla"] == "*"  # Welch p = 0.033
+    assert cell(lb, "resnet56", "resnet20", "kd")["sig_vs_vanilla"] == ""  # paired p = 0.16
+    for method in ("vanilla", "diffkd", "teacher"):  # no comparison, or one seed: no test
+        assert cell(lb, "resnet56", "resnet20", method)["test"] == ""
+
+
+def test_paired_by_hand(lb):
+    """The paired interval written out: d = kd - vanilla per seed, d̄ ± t(0.975, 2)·s_d/√3."""
+    from scipy import stats
+
+    d = [k - v for k, v in zip(KD_A_BEST, VAN_BEST, strict=True)]
+    half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
+    c = cell(lb, "resnet56", "resnet20", "kd")
+    assert c["gain"] == pytest.approx(statistics.mean(d))
+    assert (c["gain_ci_low"], c["gain_ci_high"]) == (
+        pytest.approx(statistics.mean(d) - half), pytest.approx(statistics.mean(d) + half))  # fmt: skip
+
+
+def test_vs_is_paired_by_the_same_rule(runs):
+    lb = report.leaderboard(runs, vs="dkd", pairs=["resnet56:resnet20"])
+    kd = cell(lb, "resnet56", "resnet20", "kd")  # seeds 0, 1, 2 against dkd's 0, 1: Welch
+    lo, hi, p = _welch(KD_A_BEST, DKD_A_BEST)
+    assert (kd["test_vs"], kd["diff_vs_ci_low"], kd["diff_vs_ci_high"], kd["p_vs"]) == (
+        "welch", pytest.approx(lo), pytest.approx(hi), pytest.approx(p))  # fmt: skip
+    van = cell(lb, "resnet56", "resnet20", "vanilla")  # vanilla's seeds 0, 1, 2 against dkd's 0, 1: Welch too
+    assert van["test_vs"] == "welch" and cell(lb, "resnet56", "resnet20", "dkd")["test_vs"] == ""
+    lb = report.leaderboard(runs, vs="kd", pairs=["resnet56:resnet20"])
+    van = cell(lb, "resnet56", "resnet20", "vanilla")  # the same seeds as kd: paired
+    lo, hi, p = _paired(VAN_BEST, KD_A_BEST)
+    assert (van["test_vs"], van["diff_vs_ci_low"], van["diff_vs_ci_high"], van["p_vs"]) == (
+        "paired", pytest.approx(lo), pytest.approx(hi), pytest.approx(p))  # fmt: skip
+    assert "vs kd -1.03ᵖ" in report.render(lb, "markdown")
 
 
 def test_n1_cells_say_no_ci(lb):
@@ -300,13 +343,14 @@ def test_markdown(lb):
     assert len(table) == 2 + 5 and all(line.count("|") == header.count("|") for line in table)
     row = next(line for line in table if "resnet56" in line)
     m, s = statistics.mean(KD_A_BEST), statistics.stdev(KD_A_BEST)
-    lo, hi, _ = _welch(KD_A_BEST, VAN_BEST)
-    assert f"{m:.2f} ± {s:.2f} (n=3) {m - statistics.mean(VAN_BEST):+.2f} [{lo:+.2f}, {hi:+.2f}] paper 70.66" in row
+    lo, hi, _ = _paired(KD_A_BEST, VAN_BEST)  # the kd seeds pair with vanilla's: the interval is marked ᵖ
+    assert f"{m:.2f} ± {s:.2f} (n=3) {m - statistics.mean(VAN_BEST):+.2f} [{lo:+.2f}, {hi:+.2f}]ᵖ paper 70.66" in row
     lo, hi, _ = _welch(DKD_A_BEST, VAN_BEST)
-    assert f"[{lo:+.2f}, {hi:+.2f}]* " in row  # the dkd gain is significant at 5 %
+    assert f"[{lo:+.2f}, {hi:+.2f}]* " in row  # the dkd gain is significant at 5 % (Welch: no mark)
     assert f"{DIFFKD_A_BEST[0]:.2f} (n=1, no CI) +3.07" in row
     legend = "\n".join(md)
     assert "* p < 0.05, ** p < 0.01" in legend and "n=1, no CI: one finished seed" in legend
+    assert "Tests: paired (ᵖ after the interval)" in legend and "otherwise Welch's interval" in legend
     # 14 student runs (vanilla counted once although it serves two pairs) and the resnet56 teacher job.
     prov = "Provenance classification/cifar100: 15 run(s), recipe 'cifar100' (epochs 240, batch 64, lr 0.05, "
     assert prov + "precision fp32); diffbench 0.1.0, commit abc123; runs 2023-11-14 22:13 UTC" in legend
@@ -370,11 +414,83 @@ def test_empty_leaderboard_renders(runs, tmp_path):
     assert empty.empty
     for fmt in report.FORMATS:
         assert report.render(empty, fmt)
+        assert report.render(empty, fmt, reproduction=True)
     assert report.plot(empty, tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
     report.to_rich(empty)
+    report.to_rich(empty, reproduction=True)
+    no_reference = report.leaderboard(runs)  # no published numbers at all: still a float column, and a summary
+    assert no_reference.tidy["published"].isna().all() and no_reference.tidy["published"].dtype.kind == "f"
+    doc = json.loads(report.render(no_reference, "json", reproduction=True))
+    assert doc["summary"]["cells"] == 0 and doc["headline"].startswith("Reproduction: no cell shows a published")
 
 
 def test_shipped_reference_file_loads():
     ref = report.load_reference(report.DEFAULT_REFERENCE)
     assert {"top1", "bbox_AP", "mIoU"} <= set(ref["metric"]) and ref["value"].dtype.kind == "f"
     assert isinstance(report.DEFAULT_REFERENCE, Path)
+
+
+# --- Reproduction verdicts -------------------------------------------------------------------------------------------
+VERDICT_CSV = """task,dataset,teacher,student,method,metric,value,source,recipe_preset,student_init,precision
+classification,cifar100,resnet56,resnet20,kd,top1,60.0,a low paper number,cifar100,random,fp32
+classification,cifar100,resnet56,resnet20,dkd,top1,90.0,a high paper number,cifar100,random,fp32
+classification,cifar100,resnet56,resnet20,diffkd,top1,72.0,one seed of ours,cifar100,random,fp32
+classification,cifar100,resnet110,resnet20,kd,top1,73.08,inside the interval,cifar100,random,fp32
+"""
+
+
+def _interval(values: list[float]) -> tuple[float, float]:
+    from scipy import stats
+
+    return stats.t.interval(0.95, len(values) - 1, loc=statistics.mean(values), scale=stats.sem(values))
+
+
+@pytest.fixture(scope="module")
+def verdict_lb(runs, tmp_path_factory) -> report.Leaderboard:
+    path = tmp_path_factory.mktemp("verdicts") / "published.csv"
+    path.write_text(VERDICT_CSV)
+    return report.leaderboard(runs, reference=report.load_reference(path))
+
+
+def test_verdict_rule(verdict_lb):
+    """reproduced: the paper's number inside mean ± t(0.975, n-1)·std/√n; below / above: ours is lower / higher."""
+    cases = [("resnet56", "kd", KD_A_BEST, 60.0, "above"), ("resnet56", "dkd", DKD_A_BEST, 90.0, "below"),
+             ("resnet110", "kd", KD_B_BEST, 73.08, "reproduced")]  # fmt: skip
+    for teacher, method, values, paper, verdict in cases:
+        c = cell(verdict_lb, teacher, "resnet20", method)
+        lo, hi = _interval(values)
+        assert (c["mean_ci_low"], c["mean_ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+        assert (lo <= paper <= hi, paper > hi, paper < lo) == (
+            verdict == "reproduced", verdict == "below", verdict == "above")  # fmt: skip
+        assert (c["published"], c["verdict"]) == (paper, verdict)
+    one = cell(verdict_lb, "resnet56", "resnet20", "diffkd")
+    assert (one["verdict"], one["mean_ci_low"]) == ("undecided (1 seed)", pytest.approx(math.nan, nan_ok=True))
+    assert cell(verdict_lb, "resnet56", "resnet20", "vanilla")["verdict"] == ""  # no published number
+
+
+def test_verdict_marks_and_legend(verdict_lb, lb):
+    md = report.render(verdict_lb, "markdown")
+    assert "paper 60.00 ↑" in md and "paper 90.00 ↓" in md and "paper 73.08 ✓" in md
+    assert "paper 72.00 |" in md  # one seed: no mark
+    legend = "\n".join(verdict_lb.legend())
+    assert "✓ reproduced" in legend and "↓ ours is below" in legend and "↑ ours is above" in legend
+    assert "mean ± t(0.975, n-1)·std/√n" in legend
+    # The fixture's reference leaves only reproduced and undecided cells: only ✓ is explained.
+    assert {cell(lb, "resnet56", "resnet20", m)["verdict"] for m in ("kd", "vanilla")} == {"reproduced"}
+    assert cell(lb, "resnet56", "resnet20", "teacher")["verdict"] == "undecided (1 seed)"
+    legend = "\n".join(lb.legend())
+    assert "✓ reproduced" in legend and "↓" not in legend and "↑" not in legend
+    tex = report.render(verdict_lb, "latex")
+    assert r"paper 60.00 $\uparrow$" in tex and r"paper 73.08 $\surd$" in tex and "✓" not in tex
+
+
+def test_verdicts_in_csv_and_json(verdict_lb):
+    back = pd.read_csv(StringIO(report.render(verdict_lb, "csv")), keep_default_na=False)
+    got = {(r.teacher, r.method): r.verdict for r in back.itertuples() if r.student == "resnet20"}
+    assert (got[("resnet56", "kd")], got[("resnet56", "dkd")], got[("resnet110", "kd")]) == (
+        "above", "below", "reproduced")  # fmt: skip
+    assert got[("resnet56", "diffkd")] == "undecided (1 seed)"
+    doc = json.loads(report.render(verdict_lb, "json"))
+    rec = next(r for r in doc["records"] if r["pair"] == "resnet56:resnet20" and r["method"] == "dkd")
+    lo, hi = _interval(DKD_A_BEST)
+    assert (rec["verdict"], rec["mean_ci_low"], rec["mean_ci_high"]) == ("below", pytest.approx(lo), pytest.approx(hi))

@@ -172,3 +172,59 @@ def test_failed_jobs_beside_finished_ones_still_report(results):
     assert result.exit_code == 0, result.output
     assert "1 failed job(s) left out: dkd resnet20→resnet8 s0: loss is NaN at epoch 3" in result.output
     assert "— (n=0, no finished run (1 failed))" in result.output
+
+
+REPRO_CSV = """task,dataset,teacher,student,method,metric,value,source,recipe_preset,student_init,precision
+classification,digits,resnet20,resnet8,kd,top1,99.0,paper K,digits,random,fp32
+classification,digits,resnet20,resnet8,vanilla,top1,90.5,paper V,digits,random,fp32
+"""
+# kd seeds 92, 93: 92.5 ± t(0.975, 1)·0.707/√2 = [86.15, 98.85], below 99.0; vanilla 90, 91: [84.15, 96.85] holds 90.5.
+REPRO_LINE = "Reproduction: 1 of 2 cell(s) with a published number reproduced (1 below, 0 above, 0 undecided: 1 seed)."
+
+
+@pytest.fixture
+def repro_reference(tmp_path) -> Path:
+    path = tmp_path / "published.csv"
+    path.write_text(REPRO_CSV)
+    return path
+
+
+def test_reproduction_markdown_and_terminal(results, repro_reference):
+    args = ["--output", str(results), "--grid", "ok", "--reference", str(repro_reference), "--reproduction"]
+    md = _run(*args, "--format", "markdown")
+    assert md.exit_code == 0, md.output
+    assert REPRO_LINE in md.output
+    row = next(line for line in md.output.splitlines() if line.startswith("|") and "kd resnet20→resnet8" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:8] == ["92.50 (n=2)", "[86.15, 98.85]", "99.00", "-6.50", "1.0", "below"]
+    assert "vanilla resnet20→resnet8" not in md.output  # reproduced: not a miss
+    assert "Rule: with n ≥ 2 seeds, reproduced when the published number lies in the 95 % t-interval" in md.output
+    term = _run(*args)
+    assert term.exit_code == 0 and REPRO_LINE in " ".join(term.output.split()), term.output
+    assert "92.50" in term.output and "below" in term.output  # the 80-column table wraps "(n=2)"
+
+
+def test_reproduction_json_and_csv(results, repro_reference, tmp_path):
+    import json
+
+    import pandas as pd
+
+    args = ["--output", str(results), "--grid", "ok", "--reference", str(repro_reference), "--reproduction"]
+    result = _run(*args, "-o", str(tmp_path / "repro.json"))
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "repro.json").read_text())
+    assert doc["summary"] == {"cells": 2, "reproduced": 1, "below": 1, "above": 0, "undecided": 0}
+    assert doc["headline"] == REPRO_LINE and doc["rule"].startswith("Rule: with n ≥ 2 seeds")
+    (miss,) = doc["misses"]
+    assert (miss["method"], miss["verdict"], miss["published"]) == ("kd", "below", 99.0)
+    assert miss["diff"] == pytest.approx(-6.5) and miss["mean_ci_high"] == pytest.approx(98.85, abs=0.005)
+    assert [c["verdict"] for c in doc["cells"]] == ["below", "reproduced"]
+    result = _run(*args, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    from io import StringIO
+
+    back = pd.read_csv(StringIO(result.output))
+    assert list(back["method"]) == ["kd", "vanilla"] and list(back["verdict"]) == ["below", "reproduced"]
+    for fmt, start in (("html", "<!DOCTYPE html>"), ("latex", "\\begin{table}")):
+        out = _run(*args, "--format", fmt).output
+        assert out.startswith(start) and "1 of 2 cell(s)" in out, fmt

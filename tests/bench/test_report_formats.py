@@ -152,3 +152,22 @@ def test_a_hyper_parameter_added_later_is_its_neutral_value_in_older_runs(tmp_pa
             job_hash="pkd000000000", **common)  # fmt: skip
     lb = report.leaderboard(report.load_runs(uri))
     assert set(lb.tidy["method"]) == {"fitnet[feat_norm=none]", "fitnet[feat_norm=pkd]"}
+
+
+def test_why_a_gain_has_no_interval(tmp_path):
+    """kd with two seeds against vanilla with one: "vanilla n=1, no CI"; fitnet on vanilla's seeds with the same
+    difference on each: paired, "paired differences without spread, no CI"."""
+    client, uri, exp = new_store(tmp_path)
+    common = {"dataset": "digits", "params": RECIPE, "tags": TAGS, "student": "resnet8"}
+    log_job(client, exp, None, method="vanilla", seed=0, best=90.0, **common)
+    for seed in range(2):
+        log_job(client, exp, None, teacher="resnet20", method="kd", seed=seed, best=92.0 + seed, **common)
+    lb = report.leaderboard(report.load_runs(uri))
+    assert (_cell(lb, "kd")["note"], _cell(lb, "kd")["test"]) == ("vanilla n=1, no CI", "")
+    log_job(client, exp, None, method="vanilla", seed=1, best=91.0, **common)
+    for seed in range(2):
+        log_job(client, exp, None, teacher="resnet20", method="fitnet", seed=seed, best=93.0 + seed, **common)
+    lb = report.leaderboard(report.load_runs(uri))
+    fitnet = _cell(lb, "fitnet")
+    assert (fitnet["note"], fitnet["test"], fitnet["gain"]) == ("paired differences without spread, no CI", "paired", 3)
+    assert "(paired differences without spread, no CI)" in report.render(lb, "markdown")
