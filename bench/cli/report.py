@@ -35,7 +35,11 @@ def report(
     ] = None,
     epoch: Annotated[str, typer.Option("--epoch", help="best | last")] = "best",
     vs: Annotated[
-        str | None, typer.Option("--vs", help="Also compare every method with this one (paired by seed where possible, else Welch), e.g. --vs dkd.")
+        str | None,
+        typer.Option(
+            "--vs",
+            help="Also compare every method with this one (paired by seed where possible, else Welch), e.g. --vs dkd.",
+        ),
     ] = None,
     published: Annotated[
         str,
