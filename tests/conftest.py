@@ -7,6 +7,9 @@ import torch
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 # Grids in tests do not log each job's model to MLflow (seconds per job); the tests that check it ask for it.
 os.environ["DIFFBENCH_LOG_MODEL"] = "0"
+# Each test trains its own teachers: no teacher is reused from another test's output folder (the tests of the
+# teacher cache turn it on with their own DIFFBENCH_CACHE).
+os.environ["DIFFBENCH_TEACHER_CACHE"] = "0"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

@@ -194,6 +194,9 @@ EXECUTION = [
     *OUTPUT,
     option("log_model", bool, True, "--log-model/--no-log-model", envvar="DIFFBENCH_LOG_MODEL", panel=TRACK,
            help="Log each finished job's best model to MLflow (runs:/<run id>/student; a few seconds per job)."),
+    option("teacher_cache", bool, True, "--teacher-cache/--no-teacher-cache", envvar="DIFFBENCH_TEACHER_CACHE",
+           panel=RUN, help="Reuse a teacher job another output folder finished with the same hash, and keep "
+           "finished teachers for others ($DIFFBENCH_CACHE/teachers)."),
 ]  # fmt: skip
 
 
@@ -207,6 +210,7 @@ def run_options(p: dict[str, Any]) -> Any:
         gpus_per_job=p.get("gpus_per_job", 0.0), max_concurrent=p.get("max_concurrent"),
         max_failures=p.get("max_failures", 1), address=p.get("address"), workers_per_job=p.get("workers_per_job"),
         rerun=bool(p.get("rerun")), log_models=bool(p.get("log_model", True)),
+        teacher_cache=bool(p.get("teacher_cache", False)),
     )  # fmt: skip
 
 

@@ -102,7 +102,7 @@ def run_grid(
         grid = GridRun(jobs, output, tracker, device_tag, console, lock=lock, config_text=config_text,
                        command=command or shlex.join(["diffbench", *sys.argv[1:]]),
                        gpus_per_job=gpus_per_job if ray else 0.0, log_models=options.log_models,
-                       workers=workers.count)  # fmt: skip
+                       workers=workers.count, teacher_cache=options.teacher_cache)  # fmt: skip
         adopt = tracker.close_stale([j.job_hash for j in jobs])
         todo = grid.plan(rerun=options.rerun)
         console.print(

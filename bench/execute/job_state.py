@@ -35,3 +35,5 @@ class JobState:
     steps: int = 0
     loss: float | None = None
     resumed_from: int = 0
+    #: the teacher cache folder a teacher's files were copied from (it did not train here).
+    cached_from: Any | None = None

@@ -69,6 +69,8 @@ class RunOptions:
         workers_per_job: data-parallel workers per job (Ray Train).
         rerun: train every job again from scratch (old runs are kept, marked superseded).
         log_models: log each finished job's best model to MLflow.
+        teacher_cache: reuse teachers another output folder trained with the same hash, and keep finished
+            teachers for others (``$DIFFBENCH_CACHE/teachers``; :mod:`bench.execute.teacher_cache`).
     """
 
     output: Path = field(default_factory=lambda: Path("results"))
@@ -84,6 +86,7 @@ class RunOptions:
     workers_per_job: int | None = None
     rerun: bool = False
     log_models: bool = False
+    teacher_cache: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", Path(self.output))

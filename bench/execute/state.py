@@ -63,6 +63,8 @@ class GridRun:
     log_models: bool = False
     #: data-parallel workers per job (recorded on each job's run, not part of its identity).
     workers: int = 1
+    #: share finished teachers across output folders (:mod:`.teacher_cache`).
+    teacher_cache: bool = False
     _packing_warned: bool = False
     progress: GridProgress | None = None
 
@@ -83,7 +85,7 @@ class GridRun:
         """
         wd = job_dir(self.output, st.spec.job_hash)
         if not (wd / RESULT).is_file() or not (wd / STUDENT).is_file():
-            return False
+            return self._from_cache(st, wd)
         if read_result(wd) is None:
             self.warn(f"{wd / RESULT} is unreadable; the job will rewrite it from its checkpoint")
             return False
@@ -91,6 +93,32 @@ class GridRun:
             self.warn(f"{wd / STUDENT} is unreadable; the teacher job will export it again")
             return False
         return True
+
+    def _from_cache(self, st: JobState, wd: Path) -> bool:
+        """A teacher another output folder trained with the same hash: its files copied here (then logged)."""
+        if not (self.teacher_cache and st.spec.role == "teacher"):
+            return False
+        from bench.execute import teacher_cache
+
+        try:
+            st.cached_from = teacher_cache.restore(st.spec.job_hash, wd, student_file_loads)
+        except OSError as e:
+            self.warn(f"teacher {st.spec.label}: the teacher cache could not be read ({e}); it trains here")
+            return False
+        if st.cached_from is not None:
+            self.console.print(f"teacher {st.spec.label} ({st.spec.job_hash}): reused from {st.cached_from}",
+                               highlight=False, soft_wrap=True)  # fmt: skip
+        return st.cached_from is not None
+
+    def _to_cache(self, spec: JobSpec) -> None:
+        if not (self.teacher_cache and spec.role == "teacher"):
+            return
+        from bench.execute import teacher_cache
+
+        try:
+            teacher_cache.store(spec.job_hash, job_dir(self.output, spec.job_hash))
+        except OSError as e:
+            self.warn(f"teacher {spec.label}: not kept in the teacher cache ({e})")
 
     def plan(self, rerun: bool = False) -> list[JobSpec]:
         """Mark finished jobs as skipped; return the jobs to run, each knowing which run it logs into.
@@ -158,8 +186,12 @@ class GridRun:
             result = read_result(wd)
             run = self._existing.get(st.spec.job_hash)
             st.run_id = self.tracker.start_job(st.spec, self.parent_id, self.device, existing=run, workers=self.workers)
+            if st.cached_from is not None:
+                self.tracker.tag(st.run_id, schema.TEACHER_CACHE, str(st.cached_from))
             self._fill_missing_epochs(st, result)
             self.tracker.finish_job(st.run_id, result["metrics"], wd, self._model_logger(wd))
+            if st.cached_from is None:
+                self._to_cache(st.spec)
             st.status = "skipped"
 
     # -- events ------------------------------------------------------------------------------
@@ -263,6 +295,7 @@ class GridRun:
         wd = job_dir(self.output, spec.job_hash)
         self._fill_missing_epochs(st, read_result(wd))
         self.tracker.finish_job(st.run_id, summary, wd, self._model_logger(wd))
+        self._to_cache(spec)
         st.status, st.since = "finished", time.monotonic()
         st.t_end = time.monotonic()
         key = f"best_{self.primary[spec.task]}"

@@ -35,6 +35,8 @@ CLOSED = "diffbench.closed"
 #: Tags of a job run that a later run of the same job replaced (kept for the record, ignored by reports).
 SUPERSEDED = "diffbench.superseded"
 SUPERSEDED_BY = "diffbench.superseded_by"
+#: Tag of a teacher run logged from files another output folder trained (the teacher cache folder they came from).
+TEACHER_CACHE = "diffbench.teacher_cache"
 #: Tag of a grid run: 12 hex digits over its sorted job hashes.
 GRID_HASH = "grid_hash"
 #: Tag of a job run: its identity.

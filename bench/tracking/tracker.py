@@ -320,6 +320,9 @@ class Tracker:
             before_end(run_id)
         self.client.set_terminated(run_id, "FINISHED")
 
+    def tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
+
     def kill(self, run_id: str) -> None:
         """Mark a run interrupted by the user (``KILLED``); a re-run resumes the job into it."""
         self.client.set_terminated(run_id, "KILLED")
