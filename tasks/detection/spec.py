@@ -19,7 +19,7 @@ from typing import Any
 from methods.errors import UserError
 from methods.taps import TapSpec
 from tasks.detection import archs as tv_archs
-from tasks.detection import d2
+from tasks.detection import d2, recipes
 from tasks.recipe import Recipe
 from tasks.spec import TaskSpec, register_spec
 
@@ -31,54 +31,8 @@ METRICS = ("bbox_AP", "AP50", "AP75", "APs", "APm", "APl")
 #: :mod:`methods.feature_norm`).
 PKD_LEVEL_WEIGHT = 6.0
 
-#: train2017 images with at least one non-crowd box (torchvision's reference filter): 117,266.
-COCO_TRAIN_IMAGES = 117_266
-
-#: ``cpu`` preset (``shapes``, batch 8, lr :data:`CPU_LR`, one warm-up epoch: half an epoch diverged once).
-#: Measured: a training step of batch 8 costs ~1.5 CPU-seconds (fasterrcnn_r18; mbv3s ~1.4, plus ~25% for fitnet,
-#: ~50% for diffkd), so 4 epochs (decay after 3) keep each student job within a few minutes on 2 cores.
-CPU_EPOCHS = 4
-CPU_MILESTONES = (3,)
-#: ``cpu`` preset teachers (trained once per grid and cached) train 3x longer, a 1x-shaped schedule (decays at 2/3
-#: and 11/12): with the students' 4 epochs the fasterrcnn_r18 teacher scored *below* the vanilla mbv3s student
-#: (60.5 vs 63.7 AP), which makes every distillation result meaningless.
-CPU_TEACHER_EPOCHS = 12
-CPU_TEACHER_MILESTONES = (8, 11)
-#: ``cpu`` preset lr, both backends: the 1x preset's 0.02 at batch 16 scaled to batch 8 (Goyal et al.'s linear rule;
-#: mdistiller's detectron2 solver uses 0.01 at batch 8 too). At 0.02 distilled students diverged on both backends
-#: once the teacher was strong: detectron2's MobileNetV2 box logits grew past 400 within the warm-up (KD, DKD and
-#: FitNet, 3 of 5 jobs), and torchvision's KD mbv3s student reached NaN RPN losses in its second epoch against the
-#: 89-AP 12-epoch r18 teacher (vanilla survived).
-CPU_LR = 0.01
-
 #: methods that distil softmax class logits, which RetinaNet does not have.
 LOGIT_METHODS = ("kd", "dkd")
-
-
-def _coco_recipe(student: str, epochs: int, milestones: tuple[int, ...]) -> Recipe:
-    """1x-style schedules: milestones at 2/3 and 11/12, weight decay 1e-4, SGD momentum 0.9.
-
-    torchvision archs: the mmdetection/detectron2 default, batch 16, lr 0.02 (RetinaNet 0.01), 500 warm-up
-    iterations. ``d2_*`` archs: mdistiller's DKD detection solver (``detection/configs/DKD/*.yaml``), batch 8,
-    lr 0.01, 180k iterations with decays at 120k and 160k (12.3, 8.2 and 10.9 epochs of train2017), and
-    detectron2's 1000 warm-up iterations (``SOLVER.WARMUP_ITERS``, factor 0.001).
-    """
-    if d2.is_d2(student):
-        batch, lr, warmup_iters = 8, 0.01, 1000
-    else:
-        batch, warmup_iters = 16, 500
-        lr = 0.01 if tv_archs.family(student) == "retinanet" else 0.02
-    iters_per_epoch = -(-COCO_TRAIN_IMAGES // batch)
-    return Recipe(
-        epochs=epochs,
-        batch_size=batch,
-        lr=lr,
-        weight_decay=1e-4,
-        milestones=milestones,
-        warmup_epochs=warmup_iters / iters_per_epoch,
-        warmup_factor=0.001,
-        num_workers=4,
-    )
 
 
 class DetectionSpec(TaskSpec):
@@ -154,31 +108,19 @@ class DetectionSpec(TaskSpec):
 
     # -- recipes and method defaults ---------------------------------------------------------
     def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
-        """``1x``/``2x`` (COCO; mdistiller's solver for ``d2_*``) and ``cpu`` (``shapes``, a CPU grid in minutes;
-        lr :data:`CPU_LR`)."""
-        preset = preset or ("cpu" if dataset == "shapes" else "1x")
-        if preset == "1x":
-            return _coco_recipe(student, 12, (8, 11))
-        if preset == "2x":
-            return _coco_recipe(student, 24, (16, 22))
-        if preset == "cpu":
-            return Recipe(
-                epochs=CPU_EPOCHS,
-                batch_size=8,
-                lr=CPU_LR,
-                weight_decay=1e-4,
-                milestones=CPU_MILESTONES,
-                warmup_epochs=1.0,
-                warmup_factor=0.001,
-                num_workers=0,
-            )
-        raise UserError(f"unknown detection recipe preset {preset!r}; valid: {', '.join(self.presets)}")
+        """``1x``/``2x`` (COCO: mmdetection's schedules for torchvision's archs, mdistiller's detectron2 solver for
+        ``d2_*``) and ``cpu`` (``shapes``, diffbench's own); values and sources in :mod:`.recipes`."""
+        recipe = recipes.preset(preset or ("cpu" if dataset == "shapes" else "1x"), student)
+        if recipe is None:
+            raise UserError(f"unknown detection recipe preset {preset!r}; valid: {', '.join(self.presets)}")
+        return recipe
 
     def teacher_recipe(self, dataset: str, arch: str, preset: str | None = None) -> Recipe:
-        """``cpu``: :data:`CPU_TEACHER_EPOCHS` with decays at :data:`CPU_TEACHER_MILESTONES`; COCO: the student's."""
+        """``cpu``: :data:`~.recipes.CPU_TEACHER_EPOCHS` with decays at :data:`~.recipes.CPU_TEACHER_MILESTONES`;
+        COCO: the student's."""
         recipe = self.recipe(dataset, arch, preset)
         if (preset or ("cpu" if dataset == "shapes" else "1x")) == "cpu":
-            return recipe.updated(epochs=CPU_TEACHER_EPOCHS, milestones=CPU_TEACHER_MILESTONES)
+            return recipe.updated(epochs=recipes.CPU_TEACHER_EPOCHS, milestones=recipes.CPU_TEACHER_MILESTONES)
         return recipe
 
     def _pkd_weight(self, arch: str) -> float:
