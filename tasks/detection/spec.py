@@ -26,10 +26,24 @@ from tasks.spec import TaskSpec, register_spec
 #: COCOeval's ``stats[0:6]`` in order, under the names the task's ``evaluate`` reports.
 METRICS = ("bbox_AP", "AP50", "AP75", "APs", "APm", "APl")
 
-#: mmrazor's PKD weight per FPN level for Faster R-CNN students (``loss_weight=6`` on each FPN level in
-#: ``configs/distill/mmdet/pkd/pkd_fpn_faster-rcnn_r101_faster-rcnn_r50_2x_coco.py``; PKD itself is
-#: :mod:`methods.feature_norm`).
-PKD_LEVEL_WEIGHT = 6.0
+#: mmrazor's PKD settings on COCO, per detector family: ``(loss weight, distilled FPN taps)``. Each level's PKD
+#: loss is a separate term of the distiller's loss dict that mmengine sums, so the weight applies to the *sum* over
+#: the levels (open-mmlab/mmrazor @90c7af1fdf35a606a2fceaaeb4b6be2f0dac4eb7):
+#:
+#: * Faster R-CNN: ``configs/distill/mmdet/pkd/pkd_fpn_faster-rcnn_r101_faster-rcnn_r50_2x_coco.py`` L23-41,
+#:   ``PKDLoss(loss_weight=6)`` on the neck outputs ``data_idx=0..3`` of its 5 (P2-P5; P6 is not distilled);
+#: * RetinaNet: ``configs/distill/mmdet/pkd/pkd_fpn_retina_x101_retina_r50_2x_coco.py`` L12-16, ``loss_weight=10`` on
+#:   ``data_idx=0..3`` of RetinaNet's P3-P7 (P3-P6; P7 is not distilled).
+#:
+#: PKD itself (standardised maps, ``MSE / 2``) is :mod:`methods.feature_norm`.
+PKD_COCO: dict[str, tuple[float, tuple[str, ...]]] = {
+    "fasterrcnn": (6.0, ("fpn.p2", "fpn.p3", "fpn.p4", "fpn.p5")),
+    "retinanet": (10.0, ("fpn.p3", "fpn.p4", "fpn.p5", "fpn.p6")),
+}
+#: ``shapes`` (diffbench's CPU preset, not a published setting): weight 6 on the *mean* over every FPN level, i.e.
+#: ``6 / 5`` on each of the 5 level terms. Summed over 5 levels, PKD's weight started FitNet's and DiffKD's feature
+#: terms at 13x the detector's loss on ``shapes`` (and cost FitNet 14 AP); the mean keeps PKD's scale per level.
+SHAPES_PKD_WEIGHT = 6.0
 
 #: methods that distil softmax class logits, which RetinaNet does not have.
 LOGIT_METHODS = ("kd", "dkd")
@@ -123,31 +137,34 @@ class DetectionSpec(TaskSpec):
             return recipe.updated(epochs=recipes.CPU_TEACHER_EPOCHS, milestones=recipes.CPU_TEACHER_MILESTONES)
         return recipe
 
-    def _pkd_weight(self, arch: str) -> float:
-        """PKD's weight 6 for the *mean* over FPN levels (6 / levels on each level's term): mmrazor gives each of 4
-        levels weight 6 against COCO-sized detector losses; summed over our 5 levels that started FitNet's and
-        DiffKD's feature terms at 13x the detector's loss on ``shapes`` (and cost FitNet 14 AP), far past the
-        small factor a distillation term should start at. The mean keeps PKD's scale per level of signal."""
-        levels = d2.LEVELS if d2.is_d2(arch) else tv_archs.levels(arch)
-        return PKD_LEVEL_WEIGHT / len(levels)
+    def pkd_setting(self, dataset: str, student: str) -> tuple[float, list[str] | None]:
+        """``(weight, taps)`` of the PKD-scaled feature term of FitNet and DiffKD (``taps`` ``None``: every level).
+
+        COCO: mmrazor's (:data:`PKD_COCO`): weight 6 on the sum over P2-P5 (Faster R-CNN), 10 over P3-P6
+        (RetinaNet). ``shapes``: :data:`SHAPES_PKD_WEIGHT` on the mean over all 5 levels (``6 / 5`` on each term).
+        """
+        if dataset == "shapes":
+            levels = d2.LEVELS if d2.is_d2(student) else tv_archs.levels(student)
+            return SHAPES_PKD_WEIGHT / len(levels), None
+        weight, taps = PKD_COCO[self.family(student)]
+        return weight, list(taps)
 
     def method_defaults(self, method: str, dataset: str, teacher: str, student: str) -> dict[str, Any]:
         """Detection settings, the same on both backends; KD/DKD on RetinaNet are refused here with the reason.
 
         * ``kd``: T=1, all weights 1 (mdistiller has no detection KD; T=1 and weight 1 are its detection
           DKD settings, and DKD with alpha=beta=1 is KD).
-        * ``dkd``: mdistiller ``detection/model/config.py``: alpha 1, beta 0.25, T 1, no warm-up; the
-          detector losses keep weight 1 (``RCNNKD`` adds ``loss_dkd`` unweighted).
+        * ``dkd``: mdistiller ``detection/model/config.py`` L16-20 (@a08d46f): alpha 1, beta 0.25, T 1, no warm-up;
+          the detector losses keep weight 1 (``RCNNKD`` adds ``loss_dkd`` unweighted).
         * ``fitnet``: one regressor per FPN level (methods.fitnet shares one only across equal strides) and
-          PKD's feature scaling (``feat_norm="pkd"``, :mod:`methods.feature_norm`): the mean over levels of
-          ``6 * MSE(norm(reg(f_s)), norm(f_t)) / 2``, 6 being mmrazor's PKD Faster R-CNN weight (see
-          :meth:`_pkd_weight` for why the mean, not mmrazor's sum). A raw
-          MSE on two detectors' FPN maps depends on their activation scales (it started ~10x above the
-          detector losses on ``shapes`` and cost FitNet 6 AP); CIFAR's weight 100 on a thin hint layer even more.
-        * ``diffkd``: feature DiffKD on every FPN level, kernel 3, no AE, no logits, one module shared by all
-          levels (the FPN levels share one feature space: RPN and RetinaNet heads are shared across levels, so
-          one denoiser fits them all with a fifth of the parameters), with the same PKD scaling as FitNet
-          (standardised maps, feature term weight 6 over the mean of levels; diffusion loss weight 1 as the official).
+          PKD's feature scaling (``feat_norm="pkd"``, :mod:`methods.feature_norm`); weight and levels:
+          :meth:`pkd_setting`. A raw MSE on two detectors' FPN maps depends on their activation scales (it started
+          ~10x above the detector losses on ``shapes`` and cost FitNet 6 AP); CIFAR's weight 100 on a thin hint
+          layer even more.
+        * ``diffkd``: feature DiffKD on the FPN levels of :meth:`pkd_setting`, kernel 3, no AE, no logits, one
+          module shared by all levels (the FPN levels share one feature space: RPN and RetinaNet heads are shared
+          across levels, so one denoiser fits them all with a fifth of the parameters), with the same PKD scaling
+          and weight as FitNet (diffusion loss weight 1 as the official).
         """
         for arch in (teacher, student):
             if self.family(arch) == "retinanet" and method in LOGIT_METHODS:
@@ -160,8 +177,10 @@ class DetectionSpec(TaskSpec):
             return {"temperature": 1.0, "ce_weight": 1.0, "kd_weight": 1.0}
         if method == "dkd":
             return {"alpha": 1.0, "beta": 0.25, "temperature": 1.0, "ce_weight": 1.0, "warmup": 0}
+        weight, taps = self.pkd_setting(dataset, student)
+        chosen = {} if taps is None else {"taps": taps}
         if method == "fitnet":
-            return {"feat_weight": self._pkd_weight(student), "ce_weight": 1.0, "shared": False, "feat_norm": "pkd"}
+            return {"feat_weight": weight, "ce_weight": 1.0, "shared": False, "feat_norm": "pkd", **chosen}
         if method == "diffkd":
             return {
                 "use_ae": False,
@@ -169,10 +188,11 @@ class DetectionSpec(TaskSpec):
                 "feat_kernel_size": 3,
                 "share_levels": True,
                 "feat_norm": "pkd",
-                "kd_weight": self._pkd_weight(student),
+                "kd_weight": weight,
                 "diff_weight": 1.0,
                 "ae_weight": 1.0,
                 "ce_weight": 1.0,
+                **chosen,
             }
         return {}
 
