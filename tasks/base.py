@@ -42,10 +42,12 @@ __all__ = [
     "all_reduce_sum",
     "extract_state_dict",
     "fingerprint_files",
+    "frozen_bn_counters",
     "gather_lists",
     "get_task",
     "key_mismatch",
     "load_state_dict_file",
+    "read_state_dict",
     "task_names",
     "task_spec",
     "world_size",
@@ -254,8 +256,9 @@ def gather_lists(items: list[Any]) -> list[Any]:
     return [x for part in parts for x in part]
 
 
-def load_state_dict_file(model: nn.Module, path: Path | str) -> None:
-    """Load ``path`` into ``model`` strictly; see :meth:`Task.load_weights` for accepted layouts."""
+def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
+    """The state dict inside the checkpoint at ``path`` (layouts of :func:`extract_state_dict`), ``module.`` prefixes
+    stripped; a missing, unreadable or state-less file is a one-line :class:`UserError`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} does not exist")
@@ -267,11 +270,28 @@ def load_state_dict_file(model: nn.Module, path: Path | str) -> None:
     if state is None:
         keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
         raise UserError(f"checkpoint {str(path)!r} holds no state dict (keys: {keys})")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_state_dict_file(model: nn.Module, path: Path | str) -> None:
+    """Load ``path`` into ``model`` strictly; see :meth:`Task.load_weights` for accepted layouts."""
+    state = read_state_dict(path)
     why = key_mismatch(model.state_dict(), state)
     if why:
         raise UserError(f"checkpoint {str(path)!r} does not fit {type(model).__name__}: {why}")
     model.load_state_dict(state, strict=True)
+
+
+def frozen_bn_counters(model: nn.Module) -> set[str]:
+    """``<module>.num_batches_tracked`` of every frozen BatchNorm of ``model`` (torchvision's and detectron2's
+    ``FrozenBatchNorm2d``, which have no such buffer).
+
+    A checkpoint of the same network trained with plain BatchNorm has these keys and nothing else extra: loading it
+    into the frozen layers is exact (a BatchNorm in eval mode computes what the frozen one does with the same four
+    tensors), and torchvision's ``FrozenBatchNorm2d._load_from_state_dict`` drops the counter itself.
+    """
+    return {f"{name}.num_batches_tracked" if name else "num_batches_tracked"
+            for name, module in model.named_modules() if type(module).__name__ == "FrozenBatchNorm2d"}  # fmt: skip
 
 
 def key_mismatch(own: Mapping[str, Any], state: Mapping[str, Any], tolerated: Any = None) -> str | None:

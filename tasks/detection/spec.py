@@ -49,6 +49,22 @@ SHAPES_PKD_WEIGHT = 6.0
 LOGIT_METHODS = ("kd", "dkd")
 
 
+#: data sets whose detector setups fine-tune pretrained weights (frozen BatchNorm, frozen early stages), so a job
+#: that trains one must say where it starts (:meth:`DetectionSpec.check_init`). ``shapes`` trains from scratch.
+FINETUNE_DATASETS = ("coco",)
+
+
+def _finetune_setup(arch: str) -> str:
+    """The frozen parts of ``arch``'s fine-tuning setup, in the backend's words (for messages)."""
+    if d2.is_d2(arch):
+        if d2.entry(arch).backbone.startswith("mobilenet"):
+            return "detectron2's FrozenBN, as mdistiller's MobileNetV2 student"
+        return "detectron2's FrozenBN, stem and res2 frozen (FREEZE_AT 2)"
+    if tv_archs.entry(arch)[1].startswith("resnet"):
+        return "FrozenBatchNorm2d, stem and layer1 frozen"
+    return "FrozenBatchNorm2d, only the last 3 stages trained"
+
+
 class DetectionSpec(TaskSpec):
     """Object detection (see the module docstring for the taps; :mod:`tasks.detection.task` for the backends)."""
 
@@ -119,6 +135,30 @@ class DetectionSpec(TaskSpec):
         if dataset == "shapes":
             return [tv_archs.PAIRS["cpu"]]
         return [tv_archs.PAIRS[k] for k in ("r101_r18", "r101_r50", "r50_mbv2")]
+
+    # -- starting weights --------------------------------------------------------------------
+    def check_init(self, dataset: str, arch: str, init: str | None) -> None:
+        """On COCO a job that trains ``arch`` must name its starting point (``UserError`` otherwise).
+
+        The COCO setups are the published fine-tuning setups (frozen BatchNorm and frozen early stages, see
+        :func:`_finetune_setup`): every paper starts them from ImageNet weights, and from random weights they would
+        train with BatchNorm statistics fixed at initialisation. So the user chooses: a weights file, or ``random``,
+        which builds the model with trainable BatchNorm and no frozen stage instead. ``shapes`` trains from scratch
+        with plain BatchNorm whatever the starting point.
+        """
+        if dataset in FINETUNE_DATASETS and init is None:
+            raise UserError(
+                f"{arch} on {dataset} is set up to fine-tune pretrained weights ({_finetune_setup(arch)}); say where "
+                f"it starts: --student-checkpoint {arch}=FILE (an ImageNet backbone or a whole detector) or "
+                f"--student-checkpoint {arch}=random (then it is built with trainable BatchNorm and no frozen stage)"
+            )
+
+    def init_note(self, dataset: str, arch: str, init: str | None) -> str | None:
+        """What building ``arch`` from random weights on COCO changes, for the job's log."""
+        if dataset in FINETUNE_DATASETS and init == "random":
+            return (f"random start on {dataset}: built with trainable BatchNorm and no frozen stage instead of the "
+                    f"fine-tuning setup ({_finetune_setup(arch)})")  # fmt: skip
+        return None
 
     # -- recipes and method defaults ---------------------------------------------------------
     def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
