@@ -125,9 +125,12 @@ def load_init(model: nn.Module, arch: str, path: Path) -> str:
     name = zoo.entry(arch)[1]
     body = model.backbone.body
     prefix = "features." if name.startswith("mobilenet") else ""
-    own = {prefix + k: v for k, v in body.state_dict().items()}
     counters = {prefix + k for k in frozen_bn_counters(body)}
     state = {k: v for k, v in state.items() if k not in counters}
+    # a plain BatchNorm's missing counter is filled in by torch itself (BatchNorm's _load_from_state_dict, for files
+    # without version metadata); whether torchvision's released files carry the counters is UNVERIFIED
+    own = {prefix + k: v for k, v in body.state_dict().items()
+           if not k.endswith("num_batches_tracked") or prefix + k in state}  # fmt: skip
     last = max((int(n) for n, _ in body.named_children() if n.isdigit()), default=None)
 
     def unused(key: str) -> bool:

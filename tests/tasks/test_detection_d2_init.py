@@ -124,6 +124,13 @@ def test_a_torchvision_resnet18_converted_for_detectron2_arrives(tmp_path: Path)
     for ours, theirs in pairs.items():
         assert torch.equal(got[ours], tv[theirs]), ours
     assert len(got) == len([k for k in tv if not k.endswith("num_batches_tracked") and not k.startswith("fc.")])
+    # into plain BatchNorm (shapes) too, with or without the counters
+    plain = {k: v for k, v in tv.items() if not k.endswith("num_batches_tracked")}
+    with (tmp_path / "r18_plain.pkl").open("wb") as f:
+        pickle.dump(_torchvision_to_d2(plain), f)
+    bn = TASK.build_model(R18, 4, "shapes", init="file")
+    TASK.load_init(bn, R18, tmp_path / "r18_plain.pkl")
+    assert torch.equal(_backbone(bn)["res4.1.conv2.norm.running_var"], tv["layer3.1.bn2.running_var"])
 
 
 def test_the_students_part_of_an_mdistiller_combined_file_is_taken(tmp_path: Path) -> None:

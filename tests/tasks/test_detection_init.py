@@ -111,6 +111,15 @@ def test_an_imagenet_backbone_in_torchvisions_layout_arrives_in_the_body(tmp_pat
             assert torch.equal(value, head_before[key]), key
 
 
+def test_a_backbone_file_loads_into_plain_batchnorm_with_or_without_its_counters(tmp_path) -> None:
+    """On ``shapes`` (plain BatchNorm) too; a file without ``num_batches_tracked`` loads as torch loads it."""
+    src = _perturbed(resnet18(weights=None), seed=1)
+    torch.save({k: v for k, v in src.items() if not k.endswith("num_batches_tracked")}, tmp_path / "r18.pth")
+    model = TASK.build_model("fasterrcnn_r18", 4, "shapes", init="file")
+    TASK.load_init(model, "fasterrcnn_r18", tmp_path / "r18.pth")
+    assert torch.equal(model.backbone.body.layer3[1].bn2.running_var, src["layer3.1.bn2.running_var"])
+
+
 def test_a_file_that_is_not_the_backbone_is_refused_naming_keys(tmp_path) -> None:
     model = TASK.build_model("fasterrcnn_r18", 81, "coco", init="file")
     before = {k: v.clone() for k, v in model.state_dict().items()}

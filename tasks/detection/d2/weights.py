@@ -115,7 +115,8 @@ class _Checkpointer(DetectionCheckpointer):
             self.loaded = f"the whole detector{note}"
         checkpoint["model"] = {k: v for k, v in state.items() if k in own}
         incompatible = super()._load_model(checkpoint)
-        missed = [k for k in incompatible.missing_keys if k.startswith(BACKBONE) or whole]
+        missed = [k for k in incompatible.missing_keys
+                  if (k.startswith(BACKBONE) or whole) and not k.endswith("num_batches_tracked")]  # fmt: skip
         if missed:  # cannot happen after the checks above; a guard against a detectron2 that renames differently
             raise self._refuse(f"{len(missed)} tensors were not loaded (e.g. {', '.join(missed[:3])})")
         return incompatible
