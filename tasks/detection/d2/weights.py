@@ -102,14 +102,16 @@ class _Checkpointer(DetectionCheckpointer):
             note = (f" from a combined teacher+student file (mdistiller/ReviewKD; "
                     f"{len(dropped)} teacher tensors left out)")
         tolerated = _tolerated(frozen_bn_counters(self.model))
-        whole = set(own) <= set(state)
+        # a plain BatchNorm's missing counter is filled in by torch (files without version metadata)
+        needed = {k: v for k, v in own.items() if not k.endswith("num_batches_tracked") or k in state}
+        whole = set(needed) <= set(state)
         if self.init and not whole:
             self._check_backbone(own, state, tolerated)
             kind = {"Caffe2": "Caffe2 names, e.g. MSRA R-50.pkl", "torchvision": "convert-torchvision-to-d2.py"}
-            n = sum(k.startswith(BACKBONE) for k in own)
+            n = sum(k.startswith(BACKBONE) for k in needed)
             self.loaded = f"ImageNet backbone ({kind.get(author, 'detectron2 names')}), {n} tensors{note}"
         else:
-            why = key_mismatch(own, state, tolerated)
+            why = key_mismatch(needed, state, tolerated)
             if why:
                 raise self._refuse(why)
             self.loaded = f"the whole detector{note}"
