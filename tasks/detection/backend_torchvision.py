@@ -91,9 +91,11 @@ def load_weights(model: nn.Module, path: Path) -> None:
     """
     counters = frozen_bn_counters(model)
     state = {k: v for k, v in read_state_dict(path).items() if k not in counters}
-    why = key_mismatch(model.state_dict(), state)
+    # a plain BatchNorm's missing counter is filled in by torch (files without version metadata)
+    own = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked") or k in state}
+    why = key_mismatch(own, state)
     if why:
-        remapped = _remap_coco91(model, state)
+        remapped = _remap_coco91(own, state)
         if remapped is None:
             raise UserError(f"checkpoint {str(path)!r} does not fit {getattr(model, 'det_arch', 'this model')}: {why}")
         state = remapped
@@ -233,9 +235,9 @@ def _retina_paired(
     return PairedOutput(dict(losses), s_taps, t_taps, None, len(images))
 
 
-def _remap_coco91(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
-    """``state`` with its 91 COCO label rows cut to 81, or ``None`` if that does not apply."""
-    own = model.state_dict()
+def _remap_coco91(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """``state`` with its 91 COCO label rows cut to 81 for a model whose state dict is ``own``, or ``None`` if that
+    does not apply."""
     if set(state) != set(own):
         return None
     rows = torch.tensor([0, *COCO_CATEGORY_IDS])

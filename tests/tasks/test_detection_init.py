@@ -160,6 +160,17 @@ def test_a_teacher_trained_from_random_weights_loads_into_the_teacher_setup(tmp_
                                    trained.backbone(trained.transform(x)[0].tensors)["0"], rtol=1e-3, atol=1e-3)
 
 
+def test_a_detector_saved_from_frozen_batchnorm_loads_into_plain_batchnorm(tmp_path: Path) -> None:
+    """No ``num_batches_tracked`` in the file (frozen BatchNorm has none): torch fills the counters in."""
+    frozen = TASK.build_model(PAIR[1], 4, "coco")
+    state = _perturbed(frozen, seed=6)
+    assert not any(k.endswith("num_batches_tracked") for k in state)
+    torch.save(state, tmp_path / "frozen.pth")
+    plain = TASK.build_model(PAIR[1], 4, "coco", init="random")
+    TASK.load_weights(plain, tmp_path / "frozen.pth")
+    assert all(torch.equal(plain.state_dict()[k], v) for k, v in state.items())
+
+
 def test_a_missing_or_unreadable_file_is_one_line(tmp_path: Path) -> None:
     model = TASK.build_model(PAIR[1], 81, "coco", init="file")
     with pytest.raises(UserError, match="does not exist"):
