@@ -196,11 +196,13 @@ class DetectionSpec(TaskSpec):
           DKD settings, and DKD with alpha=beta=1 is KD).
         * ``dkd``: mdistiller ``detection/model/config.py`` L16-20 (@a08d46f): alpha 1, beta 0.25, T 1, no warm-up;
           the detector losses keep weight 1 (``RCNNKD`` adds ``loss_dkd`` unweighted).
-        * ``fitnet``: one regressor per FPN level (methods.fitnet shares one only across equal strides) and
-          PKD's feature scaling (``feat_norm="pkd"``, :mod:`methods.feature_norm`); weight and levels:
-          :meth:`pkd_setting`. A raw MSE on two detectors' FPN maps depends on their activation scales (it started
-          ~10x above the detector losses on ``shapes`` and cost FitNet 6 AP); CIFAR's weight 100 on a thin hint
-          layer even more.
+        * ``fitnet``: PKD (``feat_norm="pkd"``, :mod:`methods.feature_norm`) on the FPN maps. On COCO *without an
+          adapter* (``adapter="none"``), as mmrazor's PKD configs have none (both FPNs are 256-channel maps at the
+          same strides; FitNet's ReLU regressor cannot produce the negative half of an FPN map). ``shapes`` keeps
+          FitNet's own regressor, one per level (its jobs' identities are pinned; ``--set fitnet.adapter=none``
+          runs mmrazor's form there). Weight and levels: :meth:`pkd_setting`. A raw MSE on two
+          detectors' FPN maps depends on their activation scales (it started ~10x above the detector losses on
+          ``shapes`` and cost FitNet 6 AP); CIFAR's weight 100 on a thin hint layer even more.
         * ``diffkd``: feature DiffKD on the FPN levels of :meth:`pkd_setting`, kernel 3, no AE, no logits, one
           module shared by all levels (the FPN levels share one feature space: RPN and RetinaNet heads are shared
           across levels, so one denoiser fits them all with a fifth of the parameters), with the same PKD scaling
@@ -220,7 +222,8 @@ class DetectionSpec(TaskSpec):
         weight, taps = self.pkd_setting(dataset, student)
         chosen = {} if taps is None else {"taps": taps}
         if method == "fitnet":
-            return {"feat_weight": weight, "ce_weight": 1.0, "shared": False, "feat_norm": "pkd", **chosen}
+            adapter = {} if dataset == "shapes" else {"adapter": "none"}
+            return {"feat_weight": weight, "ce_weight": 1.0, "shared": False, "feat_norm": "pkd", **adapter, **chosen}
         if method == "diffkd":
             return {
                 "use_ae": False,

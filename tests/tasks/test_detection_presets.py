@@ -93,14 +93,15 @@ def test_cpu_is_diffbenchs_own_shapes_schedule() -> None:
 def test_pkd_on_coco_is_mmrazors() -> None:
     """open-mmlab/mmrazor @90c7af1fdf35a606a2fceaaeb4b6be2f0dac4eb7:
     ``configs/distill/mmdet/pkd/pkd_fpn_faster-rcnn_r101_faster-rcnn_r50_2x_coco.py`` L23-41: ``PKDLoss(loss_weight=6)``
-    on neck outputs ``data_idx`` 0-3 (P2-P5; P6 not distilled), one loss entry each, summed by mmengine.
+    on neck outputs ``data_idx`` 0-3 (P2-P5; P6 not distilled), one loss entry each, summed by mmengine; no connector
+    (so FitNet compares the FPN maps without an adapter).
     ``pkd_fpn_retina_x101_retina_r50_2x_coco.py`` L12-16: ``loss_weight=10`` on ``data_idx`` 0-3 of P3-P7 (P3-P6)."""
     rcnn = {"fasterrcnn_r101": "fasterrcnn_r50", "d2_faster_rcnn_R_101_FPN": "d2_faster_rcnn_R_18_FPN"}
     for teacher, student in rcnn.items():
         f = TASK.method_defaults("fitnet", "coco", teacher, student)
         d = TASK.method_defaults("diffkd", "coco", teacher, student)
         p2_p5 = ["fpn.p2", "fpn.p3", "fpn.p4", "fpn.p5"]
-        assert (f["feat_weight"], f["taps"], f["feat_norm"]) == (6.0, p2_p5, "pkd")
+        assert (f["feat_weight"], f["taps"], f["feat_norm"], f["adapter"]) == (6.0, p2_p5, "pkd", "none")
         assert (d["kd_weight"], d["taps"], d["feat_norm"]) == (6.0, f["taps"], "pkd")
     f = TASK.method_defaults("fitnet", "coco", "retinanet_r101", "retinanet_r50")
     d = TASK.method_defaults("diffkd", "coco", "retinanet_r101", "retinanet_r50")
@@ -108,4 +109,4 @@ def test_pkd_on_coco_is_mmrazors() -> None:
     assert (f["feat_weight"], f["taps"]) == (d["kd_weight"], d["taps"]) == (10.0, p3_p6)
     # shapes is diffbench's own choice: 6 over the mean of all 5 levels, every level distilled
     s = TASK.method_defaults("fitnet", "shapes", "fasterrcnn_r18", "fasterrcnn_mbv3s")
-    assert s["feat_weight"] == pytest.approx(6.0 / 5) and "taps" not in s
+    assert s["feat_weight"] == pytest.approx(6.0 / 5) and "taps" not in s and "adapter" not in s
