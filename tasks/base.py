@@ -42,6 +42,7 @@ __all__ = [
     "all_reduce_sum",
     "extract_state_dict",
     "fingerprint_files",
+    "frozen_bn_counters",
     "gather_lists",
     "get_task",
     "key_mismatch",
@@ -279,6 +280,18 @@ def load_state_dict_file(model: nn.Module, path: Path | str) -> None:
     if why:
         raise UserError(f"checkpoint {str(path)!r} does not fit {type(model).__name__}: {why}")
     model.load_state_dict(state, strict=True)
+
+
+def frozen_bn_counters(model: nn.Module) -> set[str]:
+    """``<module>.num_batches_tracked`` of every frozen BatchNorm of ``model`` (torchvision's and detectron2's
+    ``FrozenBatchNorm2d``, which have no such buffer).
+
+    A checkpoint of the same network trained with plain BatchNorm has these keys and nothing else extra: loading it
+    into the frozen layers is exact (a BatchNorm in eval mode computes what the frozen one does with the same four
+    tensors), and torchvision's ``FrozenBatchNorm2d._load_from_state_dict`` drops the counter itself.
+    """
+    return {f"{name}.num_batches_tracked" if name else "num_batches_tracked"
+            for name, module in model.named_modules() if type(module).__name__ == "FrozenBatchNorm2d"}  # fmt: skip
 
 
 def key_mismatch(own: Mapping[str, Any], state: Mapping[str, Any], tolerated: Any = None) -> str | None:

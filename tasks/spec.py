@@ -109,6 +109,11 @@ class TaskSpec(ABC):
         """
         return None
 
+    def init_note(self, dataset: str, arch: str, init: str | None) -> str | None:
+        """A line for the job's log when the starting point changes how ``arch`` is built (e.g. a fine-tuning setup
+        built for random weights instead), or ``None``; default: ``None`` (the model is the same either way)."""
+        return None
+
     # -- recipes and method defaults ---------------------------------------------------------
     @abstractmethod
     def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:

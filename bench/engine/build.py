@@ -192,6 +192,9 @@ def build_models(
     when given) and method, taps attached. ``init``: see :meth:`tasks.base.Task.build_model`."""
     fmt = torch.channels_last if channels_last else torch.preserve_format
     student = task.build_model(student_arch, num_classes, dataset, init=init)
+    note = task.init_note(dataset, student_arch, init)
+    if note:
+        log(f"{student_arch}: {note}")
     if init_path is not None:
         what = task.load_init(student, student_arch, init_path)
         log(f"{student_arch} starts from {init_path} ({what})")

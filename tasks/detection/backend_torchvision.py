@@ -27,7 +27,7 @@ from torch import nn
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 
 from methods.base import UserError
-from tasks.base import PairedOutput, extract_state_dict, load_state_dict_file
+from tasks.base import PairedOutput, frozen_bn_counters, key_mismatch, read_state_dict_file
 from tasks.detection import models as zoo
 
 NAME = "torchvision"
@@ -43,8 +43,10 @@ def archs() -> list[str]:
     return list(zoo.ARCHS)
 
 
-def build_model(arch: str, num_classes: int, dataset: str) -> nn.Module:
-    model = zoo.build_detector(arch, num_classes, dataset)
+def build_model(arch: str, num_classes: int, dataset: str, init: str | None = None) -> nn.Module:
+    """torchvision's detector for ``arch`` (``init="random"``: plain BatchNorm, nothing frozen; see
+    :func:`~tasks.detection.models.build_detector`)."""
+    model = zoo.build_detector(arch, num_classes, dataset, init)
     model.det_backend = NAME
     return model
 
@@ -83,14 +85,66 @@ def load_weights(model: nn.Module, path: Path) -> None:
     torchvision labels COCO boxes with their raw category ids (1..90, 91 rows with gaps); we use
     contiguous labels 1..80. When that is the only mismatch, the rows of the 80 real categories are
     picked out (classifier rows, and the 4 box-regression rows per class) and the load stays strict.
+    A file trained with plain BatchNorm (a COCO teacher a grid trained from random weights) loads into the
+    frozen-BatchNorm model a teacher is built as: its ``num_batches_tracked`` counters are the only extra keys
+    (:func:`~tasks.base.frozen_bn_counters`).
     """
-    try:
-        load_state_dict_file(model, path)
-    except UserError:
-        state = _remap_coco91(model, path)
-        if state is None:
-            raise
-        model.load_state_dict(state, strict=True)
+    counters = frozen_bn_counters(model)
+    state = {k: v for k, v in read_state_dict_file(path).items() if k not in counters}
+    # a plain BatchNorm's missing counter is filled in by torch (files without version metadata)
+    own = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked") or k in state}
+    why = key_mismatch(own, state)
+    if why:
+        remapped = _remap_coco91(own, state)
+        if remapped is None:
+            raise UserError(f"checkpoint {str(path)!r} does not fit {getattr(model, 'det_arch', 'this model')}: {why}")
+        state = remapped
+    model.load_state_dict(state, strict=True)
+
+
+#: Top-level modules of torchvision's detectors: a file with any of them is a whole detector.
+_DETECTOR_PREFIXES = ("backbone.", "rpn.", "roi_heads.", "head.")
+#: What an ImageNet classification file holds beyond a detector's backbone body: torchvision's classifiers
+#: (``resnet*``: ``fc.weight``/``fc.bias``; ``mobilenet_v2``/``v3``: ``classifier.*``).
+_CLASSIFIERS = ("fc.", "classifier.")
+
+
+def load_init(model: nn.Module, arch: str, path: Path) -> str:
+    """A student's starting weights: a whole detector (ours, torchvision's COCO files: :func:`load_weights`) or an
+    ImageNet classification backbone in torchvision's layout, loaded into the detector's backbone body.
+
+    The backbone file must hold every tensor of the body (``conv1.weight``, ``bn1.*``, ``layer1.0...`` for ResNets;
+    ``features.*`` for MobileNets, the body's own keys under ``features.``) and nothing else but the classifier
+    (``fc.*`` / ``classifier.*``) and, for MobileNets, the ``features`` blocks after the last one the FPN reads (the
+    detector returns stages 1-4, so e.g. ``mobilenet_v3_small``'s ``features.10``-``12`` are not part of it); the FPN
+    and heads keep their initialisation (torchvision's ``weights_backbone``). Anything else is a :class:`UserError`
+    naming missing and unexpected keys.
+    """
+    state = read_state_dict_file(path)
+    if any(k.startswith(_DETECTOR_PREFIXES) for k in state):
+        load_weights(model, path)
+        return "the whole detector"
+    name = zoo.entry(arch)[1]
+    body = model.backbone.body
+    prefix = "features." if name.startswith("mobilenet") else ""
+    counters = {prefix + k for k in frozen_bn_counters(body)}
+    state = {k: v for k, v in state.items() if k not in counters}
+    # a plain BatchNorm's missing counter is filled in by torch itself (BatchNorm's _load_from_state_dict, for files
+    # without version metadata); whether torchvision's released files carry the counters is UNVERIFIED
+    own = {prefix + k: v for k, v in body.state_dict().items()
+           if not k.endswith("num_batches_tracked") or prefix + k in state}  # fmt: skip
+    last = max((int(n) for n, _ in body.named_children() if n.isdigit()), default=None)
+
+    def unused(key: str) -> bool:
+        index = key.split(".")[1] if prefix and key.startswith(prefix) else ""
+        return key.startswith(_CLASSIFIERS) or (last is not None and index.isdigit() and int(index) > last)
+
+    why = key_mismatch(own, state, unused)
+    if why:
+        raise UserError(f"checkpoint {str(path)!r} is neither a whole {arch} detector nor an ImageNet {name} "
+                        f"backbone in torchvision's layout: {why}")  # fmt: skip
+    body.load_state_dict({k[len(prefix) :]: state[k] for k in own}, strict=True)
+    return f"ImageNet backbone (torchvision {name} layout), {len(own)} tensors"
 
 
 def paired_forward(
@@ -181,16 +235,9 @@ def _retina_paired(
     return PairedOutput(dict(losses), s_taps, t_taps, None, len(images))
 
 
-def _remap_coco91(model: nn.Module, path: Path) -> dict[str, torch.Tensor] | None:
-    """The checkpoint at ``path`` with its 91 COCO label rows cut to 81, or ``None`` if that does not apply."""
-    try:
-        state = extract_state_dict(torch.load(path, map_location="cpu", weights_only=False))
-    except Exception:  # noqa: BLE001 - the strict loader already reported unreadable files
-        return None
-    if state is None:
-        return None
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
+def _remap_coco91(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """``state`` with its 91 COCO label rows cut to 81 for a model whose state dict is ``own``, or ``None`` if that
+    does not apply."""
     if set(state) != set(own):
         return None
     rows = torch.tensor([0, *COCO_CATEGORY_IDS])

@@ -11,8 +11,9 @@ Conventions kept from torchvision so its COCO weight files load strictly:
 * On ``coco`` the backbones use :class:`~torchvision.ops.FrozenBatchNorm2d` (the layout of every
   torchvision/detectron2 detection checkpoint: no ``num_batches_tracked``) and freeze the stem and
   ``layer1`` (``trainable_layers=3``), the torchvision default for fine-tuning pretrained backbones.
-  On the embedded ``shapes`` set detectors train from scratch, so they use plain BatchNorm and train
-  every layer (torchvision's own choice when no pretrained weights are given).
+  A model that will train from random weights there (``init="random"``) gets plain BatchNorm and trains
+  every layer instead. On the embedded ``shapes`` set detectors always train from scratch, so they use
+  plain BatchNorm and train every layer (torchvision's own choice when no pretrained weights are given).
 
 The arch, pair and level tables are in :mod:`.archs` (free of torch, for the task's spec) and re-exported
 here. The FPN levels are the taps. Faster R-CNN uses the four ResNet stages (``P2``-``P5``, strides 4-32)
@@ -25,7 +26,7 @@ uses ``m2..m5``). RetinaNet follows ``retinanet_resnet50_fpn``: ``P3``-``P5`` pl
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
@@ -135,9 +136,11 @@ def _backbone(arch: str, cfg: DetectorConfig) -> nn.Module:
     )
 
 
-def build_detector(arch: str, num_classes: int, dataset: str) -> nn.Module:
+def build_detector(arch: str, num_classes: int, dataset: str, init: str | None = None) -> nn.Module:
     """Build ``arch`` for ``num_classes`` classes *including* the background.
 
+    ``init="random"`` (the model trains from random weights): plain BatchNorm and every layer trained, whatever the
+    data set's fine-tuning setup; ``None`` / ``"file"``: the data set's setup (:data:`CONFIGS`).
     The result is a plain torchvision ``FasterRCNN``/``RetinaNet`` whose state dict has torchvision's
     key names, with a ``det_arch`` attribute for the task's checks.
     """
@@ -145,6 +148,8 @@ def build_detector(arch: str, num_classes: int, dataset: str) -> nn.Module:
     if num_classes < 2:
         raise UserError(f"detection needs num_classes >= 2 (background + at least one class), got {num_classes}")
     cfg = config_for(dataset)
+    if init == "random" and cfg.frozen_bn:
+        cfg = replace(cfg, frozen_bn=False, trainable_layers=None)
     backbone = _backbone(arch, cfg)
     common: dict[str, Any] = {"min_size": cfg.min_size, "max_size": cfg.max_size}
     base = cfg.anchor_base

@@ -19,66 +19,50 @@ from typing import Any
 from methods.errors import UserError
 from methods.taps import TapSpec
 from tasks.detection import archs as tv_archs
-from tasks.detection import d2
+from tasks.detection import d2, recipes
 from tasks.recipe import Recipe
 from tasks.spec import TaskSpec, register_spec
 
 #: COCOeval's ``stats[0:6]`` in order, under the names the task's ``evaluate`` reports.
 METRICS = ("bbox_AP", "AP50", "AP75", "APs", "APm", "APl")
 
-#: mmrazor's PKD weight per FPN level for Faster R-CNN students (``loss_weight=6`` on each FPN level in
-#: ``configs/distill/mmdet/pkd/pkd_fpn_faster-rcnn_r101_faster-rcnn_r50_2x_coco.py``; PKD itself is
-#: :mod:`methods.feature_norm`).
-PKD_LEVEL_WEIGHT = 6.0
-
-#: train2017 images with at least one non-crowd box (torchvision's reference filter): 117,266.
-COCO_TRAIN_IMAGES = 117_266
-
-#: ``cpu`` preset (``shapes``, batch 8, lr :data:`CPU_LR`, one warm-up epoch: half an epoch diverged once).
-#: Measured: a training step of batch 8 costs ~1.5 CPU-seconds (fasterrcnn_r18; mbv3s ~1.4, plus ~25% for fitnet,
-#: ~50% for diffkd), so 4 epochs (decay after 3) keep each student job within a few minutes on 2 cores.
-CPU_EPOCHS = 4
-CPU_MILESTONES = (3,)
-#: ``cpu`` preset teachers (trained once per grid and cached) train 3x longer, a 1x-shaped schedule (decays at 2/3
-#: and 11/12): with the students' 4 epochs the fasterrcnn_r18 teacher scored *below* the vanilla mbv3s student
-#: (60.5 vs 63.7 AP), which makes every distillation result meaningless.
-CPU_TEACHER_EPOCHS = 12
-CPU_TEACHER_MILESTONES = (8, 11)
-#: ``cpu`` preset lr, both backends: the 1x preset's 0.02 at batch 16 scaled to batch 8 (Goyal et al.'s linear rule;
-#: mdistiller's detectron2 solver uses 0.01 at batch 8 too). At 0.02 distilled students diverged on both backends
-#: once the teacher was strong: detectron2's MobileNetV2 box logits grew past 400 within the warm-up (KD, DKD and
-#: FitNet, 3 of 5 jobs), and torchvision's KD mbv3s student reached NaN RPN losses in its second epoch against the
-#: 89-AP 12-epoch r18 teacher (vanilla survived).
-CPU_LR = 0.01
+#: mmrazor's PKD settings on COCO, per detector family: ``(loss weight, distilled FPN taps)``. Each level's PKD
+#: loss is a separate term of the distiller's loss dict that mmengine sums, so the weight applies to the *sum* over
+#: the levels (open-mmlab/mmrazor @90c7af1fdf35a606a2fceaaeb4b6be2f0dac4eb7):
+#:
+#: * Faster R-CNN: ``configs/distill/mmdet/pkd/pkd_fpn_faster-rcnn_r101_faster-rcnn_r50_2x_coco.py`` L23-41,
+#:   ``PKDLoss(loss_weight=6)`` on the neck outputs ``data_idx=0..3`` of its 5 (P2-P5; P6 is not distilled);
+#: * RetinaNet: ``configs/distill/mmdet/pkd/pkd_fpn_retina_x101_retina_r50_2x_coco.py`` L12-16, ``loss_weight=10`` on
+#:   ``data_idx=0..3`` of RetinaNet's P3-P7 (P3-P6; P7 is not distilled).
+#:
+#: PKD itself (standardised maps, ``MSE / 2``) is :mod:`methods.feature_norm`.
+PKD_COCO: dict[str, tuple[float, tuple[str, ...]]] = {
+    "fasterrcnn": (6.0, ("fpn.p2", "fpn.p3", "fpn.p4", "fpn.p5")),
+    "retinanet": (10.0, ("fpn.p3", "fpn.p4", "fpn.p5", "fpn.p6")),
+}
+#: ``shapes`` (diffbench's CPU preset, not a published setting): weight 6 on the *mean* over every FPN level, i.e.
+#: ``6 / 5`` on each of the 5 level terms. Summed over 5 levels, PKD's weight started FitNet's and DiffKD's feature
+#: terms at 13x the detector's loss on ``shapes`` (and cost FitNet 14 AP); the mean keeps PKD's scale per level.
+SHAPES_PKD_WEIGHT = 6.0
 
 #: methods that distil softmax class logits, which RetinaNet does not have.
 LOGIT_METHODS = ("kd", "dkd")
 
 
-def _coco_recipe(student: str, epochs: int, milestones: tuple[int, ...]) -> Recipe:
-    """1x-style schedules: milestones at 2/3 and 11/12, weight decay 1e-4, SGD momentum 0.9.
+#: data sets whose detector setups fine-tune pretrained weights (frozen BatchNorm, frozen early stages), so a job
+#: that trains one must say where it starts (:meth:`DetectionSpec.check_init`). ``shapes`` trains from scratch.
+FINETUNE_DATASETS = ("coco",)
 
-    torchvision archs: the mmdetection/detectron2 default, batch 16, lr 0.02 (RetinaNet 0.01), 500 warm-up
-    iterations. ``d2_*`` archs: mdistiller's DKD detection solver (``detection/configs/DKD/*.yaml``), batch 8,
-    lr 0.01, 180k iterations with decays at 120k and 160k (12.3, 8.2 and 10.9 epochs of train2017), and
-    detectron2's 1000 warm-up iterations (``SOLVER.WARMUP_ITERS``, factor 0.001).
-    """
-    if d2.is_d2(student):
-        batch, lr, warmup_iters = 8, 0.01, 1000
-    else:
-        batch, warmup_iters = 16, 500
-        lr = 0.01 if tv_archs.family(student) == "retinanet" else 0.02
-    iters_per_epoch = -(-COCO_TRAIN_IMAGES // batch)
-    return Recipe(
-        epochs=epochs,
-        batch_size=batch,
-        lr=lr,
-        weight_decay=1e-4,
-        milestones=milestones,
-        warmup_epochs=warmup_iters / iters_per_epoch,
-        warmup_factor=0.001,
-        num_workers=4,
-    )
+
+def _finetune_setup(arch: str) -> str:
+    """The frozen parts of ``arch``'s fine-tuning setup, in the backend's words (for messages)."""
+    if d2.is_d2(arch):
+        if d2.entry(arch).backbone.startswith("mobilenet"):
+            return "detectron2's FrozenBN, as mdistiller's MobileNetV2 student"
+        return "detectron2's FrozenBN, stem and res2 frozen (FREEZE_AT 2)"
+    if tv_archs.entry(arch)[1].startswith("resnet"):
+        return "FrozenBatchNorm2d, stem and layer1 frozen"
+    return "FrozenBatchNorm2d, only the last 3 stages trained"
 
 
 class DetectionSpec(TaskSpec):
@@ -152,60 +136,77 @@ class DetectionSpec(TaskSpec):
             return [tv_archs.PAIRS["cpu"]]
         return [tv_archs.PAIRS[k] for k in ("r101_r18", "r101_r50", "r50_mbv2")]
 
+    # -- starting weights --------------------------------------------------------------------
+    def check_init(self, dataset: str, arch: str, init: str | None) -> None:
+        """On COCO a job that trains ``arch`` must name its starting point (``UserError`` otherwise).
+
+        The COCO setups are the published fine-tuning setups (frozen BatchNorm and frozen early stages, see
+        :func:`_finetune_setup`): every paper starts them from ImageNet weights, and from random weights they would
+        train with BatchNorm statistics fixed at initialisation. So the user chooses: a weights file, or ``random``,
+        which builds the model with trainable BatchNorm and no frozen stage instead. ``shapes`` trains from scratch
+        with plain BatchNorm whatever the starting point.
+        """
+        if dataset in FINETUNE_DATASETS and init is None:
+            raise UserError(
+                f"{arch} on {dataset} is set up to fine-tune pretrained weights ({_finetune_setup(arch)}); say where "
+                f"it starts: --student-checkpoint {arch}=FILE (an ImageNet backbone or a whole detector) or "
+                f"--student-checkpoint {arch}=random (then it is built with trainable BatchNorm and no frozen stage)"
+            )
+
+    def init_note(self, dataset: str, arch: str, init: str | None) -> str | None:
+        """What building ``arch`` from random weights on COCO changes, for the job's log."""
+        if dataset in FINETUNE_DATASETS and init == "random":
+            return (f"random start on {dataset}: built with trainable BatchNorm and no frozen stage instead of the "
+                    f"fine-tuning setup ({_finetune_setup(arch)})")  # fmt: skip
+        return None
+
     # -- recipes and method defaults ---------------------------------------------------------
     def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
-        """``1x``/``2x`` (COCO; mdistiller's solver for ``d2_*``) and ``cpu`` (``shapes``, a CPU grid in minutes;
-        lr :data:`CPU_LR`)."""
-        preset = preset or ("cpu" if dataset == "shapes" else "1x")
-        if preset == "1x":
-            return _coco_recipe(student, 12, (8, 11))
-        if preset == "2x":
-            return _coco_recipe(student, 24, (16, 22))
-        if preset == "cpu":
-            return Recipe(
-                epochs=CPU_EPOCHS,
-                batch_size=8,
-                lr=CPU_LR,
-                weight_decay=1e-4,
-                milestones=CPU_MILESTONES,
-                warmup_epochs=1.0,
-                warmup_factor=0.001,
-                num_workers=0,
-            )
-        raise UserError(f"unknown detection recipe preset {preset!r}; valid: {', '.join(self.presets)}")
-
-    def teacher_recipe(self, dataset: str, arch: str, preset: str | None = None) -> Recipe:
-        """``cpu``: :data:`CPU_TEACHER_EPOCHS` with decays at :data:`CPU_TEACHER_MILESTONES`; COCO: the student's."""
-        recipe = self.recipe(dataset, arch, preset)
-        if (preset or ("cpu" if dataset == "shapes" else "1x")) == "cpu":
-            return recipe.updated(epochs=CPU_TEACHER_EPOCHS, milestones=CPU_TEACHER_MILESTONES)
+        """``1x``/``2x`` (COCO: mmdetection's schedules for torchvision's archs, mdistiller's detectron2 solver for
+        ``d2_*``) and ``cpu`` (``shapes``, diffbench's own); values and sources in :mod:`.recipes`."""
+        recipe = recipes.preset(preset or ("cpu" if dataset == "shapes" else "1x"), student)
+        if recipe is None:
+            raise UserError(f"unknown detection recipe preset {preset!r}; valid: {', '.join(self.presets)}")
         return recipe
 
-    def _pkd_weight(self, arch: str) -> float:
-        """PKD's weight 6 for the *mean* over FPN levels (6 / levels on each level's term): mmrazor gives each of 4
-        levels weight 6 against COCO-sized detector losses; summed over our 5 levels that started FitNet's and
-        DiffKD's feature terms at 13x the detector's loss on ``shapes`` (and cost FitNet 14 AP), far past the
-        small factor a distillation term should start at. The mean keeps PKD's scale per level of signal."""
-        levels = d2.LEVELS if d2.is_d2(arch) else tv_archs.levels(arch)
-        return PKD_LEVEL_WEIGHT / len(levels)
+    def teacher_recipe(self, dataset: str, arch: str, preset: str | None = None) -> Recipe:
+        """``cpu``: :data:`~.recipes.CPU_TEACHER_EPOCHS` with decays at :data:`~.recipes.CPU_TEACHER_MILESTONES`;
+        COCO: the student's."""
+        recipe = self.recipe(dataset, arch, preset)
+        if (preset or ("cpu" if dataset == "shapes" else "1x")) == "cpu":
+            return recipe.updated(epochs=recipes.CPU_TEACHER_EPOCHS, milestones=recipes.CPU_TEACHER_MILESTONES)
+        return recipe
+
+    def pkd_setting(self, dataset: str, student: str) -> tuple[float, list[str] | None]:
+        """``(weight, taps)`` of the PKD-scaled feature term of FitNet and DiffKD (``taps`` ``None``: every level).
+
+        COCO: mmrazor's (:data:`PKD_COCO`): weight 6 on the sum over P2-P5 (Faster R-CNN), 10 over P3-P6
+        (RetinaNet). ``shapes``: :data:`SHAPES_PKD_WEIGHT` on the mean over all 5 levels (``6 / 5`` on each term).
+        """
+        if dataset == "shapes":
+            levels = d2.LEVELS if d2.is_d2(student) else tv_archs.levels(student)
+            return SHAPES_PKD_WEIGHT / len(levels), None
+        weight, taps = PKD_COCO[self.family(student)]
+        return weight, list(taps)
 
     def method_defaults(self, method: str, dataset: str, teacher: str, student: str) -> dict[str, Any]:
         """Detection settings, the same on both backends; KD/DKD on RetinaNet are refused here with the reason.
 
         * ``kd``: T=1, all weights 1 (mdistiller has no detection KD; T=1 and weight 1 are its detection
           DKD settings, and DKD with alpha=beta=1 is KD).
-        * ``dkd``: mdistiller ``detection/model/config.py``: alpha 1, beta 0.25, T 1, no warm-up; the
-          detector losses keep weight 1 (``RCNNKD`` adds ``loss_dkd`` unweighted).
-        * ``fitnet``: one regressor per FPN level (methods.fitnet shares one only across equal strides) and
-          PKD's feature scaling (``feat_norm="pkd"``, :mod:`methods.feature_norm`): the mean over levels of
-          ``6 * MSE(norm(reg(f_s)), norm(f_t)) / 2``, 6 being mmrazor's PKD Faster R-CNN weight (see
-          :meth:`_pkd_weight` for why the mean, not mmrazor's sum). A raw
-          MSE on two detectors' FPN maps depends on their activation scales (it started ~10x above the
-          detector losses on ``shapes`` and cost FitNet 6 AP); CIFAR's weight 100 on a thin hint layer even more.
-        * ``diffkd``: feature DiffKD on every FPN level, kernel 3, no AE, no logits, one module shared by all
-          levels (the FPN levels share one feature space: RPN and RetinaNet heads are shared across levels, so
-          one denoiser fits them all with a fifth of the parameters), with the same PKD scaling as FitNet
-          (standardised maps, feature term weight 6 over the mean of levels; diffusion loss weight 1 as the official).
+        * ``dkd``: mdistiller ``detection/model/config.py`` L16-20 (@a08d46f): alpha 1, beta 0.25, T 1, no warm-up;
+          the detector losses keep weight 1 (``RCNNKD`` adds ``loss_dkd`` unweighted).
+        * ``fitnet``: PKD (``feat_norm="pkd"``, :mod:`methods.feature_norm`) on the FPN maps. On COCO *without an
+          adapter* (``adapter="none"``), as mmrazor's PKD configs have none (both FPNs are 256-channel maps at the
+          same strides; FitNet's ReLU regressor cannot produce the negative half of an FPN map). ``shapes`` keeps
+          FitNet's own regressor, one per level (its jobs' identities are pinned; ``--set fitnet.adapter=none``
+          runs mmrazor's form there). Weight and levels: :meth:`pkd_setting`. A raw MSE on two
+          detectors' FPN maps depends on their activation scales (it started ~10x above the detector losses on
+          ``shapes`` and cost FitNet 6 AP); CIFAR's weight 100 on a thin hint layer even more.
+        * ``diffkd``: feature DiffKD on the FPN levels of :meth:`pkd_setting`, kernel 3, no AE, no logits, one
+          module shared by all levels (the FPN levels share one feature space: RPN and RetinaNet heads are shared
+          across levels, so one denoiser fits them all with a fifth of the parameters), with the same PKD scaling
+          and weight as FitNet (diffusion loss weight 1 as the official).
         """
         for arch in (teacher, student):
             if self.family(arch) == "retinanet" and method in LOGIT_METHODS:
@@ -218,8 +219,11 @@ class DetectionSpec(TaskSpec):
             return {"temperature": 1.0, "ce_weight": 1.0, "kd_weight": 1.0}
         if method == "dkd":
             return {"alpha": 1.0, "beta": 0.25, "temperature": 1.0, "ce_weight": 1.0, "warmup": 0}
+        weight, taps = self.pkd_setting(dataset, student)
+        chosen = {} if taps is None else {"taps": taps}
         if method == "fitnet":
-            return {"feat_weight": self._pkd_weight(student), "ce_weight": 1.0, "shared": False, "feat_norm": "pkd"}
+            adapter = {} if dataset == "shapes" else {"adapter": "none"}
+            return {"feat_weight": weight, "ce_weight": 1.0, "shared": False, "feat_norm": "pkd", **adapter, **chosen}
         if method == "diffkd":
             return {
                 "use_ae": False,
@@ -227,10 +231,11 @@ class DetectionSpec(TaskSpec):
                 "feat_kernel_size": 3,
                 "share_levels": True,
                 "feat_norm": "pkd",
-                "kd_weight": self._pkd_weight(student),
+                "kd_weight": weight,
                 "diff_weight": 1.0,
                 "ae_weight": 1.0,
                 "ce_weight": 1.0,
+                **chosen,
             }
         return {}
 

@@ -10,7 +10,7 @@ One :class:`~tasks.base.Task` contract, two backends, one file each:
   ``UserError`` that says how to install detectron2 (checked when a grid is expanded, before anything runs).
 
 What a backend module provides, under the same names: ``NAME``, ``build_model``, ``check_pair``,
-``load_weights``, ``paired_forward`` and ``predict`` (detections in torchvision's format, for one shared
+``load_weights``, ``load_init``, ``paired_forward`` and ``predict`` (detections in torchvision's format, for one shared
 COCO evaluation). Arch names, families, FPN levels, the taps both backends hand out, recipes and method
 defaults are declared, without torch, in :mod:`.spec`.
 
@@ -66,7 +66,9 @@ class DetectionTask(DetectionSpec, Task):
 
     # -- models ------------------------------------------------------------------------------
     def build_model(self, arch: str, num_classes: int, dataset: str, init: str | None = None) -> nn.Module:
-        return backend_for(arch).build_model(arch, num_classes, dataset)
+        """The backend's detector; on COCO ``init="random"`` builds it with trainable BatchNorm and no frozen stage
+        instead of the fine-tuning setup (see :meth:`~tasks.detection.spec.DetectionSpec.check_init`)."""
+        return backend_for(arch).build_model(arch, num_classes, dataset, init)
 
     def attach_taps(self, model: nn.Module, arch: str, num_classes: int, dataset: str) -> TapRecorder:
         """No hooks: :meth:`paired_forward` fills every tap itself (FPN dict, box-head rows).
@@ -93,8 +95,20 @@ class DetectionTask(DetectionSpec, Task):
 
         torchvision: our checkpoints and torchvision's COCO files (91 raw-id rows cut to 81 labels).
         detectron2: model-zoo ``.pkl``/``.pth`` through detectron2's ``DetectionCheckpointer``, and ours.
+        Either also loads a file trained with plain BatchNorm into frozen BatchNorm (a COCO teacher a grid trained
+        from random weights, built as teachers are: in the fine-tuning setup).
         """
         _backend_of(model).load_weights(model, path)
+
+    def load_init(self, model: nn.Module, arch: str, path: Path) -> str:
+        """A student's starting weights, by the model's backend: a whole detector or an ImageNet backbone.
+
+        torchvision: whole-detector files (ours, torchvision's COCO files) and ImageNet classification files in
+        torchvision's layout, into the backbone body. detectron2: whole detectors, MSRA's Caffe2-named and
+        ``convert-torchvision-to-d2.py`` ImageNet backbones through detectron2's ``DetectionCheckpointer``, and the
+        student's part of mdistiller's combined teacher+student files. Each says what it loaded.
+        """
+        return _backend_of(model).load_init(model, arch, path)
 
     # -- data --------------------------------------------------------------------------------
     def build_data(self, dataset: str, data_dir: Path | None, recipe: Recipe) -> DataBundle:

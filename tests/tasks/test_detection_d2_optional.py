@@ -2,7 +2,7 @@
 
 These tests run everywhere: detectron2 is hidden (``sys.modules["detectron2"] = None`` makes every import of it
 fail) whether or not it is installed. Also the parts of the backend that need no detectron2: names, pairs,
-tap specs, recipes, pair refusals.
+tap specs, pair refusals (the ``d2_*`` recipes are in ``test_detection_presets.py``).
 """
 
 from __future__ import annotations
@@ -88,18 +88,3 @@ def test_pairs_across_backends_are_refused_from_the_names() -> None:
     TASK.check_arch_pair(R101, R18)
     for teacher, student in d2.PAIRS.values():
         assert d2.is_d2(teacher) and d2.is_d2(student)
-
-
-def test_mdistiller_solver_is_the_d2_coco_recipe() -> None:
-    """mdistiller's DKD configs: batch 8, lr 0.01, 180k iterations, decays at 120k/160k; detectron2's 1000-iteration
-    warm-up. In train2017 epochs (117,266 images with boxes): about 12, 8 and 11."""
-    r = TASK.recipe("coco", R18)
-    assert (r.batch_size, r.lr, r.weight_decay, r.momentum, r.warmup_factor) == (8, 0.01, 1e-4, 0.9, 0.001)
-    iters = -(-117_266 // 8)
-    assert r.warmup_epochs * iters == pytest.approx(1000)
-    assert abs(r.epochs * iters - 180_000) / 180_000 < 0.03
-    assert [round(120_000 / iters), round(160_000 / iters)] == list(r.milestones)
-    assert TASK.recipe("coco", R18, "2x").milestones == (16, 22)
-    # the CPU preset of torchvision's archs, at detectron2's batch-8 lr (0.02 diverged its distilled students)
-    assert TASK.recipe("shapes", MV2) == TASK.recipe("shapes", "fasterrcnn_mbv3s").updated(lr=0.01)
-    assert TASK.recipe("coco", "fasterrcnn_r18").batch_size == 16  # torchvision archs keep theirs

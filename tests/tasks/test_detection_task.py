@@ -127,11 +127,15 @@ def test_method_defaults_follow_mdistiller_detection() -> None:
     assert TASK.method_defaults("kd", "coco", t, s)["temperature"] == 1.0
     d = TASK.method_defaults("diffkd", "coco", t, s)
     assert d["distill_logits"] is False and d["use_ae"] is False and d["feat_kernel_size"] == 3
-    # FPN feature terms use PKD's scaling: standardised maps, weight 6 (mmrazor's PKD Faster R-CNN config) on the
-    # mean over the 5 FPN levels, i.e. 6 / 5 on each level's term
-    assert (d["feat_norm"], d["kd_weight"], d["diff_weight"]) == ("pkd", pytest.approx(6.0 / 5), 1.0)
+    # FPN feature terms on COCO are mmrazor's PKD: standardised maps, weight 6 on the sum over P2-P5 (P6 not
+    # distilled), no adapter (see test_detection_presets for the sources)
+    p2_p5 = ["fpn.p2", "fpn.p3", "fpn.p4", "fpn.p5"]
+    assert (d["feat_norm"], d["kd_weight"], d["diff_weight"], d["taps"]) == ("pkd", 6.0, 1.0, p2_p5)
     f = TASK.method_defaults("fitnet", "coco", t, s)
-    assert (f["feat_norm"], f["feat_weight"], f["shared"]) == ("pkd", pytest.approx(6.0 / 5), False)
+    assert (f["feat_norm"], f["feat_weight"], f["adapter"], f["taps"]) == ("pkd", 6.0, "none", p2_p5)
+    # shapes keeps its own choice: 6 over the mean of all 5 levels
+    f = TASK.method_defaults("fitnet", "shapes", *PAIRS["cpu"])
+    assert (f["feat_weight"], "adapter" in f, "taps" in f) == (pytest.approx(6.0 / 5), False, False)
 
 
 def test_pkd_scaled_feature_terms_start_near_the_detector_losses(cpu_pair: tuple) -> None:

@@ -7,7 +7,8 @@ functions mirror :mod:`tasks.detection.backend_torchvision`, so the detection ta
 ``MODEL.MOBILENETV2`` keys, the arch's yaml in ``configs/`` (whose ``_BASE_: "zoo:..."`` is detectron2's
 model-zoo config read by path from the installed package), the dataset overlay (``configs/shapes.yaml``)
 and ``ROI_HEADS.NUM_CLASSES``. The result is detectron2's own ``GeneralizedRCNN``, so model-zoo files
-load into it unchanged (``load_weights``: detectron2's ``DetectionCheckpointer``, made strict).
+load into it unchanged (``load_weights`` and students' ``load_init``: detectron2's ``DetectionCheckpointer``, made
+strict, in :mod:`.weights`).
 
 **Input.** Batches are the detection task's (RGB ``[0, 1]`` images at their original size, boxes
 ``xyxy`` with labels ``1..K``), shared with the torchvision backend. Each image is resized like
@@ -47,15 +48,13 @@ import yaml
 from torch import nn
 
 from methods.base import UserError
-from tasks.base import PairedOutput, key_mismatch, load_state_dict_file
+from tasks.base import PairedOutput
 from tasks.detection.d2 import LEVELS, entry
 
 with warnings.catch_warnings():
     # detectron2's layers script a few helpers when imported, which this torch reports as deprecated.
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     import detectron2
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
     from detectron2.config import CfgNode, get_cfg
     from detectron2.data.transforms import ResizeShortestEdge
     from detectron2.modeling import build_model as d2_build_model
@@ -64,6 +63,10 @@ with warnings.catch_warnings():
     from detectron2.utils.tracing import is_fx_tracing
 
     from tasks.detection.d2 import mobilenetv2
+
+    # the backend's weights functions live in their own module (re-exported under the contract's names)
+    from tasks.detection.d2.weights import load_init as load_init
+    from tasks.detection.d2.weights import load_weights as load_weights
 
 # detectron2's anchor generator calls torch.meshgrid without ``indexing`` (its "ij" default is what it means).
 warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
@@ -117,8 +120,9 @@ def _merge_yaml(cfg: CfgNode, path: Path) -> None:
     cfg.merge_from_other_cfg(CfgNode(data))
 
 
-def load_config(arch: str, num_classes: int, dataset: str) -> CfgNode:
-    """The frozen detectron2 config of ``arch`` for ``dataset`` with ``num_classes`` (background included)."""
+def load_config(arch: str, num_classes: int, dataset: str, init: str | None = None) -> CfgNode:
+    """The frozen detectron2 config of ``arch`` for ``dataset`` with ``num_classes`` (background included);
+    ``init="random"`` adds ``configs/random_init.yaml`` (trainable BatchNorm, nothing frozen)."""
     if num_classes < 2:
         raise UserError(f"detection needs num_classes >= 2 (background + at least one class), got {num_classes}")
     cfg = get_cfg()
@@ -127,6 +131,8 @@ def load_config(arch: str, num_classes: int, dataset: str) -> CfgNode:
     overlay = CONFIG_DIR / f"{dataset}.yaml"
     if overlay.is_file():
         _merge_yaml(cfg, overlay)
+    if init == "random":
+        _merge_yaml(cfg, CONFIG_DIR / "random_init.yaml")
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes - 1  # detectron2 counts foreground classes only
     cfg.MODEL.DEVICE = "cpu"  # the training loop moves the model
     cfg.MODEL.WEIGHTS = ""  # weights come from load_weights, never from a URL
@@ -137,9 +143,10 @@ def load_config(arch: str, num_classes: int, dataset: str) -> CfgNode:
 
 
 # -- the backend's functions (same names as backend_torchvision) -----------------------------------------
-def build_model(arch: str, num_classes: int, dataset: str) -> nn.Module:
-    """detectron2's ``GeneralizedRCNN`` for ``arch``, with ``det_arch``, ``det_backend`` and its ``d2_cfg``."""
-    cfg = load_config(arch, num_classes, dataset)
+def build_model(arch: str, num_classes: int, dataset: str, init: str | None = None) -> nn.Module:
+    """detectron2's ``GeneralizedRCNN`` for ``arch``, with ``det_arch``, ``det_backend`` and its ``d2_cfg``
+    (``init="random"``: trainable BatchNorm and no frozen stage, see :func:`load_config`)."""
+    cfg = load_config(arch, num_classes, dataset, init)
     model = d2_build_model(cfg)
     model.det_arch = arch
     model.det_backend = NAME
@@ -187,72 +194,6 @@ def check_pair(student: nn.Module, teacher: nn.Module) -> None:
     s_k, t_k = student.roi_heads.num_classes, teacher.roi_heads.num_classes
     if s_k != t_k:
         raise UserError(f"teacher and student box heads have different class counts ({t_k + 1} vs {s_k + 1})")
-
-
-class _StrictCheckpointer(DetectionCheckpointer):
-    """detectron2's checkpointer, refusing any key it would skip (fvcore only logs them).
-
-    The exceptions are detectron2's own: ``pixel_mean``/``pixel_std`` (non-persistent buffers set from the
-    config; old model-zoo files still carry them) and ``anchor_generator.cell_anchors`` of old files.
-    Checked before anything is copied, so a refused file leaves the model untouched.
-    """
-
-    def __init__(self, model: nn.Module, source: str) -> None:
-        super().__init__(model, save_to_disk=False)
-        self.source = source
-
-    def _torch_load(self, f: str) -> Any:
-        # fvcore loads with torch's weights_only default; detectron2's own .pth files hold other objects too
-        return torch.load(f, map_location="cpu", weights_only=False)
-
-    def _load_model(self, checkpoint: Any) -> Any:
-        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), Mapping):
-            raise UserError(f"checkpoint {self.source!r} holds no detectron2 'model' state dict")
-        if checkpoint.get("matching_heuristics", False):  # Caffe2/pycls files: detectron2's name matching first
-            self._convert_ndarray_to_tensor(checkpoint["model"])
-            checkpoint["model"] = align_and_update_state_dicts(
-                self.model.state_dict(), checkpoint["model"], c2_conversion=checkpoint.get("__author__") == "Caffe2"
-            )
-            checkpoint["matching_heuristics"] = False
-        state = {k.removeprefix("module."): v for k, v in checkpoint["model"].items()}
-        self._convert_ndarray_to_tensor(state)
-        checkpoint["model"] = state
-        own = self.model.state_dict()
-        why = key_mismatch(own, state, lambda k: k in ("pixel_mean", "pixel_std") or "cell_anchors" in k)
-        if why:
-            arch = getattr(self.model, "det_arch", type(self.model).__name__)
-            raise UserError(f"checkpoint {self.source!r} does not fit {arch}: {why}")
-        for k in [k for k in state if k not in own]:  # the tolerated leftovers above
-            del state[k]
-        return super()._load_model(checkpoint)
-
-
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load a detectron2 checkpoint strictly with detectron2's ``DetectionCheckpointer``.
-
-    Accepts the model zoo's ``.pkl`` (``{"model": numpy arrays, "__author__": ...}``), detectron2's
-    ``.pth`` (``{"model": state_dict, "iteration": ..., ...}``), Detectron1/Caffe2 ``.pkl`` files through
-    detectron2's own name matching (still refused unless every key is then covered), and diffbench's own
-    exports (``{"student": state_dict, ...}``, what a teacher job of a grid writes).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {str(path)!r} does not exist")
-    if path.suffix != ".pkl":
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-            raise UserError(f"checkpoint {str(path)!r} cannot be read: {err}") from None
-        if isinstance(obj, dict) and "student" in obj:
-            load_state_dict_file(model, path)
-            return
-        del obj
-    try:
-        _StrictCheckpointer(model, str(path)).load(str(path), checkpointables=[])
-    except UserError:
-        raise
-    except Exception as err:  # noqa: BLE001 - a corrupt or foreign file: one line, not a traceback
-        raise UserError(f"checkpoint {str(path)!r} cannot be loaded by detectron2's checkpointer: {err}") from None
 
 
 # -- batches -> detectron2 inputs ---------------------------------------------------------------------------
