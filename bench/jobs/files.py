@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,27 @@ def read_result(workdir: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict) or "history" not in data:
         return None
     return data
+
+
+#: The longest file name and path most file systems take (Linux's NAME_MAX and PATH_MAX, in bytes).
+NAME_MAX = 255
+PATH_MAX = 4095
+
+
+def path_problem(path: Path | str) -> str | None:
+    """Why ``path`` cannot be a folder to write into (empty, a name or path too long), or ``None``.
+
+    Checked before anything starts: an over-long name used to end in a traceback from the first ``mkdir``.
+    """
+    text = str(path)
+    if not text.strip():
+        return "is empty; give a folder (e.g. results)"
+    if len(os.fsencode(text)) > PATH_MAX:
+        return f"is {len(os.fsencode(text))} bytes long; paths are at most {PATH_MAX}"
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            return f"has a name of {len(os.fsencode(part))} bytes ({part[:40]}...); names are at most {NAME_MAX}"
+    return None
 
 
 #: ``errno`` values that mean "the disk cannot take this write" (a re-run after freeing space resumes).
