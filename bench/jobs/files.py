@@ -84,6 +84,8 @@ def is_write_error(err: BaseException) -> bool:
         text = str(err).lower()
         if "database or disk is full" in text or "readonly database" in text or "disk i/o error" in text:
             return True
+        if "unable to open database file" in text:  # an immutable store (chattr +i) refuses even to open for writing
+            return True
         if "no space left on device" in text or "read-only file system" in text or "file too large" in text:
             return True
         err = err.__cause__ or err.__context__
