@@ -73,7 +73,7 @@ def run_grid(
         KeyboardInterrupt: Ctrl-C (:class:`~.signals.Terminated` for SIGTERM), after marking running jobs KILLED.
         StorageFull: the disk or store stopped taking writes; what could be marked is marked.
     """
-    from bench.execute.preflight import check_device, preflight
+    from bench.execute.preflight import check_device, check_machine, preflight
 
     console = console or Console()
     workers = options.workers
@@ -86,6 +86,8 @@ def run_grid(
     device_tag = check_device(options)
     ray = options.executor == "ray"
     gpus_per_job = 1.0 if ray and device_tag == "cuda" and options.gpus_per_job == 0 else options.gpus_per_job
+    if ray and not options.address:
+        check_machine(options, gpus_per_job)  # a local Ray instance has this machine's CPUs and GPUs, no more
     if ray and options.address and options.address != "auto":
         from bench.execute.ray_tune import check_reachable
 

@@ -71,6 +71,11 @@ def _teacher(t: Path, arch: str, garbage: bool = False) -> str:
     return str(path)
 
 
+def _cpus() -> int:
+    """The CPUs a local Ray instance would get here."""
+    return len(os.sched_getaffinity(0))
+
+
 def _file(t: Path, name: str, data: bytes) -> str:
     path = t / name
     path.write_bytes(data)
@@ -250,6 +255,12 @@ CASES: list[Case] = [
         *RUN, "--tracking-uri", f"sqlite:///{_file(t, 'plain', b'x')}/x/mlflow.db"]),  # fmt: skip
     ("run: --config /dev/zero", lambda t: [*RUN, "--config", "/dev/zero"]),
     ("run: --config a folder", lambda t: [*RUN, "--config", str(t)]),
+    # resources no local Ray instance can meet: refused before Ray starts
+    ("run: --cpus-per-job 99 (more than this machine)", lambda t: [*RUN, "--cpus-per-job", str(_cpus() + 97)]),
+    ("run: --workers-per-job above this machine's CPUs", lambda t: [
+        *RUN, "--workers-per-job", str(_cpus() + 1), "--batch-size", str(8 * (_cpus() + 1))]),  # fmt: skip
+    ("run: workers x CPUs above this machine's CPUs", lambda t: [
+        *RUN, "--workers-per-job", "2", "--cpus-per-job", str(2 * _cpus() + 2), "--batch-size", "16"]),  # fmt: skip
 ]
 
 #: Values that must be *accepted*, read as numbers: ``(name, arguments, recipe field, expected value)``. YAML 1.1
