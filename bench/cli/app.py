@@ -33,9 +33,16 @@ class _OneLineErrors(TyperGroup):
              **extra: Any) -> Any:  # fmt: skip
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except typer.Abort:
-            error_line("aborted")
-            rv = 1
+        except typer.Abort as err:
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, KeyboardInterrupt):  # Ctrl-C or SIGTERM before a grid's own handling began
+                from bench.execute.signals import exit_code
+
+                console.print("[yellow]interrupted[/]", highlight=False)
+                rv = exit_code(cause)
+            else:
+                error_line("aborted")
+                rv = 1
         except Exception as err:
             # Click's exceptions (vendored by newer Typer as typer._click): a message and an exit code.
             if not (hasattr(err, "format_message") and hasattr(err, "exit_code")):

@@ -29,6 +29,7 @@ from bench.execute import events as ev
 from bench.execute.job_state import JobState
 from bench.execute.lock import OutputLock
 from bench.execute.progress import GridProgress
+from bench.execute.signals import raise_pending
 from bench.jobs.files import RESULT, STUDENT, StorageFull, job_dir, previous_path, read_result
 from bench.jobs.spec import JobSpec
 from bench.tracking import schema
@@ -164,7 +165,12 @@ class GridRun:
 
     # -- events ------------------------------------------------------------------------------
     def handle(self, spec: JobSpec, event: ev.Event) -> None:
-        """One event of a running job (:mod:`.events`), from whichever executor runs it."""
+        """One event of a running job (:mod:`.events`), from whichever executor runs it.
+
+        An interrupt a finaliser swallowed is raised here (:func:`~.signals.raise_pending`): the grid stops instead
+        of training on.
+        """
+        raise_pending()
         if isinstance(event, ev.Begin):
             self.on_begin(spec, event.resumed_after)
         elif isinstance(event, ev.Epoch):
@@ -175,6 +181,7 @@ class GridRun:
             self.on_fail(spec, event.reason, storage=event.storage)
 
     def on_start(self, spec: JobSpec) -> None:
+        raise_pending()
         st = self.states[spec.job_hash]
         st.attempts += 1
         if st.run_id is None:
@@ -251,6 +258,7 @@ class GridRun:
 
     def on_step(self, spec: JobSpec, epoch: int, step: int, steps: int, loss: float) -> None:
         """Progress inside an epoch (jobs running in this process report every step)."""
+        raise_pending()
         st = self.states[spec.job_hash]
         st.step, st.steps = step, steps
         if loss == loss:  # not NaN
