@@ -6,6 +6,7 @@
 | ``report``, ``ui`` | :mod:`bench.cli.report` |
 | ``eval``, ``export`` | :mod:`bench.cli.checkpoints` |
 | ``list`` | :mod:`bench.cli.listing` |
+| ``doctor`` | :mod:`bench.cli.doctor` |
 | ``speed`` | :mod:`bench.cli.speed` |
 
 Every command turns a :class:`~methods.errors.UserError` into one red line on stderr and exit code 2
@@ -21,7 +22,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from bench.cli import checkpoints, listing, report, run, speed
+from bench.cli import checkpoints, doctor, listing, report, run, speed
 from bench.cli.options import console, error_line
 
 
@@ -98,6 +99,7 @@ app.command("ui")(report.ui)
 app.command("eval")(checkpoints.eval_cmd)
 app.command("export")(checkpoints.export_cmd)
 app.command("list")(listing.list_cmd)
+app.command("doctor")(doctor.doctor)
 app.command("speed")(speed.speed)
 
 
