@@ -191,18 +191,3 @@ def received(signum: int) -> KeyboardInterrupt:
 def exit_code(err: KeyboardInterrupt) -> int:
     """130 for Ctrl-C, 143 for SIGTERM (also when Tune re-raised it as a plain KeyboardInterrupt)."""
     return EXIT_TERMINATED if isinstance(err, Terminated) or SIGNALLED.is_set() else EXIT_INTERRUPTED
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM as :class:`Terminated` for a block run outside :func:`interrupts` (``diffbench train --workers``).
-
-    Inside :func:`interrupts` the handlers are already ours; this only puts them back (a library may have replaced
-    them).
-    """
-    if _STATE.installed:
-        reinstall()
-        yield
-        return
-    with interrupts():
-        yield

@@ -1,8 +1,9 @@
 """Interrupts at any moment end a grid in one line with 130 (Ctrl-C) or 143 (SIGTERM), the lock released and no run
 left RUNNING; a second Ctrl-C ends it at once, without a traceback; the same command then resumes.
 
-Each case starts ``diffbench run`` in a subprocess through a small wrapper that pauses it at one start-up phase (the
-wrapper patches the phase's function; nothing in diffbench knows about it), sends the signal there, and checks
+Each case starts ``diffbench run`` in a subprocess through a small wrapper that pauses it at one start-up phase
+(:data:`bench.perf.fault_matrix.PAUSE_WRAPPER` patches the phase's function; nothing in diffbench knows about it),
+sends the signal there, and checks
 what a user sees and what the output folder holds. Grids are tiny (digits, resnet8, 2 steps per epoch).
 """
 
@@ -21,74 +22,17 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from bench.cli.app import app
+from bench.perf.fault_matrix import PAUSE_WRAPPER
 
 REPO = Path(__file__).resolve().parents[2]
 GRID = ["--dataset", "digits", "--pairs", "resnet8:resnet8", "--methods", "kd", "--batch-size", "16",
         "--max-steps", "2"]  # fmt: skip
 
-#: Runs ``diffbench`` with one phase made slow: PAUSE_AT names it; "PAUSED" on stdout says the process is there.
-WRAPPER = r"""
-import os, sys, time
-phase = os.environ.get("PAUSE_AT", "")
-
-def pause():
-    print("PAUSED", flush=True)
-    time.sleep(60)
-
-if phase in ("preflight", "store", "ray"):
-    import bench.execute.driver as driver
-    status = driver._status
-    words = {"preflight": "checking the data", "store": "opening the MLflow store", "ray": "starting Ray"}[phase]
-    def slow_status(console, text):
-        status(console, text)
-        if words in text:
-            pause()
-    driver._status = slow_status
-elif phase == "plan":
-    from bench.execute.state import GridRun
-    plan = GridRun.plan
-    def slow_plan(self, *a, **kw):
-        todo = plan(self, *a, **kw)
-        pause()
-        return todo
-    GridRun.plan = slow_plan
-elif phase == "finaliser":
-    # The store opens while a finaliser runs: a signal raised there is "ignored" by Python and used to be lost.
-    from bench.tracking import tracker
-    init = tracker.Tracker.__init__
-    class Finalised:
-        def __del__(self):
-            pause()
-    def slow_init(self, *a, **kw):
-        init(self, *a, **kw)
-        Finalised()
-    tracker.Tracker.__init__ = slow_init
-elif phase == "ray.shutdown":
-    import ray
-    ray_shutdown = ray.shutdown
-    def slow_ray_shutdown(*a, **kw):
-        pause()
-        return ray_shutdown(*a, **kw)
-    ray.shutdown = slow_ray_shutdown
-elif phase == "ray.init":
-    import ray
-    ray_init = ray.init
-    def slow_ray_init(*a, **kw):  # Ray has installed whatever handlers it installs by now
-        out = ray_init(*a, **kw)
-        pause()
-        return out
-    ray.init = slow_ray_init
-from bench.cli.app import main
-sys.argv = ["diffbench", *sys.argv[1:]]
-main()
-"""
-
-
 class Driver:
     """A ``diffbench run`` subprocess whose output lines are collected as they come."""
 
     def __init__(self, out: Path, *args: str, pause_at: str = "", epochs: int = 30) -> None:
-        cmd = [sys.executable, "-c", WRAPPER, "run", "--output", str(out), "--epochs", str(epochs), *GRID, *args]
+        cmd = [sys.executable, "-c", PAUSE_WRAPPER, "run", "--output", str(out), "--epochs", str(epochs), *GRID, *args]
         env = {**os.environ, "PAUSE_AT": pause_at, "RAY_DEDUP_LOGS": "0"}
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)  # fmt: skip
