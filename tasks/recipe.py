@@ -20,6 +20,19 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 PIPELINES = ("auto", "device", "pil")
 
 
+def _whole_numbers(name: str, values: Any) -> tuple[int, ...]:
+    """Milestones as a tuple of integers >= 0; one line for text, booleans or fractions (not a traceback).
+
+    Text that reads as a number was made one before (:func:`bench.jobs.values.scalar`); what is left here is not.
+    """
+    if isinstance(values, str | bool) or not isinstance(values, list | tuple):
+        raise UserError(f"recipe {name} must be a list of integers, got {values!r}")
+    for m in values:
+        if isinstance(m, bool) or not isinstance(m, int | float) or m < 0 or not float(m).is_integer():
+            raise UserError(f"recipe {name} must be a list of integers >= 0, got {list(values)!r}")
+    return tuple(int(m) for m in values)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A training recipe: optimiser, schedule and batch. Presets live with each task.
@@ -107,11 +120,11 @@ class Recipe:
         ebs = self.eval_batch_size
         if ebs is not None and (not isinstance(ebs, int) or isinstance(ebs, bool) or ebs < 1):
             raise UserError(f"recipe eval_batch_size must be an integer >= 1, got {self.eval_batch_size!r}")
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        object.__setattr__(self, "milestones", _whole_numbers("milestones", self.milestones))
         if self.max_iters is not None and (not isinstance(self.max_iters, int) or isinstance(self.max_iters, bool)
                                            or self.max_iters < 1):  # fmt: skip
             raise UserError(f"recipe max_iters must be an integer >= 1, got {self.max_iters!r}")
-        object.__setattr__(self, "iter_milestones", tuple(int(m) for m in self.iter_milestones))
+        object.__setattr__(self, "iter_milestones", _whole_numbers("iter_milestones", self.iter_milestones))
         if self.iter_milestones and self.milestones:
             raise UserError("recipe: give milestones (epochs) or iter_milestones (iterations), not both")
 

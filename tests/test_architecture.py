@@ -69,6 +69,7 @@ ANSWERS = [
     ["list", "datasets"],
     ["list", "presets"],
     ["list", "tasks"],
+    ["doctor", "--help"],
 ]
 
 USAGE_ERRORS = [
@@ -91,6 +92,8 @@ USAGE_ERRORS = [
     (["list", "thing"], "unknown thing to list"),
     (["report", "--task", "detecton"], "did you mean 'detection'"),
     (["ui", "--output", "/nonexistent/folder"], "no MLflow store"),
+    (["doctor", "--output", "/nonexistent/folder"], "does not exist"),
+    (["run", "--set", "recipe.epochs=true", "--dry-run"], "recipe epochs must be an integer"),
 ]
 
 
@@ -115,3 +118,11 @@ def test_report_reads_a_store_without_torch(no_torch, store):
     proc = _cli(no_torch, "report", "--output", str(store), "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     assert "resnet8x4" in proc.stdout and "kd" in proc.stdout
+
+
+def test_doctor_reads_a_store_without_torch(no_torch, store):
+    """The store's runs finished but their folders are gone (and no artifacts hold them): doctor says so, exit 1."""
+    proc = _cli(no_torch, "doctor", "--output", str(store))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "missing" in proc.stdout and "retrains it" in " ".join(proc.stdout.split()), proc.stdout
+    assert "blocked by the test" not in proc.stdout + proc.stderr

@@ -6,6 +6,7 @@
 | ``report``, ``ui`` | :mod:`bench.cli.report` |
 | ``eval``, ``export`` | :mod:`bench.cli.checkpoints` |
 | ``list`` | :mod:`bench.cli.listing` |
+| ``doctor`` | :mod:`bench.cli.doctor` |
 | ``speed`` | :mod:`bench.cli.speed` |
 
 Every command turns a :class:`~methods.errors.UserError` into one red line on stderr and exit code 2
@@ -21,7 +22,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from bench.cli import checkpoints, listing, report, run, speed
+from bench.cli import checkpoints, doctor, listing, report, run, speed
 from bench.cli.options import console, error_line
 
 
@@ -33,9 +34,16 @@ class _OneLineErrors(TyperGroup):
              **extra: Any) -> Any:  # fmt: skip
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except typer.Abort:
-            error_line("aborted")
-            rv = 1
+        except typer.Abort as err:
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, KeyboardInterrupt):  # Ctrl-C or SIGTERM before a grid's own handling began
+                from bench.execute.signals import exit_code
+
+                console.print("[yellow]interrupted[/]", highlight=False)
+                rv = exit_code(cause)
+            else:
+                error_line("aborted")
+                rv = 1
         except Exception as err:
             # Click's exceptions (vendored by newer Typer as typer._click): a message and an exit code.
             if not (hasattr(err, "format_message") and hasattr(err, "exit_code")):
@@ -91,6 +99,7 @@ app.command("ui")(report.ui)
 app.command("eval")(checkpoints.eval_cmd)
 app.command("export")(checkpoints.export_cmd)
 app.command("list")(listing.list_cmd)
+app.command("doctor")(doctor.doctor)
 app.command("speed")(speed.speed)
 
 

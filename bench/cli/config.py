@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.cli.options import NUMERIC
 from bench.jobs.compat import RENAMED_CONFIG_KEYS
 from methods.errors import UserError
 
@@ -56,6 +57,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config {str(path)!r} is a folder, not a YAML file")
+    if path.exists() and not path.is_file():  # /dev/zero would be read forever
+        raise UserError(f"config {str(path)!r} is not a regular file (a device, pipe or socket); expected a YAML file")
     if not path.is_file():
         raise UserError(f"config {str(path)!r} does not exist")
     try:
@@ -101,7 +106,9 @@ def effective(ctx: Any, config: Path | None) -> dict[str, Any]:
         if _given_on_command_line(ctx, param.name):
             continue
         raw = _as_strings(key, value) if getattr(param, "multiple", False) else value
-        if isinstance(raw, list | tuple) and not getattr(param, "multiple", False):
+        if param.name in NUMERIC and raw is not None:
+            raw = _number(config, key, param.name, raw)  # epochs: [3] and epochs: true are refused, 1e30 read
+        elif isinstance(raw, list | tuple) and not getattr(param, "multiple", False):
             raw = ",".join(str(v) for v in raw)  # a YAML list for a comma-list flag (seeds: [0, 1, 2])
         try:
             params[param.name] = None if raw is None else _convert(param, ctx, raw)
@@ -109,6 +116,18 @@ def effective(ctx: Any, config: Path | None) -> dict[str, Any]:
             message = err.format_message() if hasattr(err, "format_message") else str(err)
             raise UserError(f"config {str(config)!r}: {key}: {message}") from None
     return params
+
+
+def _number(config: Path, key: str, name: str, value: Any) -> Any:
+    """A YAML value of a numeric option through the option's own number parser (:data:`~.options.NUMERIC`).
+
+    YAML 1.1 reads ``1e-4`` and ``1.0e30`` as text, and a list or a boolean would otherwise pass a flag's
+    conversion (``[3]`` joined to ``"3"``, ``true`` read as 1): text ``float()`` reads is a number, the rest refused.
+    """
+    try:
+        return NUMERIC[name](value)
+    except UserError as err:
+        raise UserError(f"config {str(config)!r}: {key}: {str(err).split(' ', 1)[1]}") from None
 
 
 def _convert(param: Any, ctx: Any, value: Any) -> Any:

@@ -64,6 +64,41 @@ def load_plugins(modules: list[str] | None) -> None:
 
 
 # -- declaring options once ---------------------------------------------------------------------------------------
+#: Options whose values are numbers, by parameter name: the function that reads one (a :class:`UserError` for a bad
+#: value). A flag and its YAML key go through it (:mod:`bench.cli.config`), so ``epochs: [3]`` and ``epochs: true``
+#: are refused like ``--epochs x``, and ``1e30`` is a number in both.
+NUMERIC: dict[str, Callable[[Any], Any]] = {}
+
+
+def numeric(name: str, flag: str, *, integer: bool = False, low: float | None = None,
+            high: float | None = None) -> Callable[[Any], Any]:  # fmt: skip
+    """The flag parser of a numeric option (:func:`bench.jobs.values.number`); registers its reader in NUMERIC."""
+
+    def read(value: Any) -> Any:
+        from bench.jobs.values import number
+
+        return number(value, flag, integer=integer, low=low, high=high, finite=False)
+
+    def parse(value: Any) -> Any:
+        try:
+            return read(value)
+        except UserError as err:
+            raise typer.BadParameter(str(err).removeprefix(f"{flag} ")) from None
+
+    parse.__name__ = "integer" if integer else "number"
+    NUMERIC[name] = read
+    return parse
+
+
+def num_option(name: str, annotation: Any, default: Any, flag: str, *, help: str, panel: str | None = None,
+               integer: bool = False, low: float | None = None, high: float | None = None,
+               **kw: Any) -> inspect.Parameter:  # fmt: skip
+    """A numeric option: :func:`option` with the one number parser (``--lr 1e-4``, ``--epochs 1e3``)."""
+    parser = numeric(name, flag, integer=integer, low=low, high=high)
+    return option(name, annotation, default, flag, help=help, panel=panel, parser=parser, metavar=
+                  "INTEGER" if integer else "FLOAT", **kw)  # fmt: skip
+
+
 def option(name: str, annotation: Any, default: Any, *flags: str, help: str, panel: str | None = None,
            **kw: Any) -> inspect.Parameter:  # fmt: skip
     """One option as a command parameter: ``option("epochs", int | None, None, "--epochs", help=...)``."""
@@ -109,12 +144,14 @@ RECIPE_FLAGS = [
     option("sets", list[str] | None, None, "--set", panel=RECIPE,
            help="SCOPE.NAME=VALUE, scope a method, recipe or teacher: --set dkd.beta=6, "
            "--set recipe.weight_decay=1e-4, --set teacher.epochs=40 (repeatable)."),
-    option("epochs", int | None, None, "--epochs", help="Training epochs (default: the recipe preset's).",
-           panel=RECIPE),
-    option("batch_size", int | None, None, "--batch-size", help="Global batch size (default: the recipe preset's).",
-           panel=RECIPE),
-    option("lr", float | None, None, "--lr", help="Base learning rate (default: the recipe preset's).", panel=RECIPE),
-    option("max_steps", int | None, None, "--max-steps", help="Cap on steps per epoch (smoke runs).", panel=RECIPE),
+    num_option("epochs", int | None, None, "--epochs", integer=True, panel=RECIPE,
+               help="Training epochs (default: the recipe preset's)."),
+    num_option("batch_size", int | None, None, "--batch-size", integer=True, panel=RECIPE,
+               help="Global batch size (default: the recipe preset's)."),
+    num_option("lr", float | None, None, "--lr", help="Base learning rate (default: the recipe preset's).",
+               panel=RECIPE),
+    num_option("max_steps", int | None, None, "--max-steps", integer=True, panel=RECIPE,
+               help="Cap on steps per epoch (smoke runs)."),
     option("scale_lr", str | None, None, "--scale-lr", panel=RECIPE,
            help="none (default: the recipe's lr) | linear: lr x batch / the preset's batch."),
 ]  # fmt: skip
@@ -141,10 +178,21 @@ CONFIG = [
            "(repeatable or comma list; installed entry points load anyway)."),
 ]  # fmt: skip
 
+
+def output_folder(value: Any) -> Path:
+    """``--output``: a folder, refused in one line when empty (``''`` would mean the current folder) or too long."""
+    from bench.jobs.files import path_problem
+
+    problem = path_problem(str(value))
+    if problem:
+        raise typer.BadParameter(problem)
+    return Path(value)
+
+
 #: Where results go and how they are tracked (every command that trains or reads runs).
 OUTPUT = [
     option("output", Path, Path("results"), "--output", "-o", help="Output folder (jobs, MLflow store, reports).",
-           panel=TRACK),
+           panel=TRACK, parser=output_folder, metavar="PATH"),
     option("tracking_uri", str | None, None, "--tracking-uri", help="MLflow server; default: OUTPUT/mlflow.db.",
            panel=TRACK),
     option("experiment", str, "diffbench", "--experiment", help="MLflow experiment name.", panel=TRACK),
@@ -179,17 +227,18 @@ GRID_FLAGS = [
 #: How a grid's jobs run (``run``, ``tune``).
 EXECUTION = [
     option("executor", str, "ray", "--executor", help="ray | local (one job at a time, in this process)", panel=RUN),
-    option("cpus_per_job", float | None, None, "--cpus-per-job", panel=RUN,
-           help="Default: the cluster's CPUs shared by the stage's jobs."),
-    option("gpus_per_job", float, 0.0, "--gpus-per-job", help="Fractions share a GPU, e.g. 0.25.", panel=RUN),
-    option("max_concurrent", int | None, None, "--max-concurrent", help="Jobs at once (default: as many as fit).",
-           panel=RUN),
-    option("max_failures", int, 1, "--max-failures", help="Retries of a crashed job (from its checkpoint).",
-           panel=RUN, min=0),
+    num_option("cpus_per_job", float | None, None, "--cpus-per-job", panel=RUN,
+               help="CPUs of each job, split between its data-parallel workers (default: the cluster's CPUs shared "
+               "by the stage's jobs)."),
+    num_option("gpus_per_job", float, 0.0, "--gpus-per-job", help="Fractions share a GPU, e.g. 0.25.", panel=RUN),
+    num_option("max_concurrent", int | None, None, "--max-concurrent", integer=True, panel=RUN,
+               help="Jobs at once (default: as many as fit)."),
+    num_option("max_failures", int, 1, "--max-failures", help="Retries of a crashed job (from its checkpoint).",
+               panel=RUN, integer=True),
     option("address", str | None, None, "--address", help="Join a Ray cluster: auto or HOST:PORT.", panel=RUN),
-    option("workers_per_job", int | None, None, "--workers-per-job", panel=RUN,
-           help="Data-parallel workers per job (Ray Train; CPU workers unless --gpus-per-job gives them GPUs). "
-           "The batch is global."),
+    num_option("workers_per_job", int | None, None, "--workers-per-job", panel=RUN, integer=True,
+               help="Data-parallel workers per job (Ray Train; CPU workers unless --gpus-per-job gives them GPUs). "
+               "The batch is global."),
     *DEVICE,
     *OUTPUT,
     option("log_model", bool, True, "--log-model/--no-log-model", envvar="DIFFBENCH_LOG_MODEL", panel=TRACK,

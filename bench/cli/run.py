@@ -33,12 +33,13 @@ from bench.cli.options import (
     console,
     error_line,
     load_plugins,
+    num_option,
     option,
     run_options,
     user_errors,
     with_options,
 )
-from bench.execute.signals import exit_code
+from bench.execute.signals import acknowledge, exit_code, interrupts, shutdown_ray
 from bench.jobs.overrides import RECIPE_SCOPES, parse_checkpoints, parse_sets, recipe_overrides, split_list
 from methods import catalog
 from methods.errors import UserError
@@ -65,12 +66,14 @@ TRAIN_FLAGS = [
            help="The student's starting weights (a whole model or an ImageNet backbone), or 'random'."),
     option("preset", str | None, None, "--preset", help="Recipe preset (see `diffbench list presets`).",
            panel=RECIPE),
-    option("seed", int, 0, "--seed", help="The job's random seed.", panel=GRID),
+    num_option("seed", int, 0, "--seed", help="The job's random seed (0..2^32-1).", panel=GRID, integer=True,
+               low=0, high=2**32 - 1),
     *RECIPE_FLAGS,
-    option("num_workers", int | None, None, "--num-workers", help="Data-loader worker processes.", panel=RECIPE),
+    num_option("num_workers", int | None, None, "--num-workers", help="Data-loader worker processes.", panel=RECIPE,
+               integer=True),
     *SPEED_FLAGS,
-    option("workers", int, 1, "--workers", help="Data-parallel workers (Ray Train, DDP); the batch is global.",
-           panel=RUN),
+    num_option("workers", int, 1, "--workers", help="Data-parallel workers (Ray Train, DDP); the batch is global.",
+               panel=RUN, integer=True),
     *CONFIG,
     *OUTPUT,
     *DEVICE,
@@ -129,16 +132,25 @@ def _print_plan(jobs: list[Any], as_json: bool) -> None:
 
 
 def grid_exit(start: Callable[[], int]) -> int:
-    """Run a grid; its exit code: 0, 1 (jobs failed), 3 (storage), 130 (Ctrl-C) or 143 (SIGTERM)."""
+    """Run a grid; its exit code: 0, 1 (jobs failed), 3 (storage), 130 (Ctrl-C) or 143 (SIGTERM).
+
+    Ctrl-C and SIGTERM are handled from the first second to the last (:func:`~bench.execute.signals.interrupts`):
+    whenever they come, the grid ends with one line (a second interrupt: one more, and at once).
+    """
     from bench.jobs.files import StorageFull
 
-    try:
-        failed = start()
-    except KeyboardInterrupt as err:
-        return exit_code(err)
-    except StorageFull as err:
-        error_line(str(err))
-        return EXIT_STORAGE
+    with interrupts():
+        try:
+            failed = start()
+        except KeyboardInterrupt as err:
+            acknowledge()
+            console.print("[yellow]interrupted[/]: finished jobs are kept; run the same command again to resume",
+                          highlight=False)  # fmt: skip
+            shutdown_ray()  # the graceful wait; a second Ctrl-C skips it (one more line, same exit code)
+            return exit_code(err)
+        except StorageFull as err:
+            error_line(str(err))
+            return EXIT_STORAGE
     return EXIT_JOBS_FAILED if failed else 0
 
 
@@ -155,29 +167,30 @@ def run(ctx: typer.Context, params: dict[str, Any]) -> None:
     Exit code: 0 when every job finished, 1 when some failed, 2 for bad input (nothing started),
     3 when the output folder or MLflow store stopped taking writes, 130 after Ctrl-C, 143 after SIGTERM.
     """
-    p = effective(ctx, params.get("config"))
-    load_plugins(p.get("imports"))
-    options = run_options(p)
-    from bench.jobs.grid import expand
+    with interrupts():  # Ctrl-C and SIGTERM from the first second: one line, 130 / 143
+        p = effective(ctx, params.get("config"))
+        load_plugins(p.get("imports"))
+        options = run_options(p)
+        from bench.jobs.grid import expand
 
-    if p.get("as_json") and not p.get("dry_run"):
-        raise UserError("--json prints the plan of --dry-run; add --dry-run")
-    grid = grid_of(p)
-    jobs = expand(grid, device="cpu")  # every name and value checked, before torch is imported
-    if options.device != "cpu":
-        from bench.execute.preflight import check_device
+        if p.get("as_json") and not p.get("dry_run"):
+            raise UserError("--json prints the plan of --dry-run; add --dry-run")
+        grid = grid_of(p)
+        jobs = expand(grid, device="cpu")  # every name and value checked, before torch is imported
+        if options.device != "cpu":
+            from bench.execute.preflight import check_device
 
-        device = check_device(options).split(":")[0]
-        if device != "cpu":
-            jobs = expand(grid, device=device)  # the recipes' automatic speed settings follow the device
-    if p.get("dry_run"):
-        _print_plan(jobs, bool(p.get("as_json")))
-        return
-    config_text = resolved_yaml(ctx, p, {"jobs": [f"{j.job_hash} {j.label}" for j in jobs]})
-    command = command_line(ctx, p)
-    from bench.execute.driver import run_grid
+            device = check_device(options).split(":")[0]
+            if device != "cpu":
+                jobs = expand(grid, device=device)  # the recipes' automatic speed settings follow the device
+        if p.get("dry_run"):
+            _print_plan(jobs, bool(p.get("as_json")))
+            return
+        config_text = resolved_yaml(ctx, p, {"jobs": [f"{j.job_hash} {j.label}" for j in jobs]})
+        command = command_line(ctx, p)
+        from bench.execute.driver import run_grid
 
-    raise typer.Exit(grid_exit(lambda: run_grid(jobs, options, console, config_text=config_text, command=command)))
+        raise typer.Exit(grid_exit(lambda: run_grid(jobs, options, console, config_text=config_text, command=command)))
 
 
 def train_job(p: dict[str, Any]) -> Any:
@@ -224,25 +237,26 @@ def train(ctx: typer.Context, params: dict[str, Any]) -> None:
     student (weights only) to OUTPUT/jobs/<job hash>/. With --workers N the job runs as N data-parallel
     workers on Ray Train (one GPU each on CUDA, gloo on CPU), the recipe's batch split between them.
     """
-    p = effective(ctx, params.get("config"))
-    load_plugins(p.get("imports"))
-    if not p.get("student"):
-        raise UserError("train needs --student (or `student:` in --config)")
-    if p["workers"] < 1:
-        raise UserError(f"--workers must be at least 1, got {p['workers']}")
-    options = run_options({**p, "executor": "local", "max_failures": 0})
-    spec = train_job(p)
-    if p["workers"] != 1:
-        _train_workers(spec, options, p["workers"])
-        return
-    from bench.execute.driver import run_grid
-    from bench.jobs.files import job_dir, read_result
+    with interrupts():  # Ctrl-C and SIGTERM from the first second: one line, 130 / 143
+        p = effective(ctx, params.get("config"))
+        load_plugins(p.get("imports"))
+        if not p.get("student"):
+            raise UserError("train needs --student (or `student:` in --config)")
+        if p["workers"] < 1:
+            raise UserError(f"--workers must be at least 1, got {p['workers']}")
+        options = run_options({**p, "executor": "local", "max_failures": 0})
+        spec = train_job(p)
+        if p["workers"] != 1:
+            _train_workers(spec, options, p["workers"])
+            return
+        from bench.execute.driver import run_grid
+        from bench.jobs.files import job_dir, read_result
 
-    code = grid_exit(lambda: run_grid([spec], options, console, command=command_line(ctx, p)))
-    result = read_result(job_dir(options.output.resolve(), spec.job_hash))
-    if result is not None:
-        _result_table(spec.label, result)
-    raise typer.Exit(code)
+        code = grid_exit(lambda: run_grid([spec], options, console, command=command_line(ctx, p)))
+        result = read_result(job_dir(options.output.resolve(), spec.job_hash))
+        if result is not None:
+            _result_table(spec.label, result)
+        raise typer.Exit(code)
 
 
 def _result_table(title: str, result: dict[str, Any]) -> None:

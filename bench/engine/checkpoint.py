@@ -72,10 +72,24 @@ def load_checkpoint(path: Path, log: Callable[[str], None]) -> dict[str, Any] | 
     return None
 
 
-def student_file_loads(path: Path) -> bool:
-    """Whether ``path`` is a student file that loads (a teacher's ``student.pt`` is read by its students)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - any unreadable file counts as missing
-        return False
-    return isinstance(obj, dict) and "student" in obj
+def student_record(spec: Any, weights: dict[str, torch.Tensor], num_classes: int) -> dict[str, Any]:
+    """What a student file (``student.pt``, ``student_best.pt``) holds: the weights, and what they are."""
+    return {
+        "student": weights,
+        "arch": spec.student,
+        "task": spec.task,
+        "dataset": spec.dataset,
+        "num_classes": num_classes,
+        "job": spec.to_dict(),
+    }
+
+
+def export_from_checkpoint(checkpoint: Path, spec: Any, dest: Path, num_classes: int) -> int:
+    """Write ``dest`` (a job's ``student.pt``) from the student weights of its training checkpoint; the epoch.
+
+    The last epoch's checkpoint holds exactly the weights the loop exported when the job finished, so a deleted or
+    damaged ``student.pt`` of a finished job is made again from it as the loop makes it (:func:`student_record`).
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    save_atomic(student_record(spec, state["student"], num_classes), dest)
+    return int(state["epoch"])

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from bench.engine.build import Built, build_job, make_optimizer, seed_everything, set_lr
-from bench.engine.checkpoint import load_checkpoint, save_atomic
+from bench.engine.checkpoint import load_checkpoint, save_atomic, student_record
 from bench.engine.device import pick_device
 from bench.engine.distributed import Dist
 from bench.engine.step import NonFinite, Stepper
@@ -347,6 +347,7 @@ def _save_checkpoint(
             "best": state.best,
             "extra": state.extra,
             "spec": spec.to_dict(),
+            "num_classes": built.num_classes,  # so the student file can be made again from it alone
         },
         path,
         keep_previous=True,
@@ -400,12 +401,5 @@ def _tee(log: Callable[[str], None], path: Path) -> Callable[[str], None]:
 
 
 def _export(spec: JobSpec, built: Built) -> dict[str, Any]:
-    """The student's weights only (no method extras, no optimiser), plus what it is."""
-    return {
-        "student": _unwrapped_state(built.student),
-        "arch": spec.student,
-        "task": spec.task,
-        "dataset": spec.dataset,
-        "num_classes": built.num_classes,
-        "job": spec.to_dict(),
-    }
+    """The student's weights only (no method extras, no optimiser), plus what it is (:func:`student_record`)."""
+    return student_record(spec, _unwrapped_state(built.student), built.num_classes)

@@ -28,7 +28,7 @@ from rich.markup import escape
 
 from bench.execute.lock import OutputLock, prepare_output
 from bench.execute.options import RunOptions
-from bench.execute.signals import SIGNALLED, Terminated, sigterm_as_interrupt
+from bench.execute.signals import SIGNALLED, Terminated, cleanup, raise_pending
 from bench.execute.state import GridRun
 from bench.jobs.files import StorageFull, describe_os_error, is_write_error
 from bench.jobs.spec import JobSpec
@@ -73,7 +73,7 @@ def run_grid(
         KeyboardInterrupt: Ctrl-C (:class:`~.signals.Terminated` for SIGTERM), after marking running jobs KILLED.
         StorageFull: the disk or store stopped taking writes; what could be marked is marked.
     """
-    from bench.execute.preflight import check_device, preflight
+    from bench.execute.preflight import check_device, check_machine, preflight
 
     console = console or Console()
     workers = options.workers
@@ -86,6 +86,8 @@ def run_grid(
     device_tag = check_device(options)
     ray = options.executor == "ray"
     gpus_per_job = 1.0 if ray and device_tag == "cuda" and options.gpus_per_job == 0 else options.gpus_per_job
+    if ray and not options.address:
+        check_machine(options, gpus_per_job)  # a local Ray instance has this machine's CPUs and GPUs, no more
     if ray and options.address and options.address != "auto":
         from bench.execute.ray_tune import check_reachable
 
@@ -94,40 +96,57 @@ def run_grid(
     _status(console, f"checking the data and teacher checkpoints of {len(jobs)} jobs")
     preflight(jobs, options.output, console)
     output = prepare_output(options.output)
-    with OutputLock(output) as lock, sigterm_as_interrupt():
-        _status(console, f"opening the MLflow store in {output}")
-        from bench.tracking.tracker import Tracker
+    lock = OutputLock(output)
+    try:
+        lock.acquire()
+        return _locked(jobs, options, console, config_text, command, lock, device_tag, gpus_per_job)
+    except KeyboardInterrupt:
+        with cleanup():  # a second interrupt waits for the lock to be released, then exits
+            lock.release()
+        raise
+    finally:
+        lock.release()
 
-        tracker = Tracker(output, options.tracking_uri, options.experiment)
-        grid = GridRun(jobs, output, tracker, device_tag, console, lock=lock, config_text=config_text,
-                       command=command or shlex.join(["diffbench", *sys.argv[1:]]),
-                       gpus_per_job=gpus_per_job if ray else 0.0, log_models=options.log_models,
-                       workers=workers.count, teacher_cache=options.teacher_cache)  # fmt: skip
-        adopt = tracker.close_stale([j.job_hash for j in jobs])
-        todo = grid.plan(rerun=options.rerun)
-        console.print(
-            f"{len(jobs)} jobs, {len(jobs) - len(todo)} already finished, {len(todo)} to run "
-            f"({options.executor}, {device_tag}); MLflow: {tracker.uri}",
-            highlight=False,
-        )
-        if not todo and not grid.to_recover:
-            if adopt is not None:  # the dead driver's grid had in fact finished every job
-                tracker.end_grid(adopt, 0, 0)
-            console.print("[green]nothing to do[/]: every job of this grid has finished")
-            return 0
-        if ray:
-            from bench.execute.ray_tune import check_resources, init_ray
 
-            _status(console, "starting Ray" if not options.address else f"joining the Ray cluster at {options.address}")
-            console.print(init_ray(options.address), highlight=False)
-            if workers.distributed:
-                from bench.execute.ray_train import check_cluster
+def _locked(jobs: list[JobSpec], options: RunOptions, console: Console, config_text: str | None, command: str | None,
+            lock: OutputLock, device_tag: str, gpus_per_job: float) -> int:  # fmt: skip
+    """:func:`run_grid` once the output is ours: open the store, plan, start Ray if needed, execute."""
+    output, workers, ray = lock.output, options.workers, options.executor == "ray"
+    _status(console, f"opening the MLflow store in {output}")
+    from bench.tracking.tracker import Tracker
 
-                check_cluster(workers)
-            else:
-                check_resources(options.cpus_per_job, gpus_per_job)
-        with sigterm_as_interrupt():  # again: ray.init replaced the handler
-            return _execute(grid, todo, adopt, options, gpus_per_job)
+    tracker = Tracker(output, options.tracking_uri, options.experiment)
+    raise_pending()  # a signal that arrived while the store opened may have been swallowed by a finaliser
+    grid = GridRun(jobs, output, tracker, device_tag, console, lock=lock, config_text=config_text,
+                   command=command or shlex.join(["diffbench", *sys.argv[1:]]),
+                   gpus_per_job=gpus_per_job if ray else 0.0, log_models=options.log_models,
+                   workers=workers.count, teacher_cache=options.teacher_cache)  # fmt: skip
+    adopt = tracker.close_stale([j.job_hash for j in jobs])
+    todo = grid.plan(rerun=options.rerun)
+    raise_pending()
+    console.print(
+        f"{len(jobs)} jobs, {len(jobs) - len(todo)} already finished, {len(todo)} to run "
+        f"({options.executor}, {device_tag}); MLflow: {tracker.uri}",
+        highlight=False,
+    )
+    if not todo and not grid.to_recover:
+        if adopt is not None:  # the dead driver's grid had in fact finished every job
+            tracker.end_grid(adopt, 0, 0)
+        console.print("[green]nothing to do[/]: every job of this grid has finished")
+        return 0
+    if ray:
+        from bench.execute.ray_tune import check_resources, init_ray
+
+        _status(console, "starting Ray" if not options.address else f"joining the Ray cluster at {options.address}")
+        console.print(init_ray(options.address), highlight=False)
+        if workers.distributed:
+            from bench.execute.ray_train import check_cluster
+
+            check_cluster(workers)
+        else:
+            check_resources(options.cpus_per_job, gpus_per_job)
+        raise_pending()
+    return _execute(grid, todo, adopt, options, gpus_per_job)
 
 
 def _execute(grid: GridRun, todo: list[JobSpec], adopt: str | None, options: RunOptions, gpus_per_job: float) -> int:
@@ -145,8 +164,11 @@ def _execute(grid: GridRun, todo: list[JobSpec], adopt: str | None, options: Run
         grid.recover()
         # A terminal gets a live table (refreshed from the grid's state twice a second, whatever the executor
         # is doing); a log gets event lines only (.progress).
-        live_view = Live(get_renderable=grid.view, console=console, refresh_per_second=2, transient=False) \
-            if console.is_terminal else nullcontext(None)
+        live_view = (
+            Live(get_renderable=grid.view, console=console, refresh_per_second=2, transient=False)
+            if console.is_terminal
+            else nullcontext(None)
+        )
         try:
             with live_view as live:
                 try:
@@ -165,11 +187,14 @@ def _execute(grid: GridRun, todo: list[JobSpec], adopt: str | None, options: Run
             if not console.is_terminal:  # end the last event line
                 console.print()
     except KeyboardInterrupt:
-        # Finished jobs stay finished; running ones keep their last checkpoint and resume on a re-run.
-        with contextlib.suppress(Exception):
-            grid.kill_running()
-            tracker.kill(grid.parent_id)
-        console.print("[yellow]interrupted[/]: finished jobs are kept; run the same command again to resume")
+        # Finished jobs stay finished; running ones keep their last checkpoint and resume on a re-run. A second
+        # interrupt waits for the runs to be marked and the lock released (see .signals), then exits at once.
+        with cleanup():
+            with contextlib.suppress(Exception):
+                grid.kill_running()
+                tracker.kill(grid.parent_id)
+            if grid.lock is not None:
+                grid.lock.release()
         if SIGNALLED.is_set():
             raise Terminated() from None
         raise

@@ -90,13 +90,23 @@ class Holder:
         return f"pid {self.pid} on {self.host}, since {when}: {self.command}"
 
     def is_stale(self, mtime: float) -> bool:
-        """Whether the process that wrote this holder is gone (see the module docstring)."""
+        """Whether the process that wrote this holder is gone (see the module docstring).
+
+        A holder in *this* process whose lock is no longer live here is gone too: a driver that could not remove
+        its lock file (a folder made read-only under it) must not lock out the next driver of the same process.
+        """
         if self.host == socket.gethostname():
+            if self.pid == os.getpid():
+                return self.token not in _LIVE_TOKENS
             if not _alive(self.pid):
                 return True
             started = _proc_start(self.pid)
             return self.started is not None and started is not None and started != self.started
         return time.time() - mtime > STALE_AFTER_S
+
+
+#: Tokens of the locks this process holds now.
+_LIVE_TOKENS: set[str] = set()
 
 
 def _read(path: Path) -> tuple[Holder | None, float]:
@@ -177,6 +187,7 @@ class OutputLock:
                 f"output folder {self.output} is in use by another diffbench driver ({other.describe()}); "
                 f"wait for it to finish, stop it, or pass another --output (lock file: {self.path})"
             )
+        _LIVE_TOKENS.add(self.token)
         self._thread = threading.Thread(target=self._beat, name="diffbench-heartbeat", daemon=True)
         self._thread.start()
         return self
@@ -207,13 +218,17 @@ class OutputLock:
         _remove_if_mine(path, self.token)
 
     def release(self) -> None:
-        """Drop every claim and the lock (only files that are still ours)."""
+        """Drop every claim and the lock (only files that are still ours); idempotent.
+
+        Never raises: it runs while another error (a full or read-only disk, an interrupt) is on its way out, and
+        must not replace it. A file that cannot be removed is left to the staleness rule (its holder is gone).
+        """
         self._stop.set()
+        _LIVE_TOKENS.discard(self.token)
         with self._mutex:
             claims, self._claims = list(self._claims), set()
-        for path in claims:
+        for path in [*claims, self.path]:
             _remove_if_mine(path, self.token)
-        _remove_if_mine(self.path, self.token)
 
     def __enter__(self) -> OutputLock:
         return self.acquire()
@@ -223,13 +238,23 @@ class OutputLock:
 
 
 def _remove_if_mine(path: Path, token: str) -> None:
+    """Remove ``path`` if ``token`` holds it; a file that cannot be read or removed (gone, read-only) stays."""
     try:
         holder, _ = _read(path)
-    except FileNotFoundError:
+    except OSError:
         return
     if holder is not None and holder.token == token:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             path.unlink()
+
+
+def live_holder(output: Path) -> Holder | None:
+    """The live driver holding ``output``'s lock, or ``None`` (no lock, or its holder is gone)."""
+    try:
+        holder, mtime = _read(Path(output) / LOCK_NAME)
+    except OSError:
+        return None
+    return None if holder is None or holder.is_stale(mtime) else holder
 
 
 def check_claim(job_dir: Path, token: str | None) -> None:

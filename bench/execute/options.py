@@ -89,6 +89,11 @@ class RunOptions:
     teacher_cache: bool = False
 
     def __post_init__(self) -> None:
+        from bench.jobs.files import path_problem
+
+        problem = path_problem(self.output)
+        if problem:
+            raise UserError(f"--output {str(self.output)[:60]!r} {problem}")
         object.__setattr__(self, "output", Path(self.output))
         if self.executor not in EXECUTORS:
             raise UserError(f"unknown executor {self.executor!r}; valid: {', '.join(EXECUTORS)}")

@@ -52,6 +52,47 @@ def check_device(options: RunOptions) -> str:
     return "cuda" if gpus_per_job > 0 else "cpu"
 
 
+def machine_cpus() -> int:
+    """The CPUs this process may run on (its affinity: what ``taskset``, cgroups' cpusets and Slurm allow)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def check_machine(options: RunOptions, gpus_per_job: float) -> None:
+    """Refuse, before Ray starts, a job no local Ray instance could place: it has this machine's CPUs and GPUs.
+
+    Ray Tune would wait for such a job forever (or, asked through Ray, refuse it only after Ray's 20-30 s start). A
+    job's CPUs (``--cpus-per-job``, split between its ``--workers-per-job`` workers; one per worker by default) and
+    GPUs must fit on the machine. With ``--address`` the cluster is checked right after joining, before any job.
+    """
+    import torch
+
+    cpus = machine_cpus()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    workers = options.workers
+    hint = "; join a cluster with --address to use more"
+    if workers.distributed:
+        need_cpu, need_gpu = workers.count * workers.cpus, workers.count * workers.gpus
+        if need_cpu > cpus or need_gpu > gpus:
+            raise UserError(
+                f"a job of {workers.count} workers ({workers.cpus:g} CPUs and {workers.gpus:g} GPUs each) needs "
+                f"{need_cpu:g} CPUs and {need_gpu:g} GPUs; this machine has {cpus} CPUs and {gpus} GPUs, all a "
+                f"local Ray instance gets{hint}"
+            )
+        return
+    if options.cpus_per_job is not None and options.cpus_per_job > cpus:
+        raise UserError(
+            f"--cpus-per-job {options.cpus_per_job:g}: this machine has {cpus} CPUs, all a local Ray instance "
+            f"gets{hint}"
+        )
+    if gpus_per_job > gpus:
+        raise UserError(f"--gpus-per-job {gpus_per_job:g}: this machine has {gpus} GPUs{hint}")
+
+
 def _data_key(spec: JobSpec) -> tuple[str, str, str | None, str]:
     return spec.task, spec.dataset, spec.data_dir, json.dumps(spec.recipe.get("extra") or {}, sort_keys=True)
 

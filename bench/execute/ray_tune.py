@@ -114,6 +114,37 @@ def _stderr_captured() -> Iterator[list[str]]:
             out.append(tmp.read().decode(errors="replace"))
 
 
+@contextlib.contextmanager
+def _our_sigterm_handler() -> Iterator[None]:
+    """Keep our SIGTERM handler (:mod:`.signals`) while ``ray.init`` runs: it installs one that calls ``sys.exit(15)``.
+
+    Ray sets its handler through ``ray._private.utils.set_sigterm_handler``, made a no-op for the call. Should Ray's
+    handler run anyway (another path, another version), its ``SystemExit(15)`` is turned into
+    :class:`~.signals.Terminated`; afterwards our handlers are installed again.
+    """
+    import signal
+
+    from bench.execute import signals
+
+    try:
+        import ray._private.utils as ray_utils
+    except ImportError:  # pragma: no cover - Ray's layout changed: rely on the SystemExit conversion below
+        ray_utils = None
+    original = getattr(ray_utils, "set_sigterm_handler", None)
+    if original is not None:
+        ray_utils.set_sigterm_handler = lambda _handler: None
+    try:
+        yield
+    except SystemExit as err:
+        if err.code != signal.SIGTERM:
+            raise
+        raise signals.received(signal.SIGTERM) from None
+    finally:
+        if original is not None:
+            ray_utils.set_sigterm_handler = original
+        signals.reinstall()
+
+
 _TOKEN_HELP = (
     "the Ray cluster at {address!r} requires token authentication (Ray >= 2.59 turns it on for clusters started "
     "with `ray start`): on the head node run `ray get-auth-token` and put the token in ~/.ray/auth_token on this "
@@ -143,7 +174,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> str:
         return describe_cluster(address)
     captured: list[str] = []
     try:
-        with _stderr_captured() as captured:
+        with _our_sigterm_handler(), _stderr_captured() as captured:
             if address:
                 ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
             else:

@@ -10,9 +10,12 @@ deleted); when the job has to train again from scratch while its old run already
 ``diffbench.superseded=true`` with ``diffbench.superseded_by``, and a new run takes its place. Reports
 ignore superseded runs. Older duplicates (left by earlier versions) are superseded when a grid meets them.
 
-**Files that lie.** A ``result.json`` that does not parse or a teacher ``student.pt`` that does not load
-counts as missing: the job runs again, resumes from its final checkpoint and rewrites them (no epoch is
-trained twice). A corrupt checkpoint is the job's to handle (:func:`bench.engine.checkpoint.load_checkpoint`).
+**Files that lie.** A finished job is whole or it is not finished (:mod:`.integrity`): before a job counts as
+done its ``result.json`` must read and its ``student.pt`` be whole, both of this job. A finished run's damaged or
+missing file is restored from its checkpoint or its MLflow run (:mod:`.repair`), or the job retrains into a
+superseding run, each said in one line; an unfinished job's damaged file counts as missing (the job resumes from its
+final checkpoint and rewrites it, no epoch trained twice). A corrupt checkpoint is the job's to handle
+(:func:`bench.engine.checkpoint.load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -24,15 +27,26 @@ from typing import Any
 
 from rich.console import Console, Group
 
-from bench.engine.checkpoint import student_file_loads
 from bench.execute import events as ev
+from bench.execute.integrity import damage_of, plan_repair
 from bench.execute.job_state import JobState
 from bench.execute.lock import OutputLock
 from bench.execute.progress import GridProgress
-from bench.jobs.files import RESULT, STUDENT, StorageFull, job_dir, previous_path, read_result
+from bench.execute.signals import raise_pending
+from bench.jobs.files import (
+    RESULT,
+    STUDENT,
+    StorageFull,
+    describe_os_error,
+    is_write_error,
+    job_dir,
+    previous_path,
+    read_result,
+)
 from bench.jobs.spec import JobSpec
 from bench.tracking import schema
 from bench.tracking.tracker import Tracker
+from methods.errors import first_line
 
 
 @dataclass
@@ -79,20 +93,67 @@ class GridRun:
 
     # -- planning ----------------------------------------------------------------------------
     def _finished_on_disk(self, st: JobState) -> bool:
-        """Whether the job's own files say it finished: a readable ``result.json`` and ``student.pt``.
-
-        For a teacher the exported weights must also load: its students read them.
-        """
+        """Whether the job's own files say it finished: a readable ``result.json`` and a whole ``student.pt``, both
+        of this job (:func:`~.integrity.damage_of`). A damaged file counts as missing, with a line saying so: the job
+        runs again, resumes from its final checkpoint and rewrites it (no epoch is trained twice)."""
         wd = job_dir(self.output, st.spec.job_hash)
-        if not (wd / RESULT).is_file() or not (wd / STUDENT).is_file():
-            return self._from_cache(st, wd)
-        if read_result(wd) is None:
-            self.warn(f"{wd / RESULT} is unreadable; the job will rewrite it from its checkpoint")
+        if (not (wd / RESULT).is_file() or not (wd / STUDENT).is_file()) and self._from_cache(st, wd):
+            return True
+        if not wd.is_dir():
             return False
-        if st.spec.role == "teacher" and not student_file_loads(wd / STUDENT):
-            self.warn(f"{wd / STUDENT} is unreadable; the teacher job will export it again")
+        damage = damage_of(wd, st.spec.job_hash)
+        if damage.result and damage.result != "missing":
+            self.warn(f"{wd / RESULT} is {damage.result}; the job will rewrite it from its checkpoint")
+        if damage.student and damage.student != "missing" and not damage.result:
+            self.warn(f"{wd / STUDENT} is {damage.student}; the job will export it again from its checkpoint")
+        return not damage
+
+    def _whole(self, st: JobState, run: Any) -> bool:
+        """Whether a job whose run finished is whole, after restoring what can be restored (one line per job).
+
+        See :mod:`.integrity`: a damaged or missing file is restored from the checkpoint or the run. ``False`` when
+        the job must run again: from its final checkpoint in the same run (``st.reuse``), or, when nothing holds the
+        student's weights, from scratch into a superseding run (``st.supersede``); said in one line either way.
+        """
+        h = st.spec.job_hash
+        wd = job_dir(self.output, h)
+        damage = damage_of(wd, h)
+        if not damage:
+            return True
+        run_id = run.info.run_id
+        epochs = self.tracker.logged_epochs(run_id)
+        names: set[str] | None = None
+
+        def has_artifact(name: str) -> bool:
+            nonlocal names
+            names = self.tracker.artifact_names(run_id) if names is None else names
+            return name in names
+
+        fix = plan_repair(wd, h, damage, max(epochs) if epochs else None, has_artifact)
+        label = f"{st.spec.label} ({h})"
+        if fix.resume:
+            self.note("repairing", f"{label}: {fix.resume}")
+            st.reuse = run
             return False
-        return True
+        if not fix.retrain:
+            from bench.execute.repair import restore
+
+            try:
+                if restore(fix, st.spec, wd, self.tracker, run):
+                    self.note("repaired", f"{label}: {fix.describe()}")
+                    return True
+                why = "a restored file was not whole either"
+            except Exception as err:  # noqa: BLE001 - a source that lied: retrain, unless the disk is the problem
+                if is_write_error(err):
+                    raise StorageFull(
+                        f"cannot restore the files of {label} in {wd}: {describe_os_error(err)}; "
+                        "free space (or make it writable) and run the same command again"
+                    ) from None
+                why = f"restoring it failed ({type(err).__name__}: {first_line(err, 200)})"
+            fix.retrain = f"{damage.describe()} and {why}: it trains again"
+        self.note("retraining", f"{label}: {fix.retrain}; its run {run_id} will be superseded")
+        st.supersede = run
+        return False
 
     def _from_cache(self, st: JobState, wd: Path) -> bool:
         """A teacher another output folder trained with the same hash: its files copied here (then logged)."""
@@ -101,7 +162,7 @@ class GridRun:
         from bench.execute import teacher_cache
 
         try:
-            st.cached_from = teacher_cache.restore(st.spec.job_hash, wd, student_file_loads)
+            st.cached_from = teacher_cache.restore(st.spec.job_hash, wd)
         except OSError as e:
             self.warn(f"teacher {st.spec.label}: the teacher cache could not be read ({e}); it trains here")
             return False
@@ -141,15 +202,15 @@ class GridRun:
             return todo
         for h, st in self.states.items():
             run = self._existing.get(h)
-            finished_run = run is not None and run.info.status == "FINISHED"
-            # A student's files are not needed once its run finished; a teacher's weights are.
-            if finished_run and st.spec.role != "teacher":
-                st.status, st.run_id = "skipped", run.info.run_id
+            if run is not None and run.info.status == "FINISHED":
+                # A finished job is whole or it is not finished: its files are checked, restored, or it retrains.
+                if self._whole(st, run):
+                    st.status, st.run_id = "skipped", run.info.run_id
+                else:
+                    todo.append(st.spec)
                 continue
             on_disk = self._finished_on_disk(st)
-            if finished_run and on_disk:
-                st.status, st.run_id = "skipped", run.info.run_id
-            elif on_disk:
+            if on_disk:
                 self.to_recover.append(st)
             else:
                 self._choose_run(st, run)
@@ -196,7 +257,12 @@ class GridRun:
 
     # -- events ------------------------------------------------------------------------------
     def handle(self, spec: JobSpec, event: ev.Event) -> None:
-        """One event of a running job (:mod:`.events`), from whichever executor runs it."""
+        """One event of a running job (:mod:`.events`), from whichever executor runs it.
+
+        An interrupt a finaliser swallowed is raised here (:func:`~.signals.raise_pending`): the grid stops instead
+        of training on.
+        """
+        raise_pending()
         if isinstance(event, ev.Begin):
             self.on_begin(spec, event.resumed_after)
         elif isinstance(event, ev.Epoch):
@@ -207,6 +273,7 @@ class GridRun:
             self.on_fail(spec, event.reason, storage=event.storage)
 
     def on_start(self, spec: JobSpec) -> None:
+        raise_pending()
         st = self.states[spec.job_hash]
         st.attempts += 1
         if st.run_id is None:
@@ -283,6 +350,7 @@ class GridRun:
 
     def on_step(self, spec: JobSpec, epoch: int, step: int, steps: int, loss: float) -> None:
         """Progress inside an epoch (jobs running in this process report every step)."""
+        raise_pending()
         st = self.states[spec.job_hash]
         st.step, st.steps = step, steps
         if loss == loss:  # not NaN
@@ -359,9 +427,13 @@ class GridRun:
         return lambda run_id: log_model(run_id, workdir, self.tracker.uri, warn=self.warn)
 
     def warn(self, message: str) -> None:
+        self.note("warning:", message)
+
+    def note(self, what: str, message: str) -> None:
+        """One line: ``what`` (``warning:``, ``repaired``, ``retraining``) and the message, never wrapped."""
         from rich.markup import escape
 
-        self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        self.console.print(f"[yellow]{what}[/] {escape(message)}", highlight=False, soft_wrap=True)
 
     # -- view --------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
-from bench.jobs.files import CONFIG, LOG, RESULT, STUDENT, STUDENT_BEST, read_result
+from bench.execute.integrity import damage_of
+from bench.jobs.files import CONFIG, LOG, RESULT, STUDENT, STUDENT_BEST
 from bench.jobs.spec import JobSpec
 from bench.tracking.schema import TEACHER_CACHE
 
@@ -46,15 +46,14 @@ def _hash_of(folder: Path) -> str | None:
         return None
 
 
-def restore(job_hash: str, workdir: Path, loads: Callable[[Path], bool]) -> Path | None:
+def restore(job_hash: str, workdir: Path) -> Path | None:
     """Copy the cached teacher ``job_hash`` into ``workdir``; return the cache folder it came from, else ``None``.
 
-    ``loads`` checks that a ``student.pt`` is readable (:func:`bench.engine.checkpoint.student_file_loads`).
+    Only a whole entry of this very job is copied: ``config.json`` of the hash, and ``result.json`` and
+    ``student.pt`` whole and of this job (:func:`bench.execute.integrity.damage_of`).
     """
     src = cache_root() / job_hash
-    if not (src / STUDENT).is_file() or _hash_of(src) != job_hash or read_result(src) is None:
-        return None
-    if not loads(src / STUDENT):
+    if not (src / STUDENT).is_file() or _hash_of(src) != job_hash or damage_of(src, job_hash):
         return None
     workdir.mkdir(parents=True, exist_ok=True)
     for name in FILES:  # result.json last: it is what says "finished"
@@ -73,7 +72,7 @@ def store(job_hash: str, workdir: Path) -> Path | None:
     dest = root / job_hash
     if (dest / RESULT).is_file() and _hash_of(dest) == job_hash:
         return dest
-    if _hash_of(workdir) != job_hash or not (workdir / STUDENT).is_file() or read_result(workdir) is None:
+    if _hash_of(workdir) != job_hash or damage_of(workdir, job_hash):
         return None
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{job_hash}.{os.getpid()}.tmp"

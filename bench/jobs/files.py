@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,27 @@ def read_result(workdir: Path) -> dict[str, Any] | None:
     return data
 
 
+#: The longest file name and path most file systems take (Linux's NAME_MAX and PATH_MAX, in bytes).
+NAME_MAX = 255
+PATH_MAX = 4095
+
+
+def path_problem(path: Path | str) -> str | None:
+    """Why ``path`` cannot be a folder to write into (empty, a name or path too long), or ``None``.
+
+    Checked before anything starts: an over-long name used to end in a traceback from the first ``mkdir``.
+    """
+    text = str(path)
+    if not text.strip():
+        return "is empty; give a folder (e.g. results)"
+    if len(os.fsencode(text)) > PATH_MAX:
+        return f"is {len(os.fsencode(text))} bytes long; paths are at most {PATH_MAX}"
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            return f"has a name of {len(os.fsencode(part))} bytes ({part[:40]}...); names are at most {NAME_MAX}"
+    return None
+
+
 #: ``errno`` values that mean "the disk cannot take this write" (a re-run after freeing space resumes).
 WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM}
 
@@ -61,6 +83,8 @@ def is_write_error(err: BaseException) -> bool:
             return True
         text = str(err).lower()
         if "database or disk is full" in text or "readonly database" in text or "disk i/o error" in text:
+            return True
+        if "unable to open database file" in text:  # an immutable store (chattr +i) refuses even to open for writing
             return True
         if "no space left on device" in text or "read-only file system" in text or "file too large" in text:
             return True
@@ -88,3 +112,84 @@ def describe_os_error(err: BaseException) -> str:
             return f"{inner.strerror}{where}"
         inner = inner.__cause__ or inner.__context__
     return first_line(err)
+
+
+# -- whole files ----------------------------------------------------------------------------------------------------
+#: Bytes per element of the storages ``torch.save`` writes, by storage class name.
+_ELEMENT_BYTES = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+                  "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+                  "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16}  # fmt: skip
+
+
+class _Stub:
+    """What a torch object becomes when a torch file is read without torch: its name, nothing else."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, *_args: Any, **_kwargs: Any) -> _Stub:
+        return _Stub(self.name)
+
+    def __setstate__(self, _state: Any) -> None:
+        pass
+
+
+def read_torch_file(path: Path) -> tuple[Any, str | None]:
+    """The object in a ``torch.save`` file, read without torch (tensors as stubs), and what is wrong with the file.
+
+    Checks what a torn or foreign file gets wrong, in the time it takes to read its index: the zip archive and its
+    directory (a truncated copy has none), the pickle (its CRC, then unpickled), and every tensor storage the pickle
+    names present in the archive at its full size. Returns ``(object, None)`` for a whole file and ``(None, why)``
+    otherwise. Commands that do not train (``diffbench doctor``) and the driver's planning use it.
+    """
+    import pickle
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, zipfile.BadZipFile, ValueError) as err:
+        return None, f"unreadable ({first_line(err, 120)})"
+    with archive:
+        entries = {info.filename: info for info in archive.infolist()}
+        pkl = next((name for name in entries if name.endswith("/data.pkl") and name.count("/") == 1), None)
+        if pkl is None:
+            return None, "not a torch file (no data.pkl)"
+        prefix = pkl.split("/", 1)[0]
+        storages: list[tuple[str, str, int]] = []
+
+        class Reader(pickle.Unpickler):
+            def find_class(self, module: str, name: str) -> Any:
+                if module == "torch" or module.startswith("torch."):
+                    return _Stub(name)
+                return super().find_class(module, name)
+
+            def persistent_load(self, pid: Any) -> Any:
+                if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+                    kind = getattr(pid[1], "name", "")
+                    storages.append((str(pid[2]), kind, int(pid[4])))
+                return _Stub("storage")
+
+        try:
+            with archive.open(pkl) as f:
+                obj = Reader(f).load()
+        except Exception as err:  # noqa: BLE001 - a torn pickle or a CRC mismatch: the file is damaged
+            return None, f"damaged ({type(err).__name__}: {first_line(err, 120)})"
+        for key, kind, numel in storages:
+            info = entries.get(f"{prefix}/data/{key}")
+            if info is None:
+                return None, f"damaged (tensor data {key} missing)"
+            if info.file_size < numel * _ELEMENT_BYTES.get(kind, 0):
+                return None, f"damaged (tensor data {key} cut short)"
+    return obj, None
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``path`` so that a crash leaves the old file or the new one, never a torn one (no torch needed)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -14,10 +14,14 @@ from typing import Any
 
 from bench.jobs.presets import GRID_PRESETS, PAPER_PREFIX, paper_preset, preset_names
 from bench.jobs.spec import RANDOM_INIT, VANILLA, JobSpec, file_identity, resolve_job
+from bench.jobs.values import SEED_MAX, number
 from methods import catalog
 from methods.errors import UserError, unknown
 from tasks.recipe import Recipe
 from tasks.spec import task_spec
+
+#: The most seeds a count may ask for (``--seeds 4294967296`` once tried to build a list of four billion).
+MAX_SEED_COUNT = 10_000
 
 
 @dataclass(frozen=True)
@@ -75,21 +79,35 @@ class GridSpec:
 
 
 def seeds_of(seeds: int | tuple[int, ...] | str) -> list[int]:
-    """``3`` → seeds 0, 1, 2; ``"0,5,7"`` or ``(0, 5, 7)`` → those seeds (``--seeds`` takes a count or a list)."""
+    """``3`` → seeds 0, 1, 2; ``"0,5,7"`` or ``(0, 5, 7)`` → those seeds (``--seeds`` takes a count or a list).
+
+    Every seed must lie within 0..2^32-1 (what NumPy and the workers can be seeded with: a larger one used to pass
+    here and crash the students mid-grid), and a count at most :data:`MAX_SEED_COUNT`.
+    """
     if isinstance(seeds, str):
         parts = [p.strip() for p in seeds.split(",") if p.strip()]
+        if not parts:
+            raise UserError(f"--seeds {seeds!r}: expected a count (3) or a comma list of seeds (0,1,2)")
         try:
-            values = [int(p) for p in parts]
-        except ValueError:
+            values = [number(p, "--seeds", integer=True) for p in parts]
+        except UserError:
             raise UserError(f"--seeds {seeds!r}: expected a count (3) or a comma list of seeds (0,1,2)") from None
         seeds = values[0] if len(values) == 1 and "," not in seeds else tuple(values)
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if seeds < 1:
             raise UserError(f"--seeds must be at least 1 (got {seeds})")
+        if seeds > MAX_SEED_COUNT:
+            raise UserError(f"--seeds {seeds}: a count of seeds must be at most {MAX_SEED_COUNT}; give the seeds "
+                            f"themselves as a comma list (0,{SEED_MAX}) for large ones")  # fmt: skip
         return list(range(seeds))
-    out = list(dict.fromkeys(int(x) for x in seeds))
+    if isinstance(seeds, bool) or not isinstance(seeds, list | tuple):
+        raise UserError(f"--seeds {seeds!r}: expected a count (3) or a comma list of seeds (0,1,2)")
+    out = list(dict.fromkeys(int(number(x, "--seeds", integer=True)) for x in seeds))
     if not out or any(x < 0 for x in out):
         raise UserError(f"--seeds {seeds!r}: seeds must be integers >= 0")
+    too_big = [x for x in out if x > SEED_MAX]
+    if too_big:
+        raise UserError(f"--seeds: seed {too_big[0]} is out of range; seeds must be within 0..{SEED_MAX}")
     return out
 
 

@@ -33,9 +33,12 @@ def split_list(values: list[str] | str | None) -> list[str]:
 def parse_sets(values: list[str] | None) -> dict[str, dict[str, Any]]:
     """``--set dkd.beta=6 --set recipe.lr=0.1`` → ``{"dkd": {"beta": 6}, "recipe": {"lr": 0.1}}``.
 
-    Values are parsed as YAML scalars (numbers, booleans, null, lists).
+    Values are parsed as YAML scalars (numbers, booleans, null, lists), then text that Python's ``float()`` reads
+    becomes that number (:func:`bench.jobs.values.scalar`): YAML 1.1 alone reads ``1e-4`` and ``1e30`` as text.
     """
     import yaml
+
+    from bench.jobs.values import scalar
 
     out: dict[str, dict[str, Any]] = {}
     for item in values or []:
@@ -50,7 +53,7 @@ def parse_sets(values: list[str] | None) -> dict[str, dict[str, Any]]:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
-        out.setdefault(scope, {})[name] = value
+        out.setdefault(scope, {})[name] = scalar(value)
     return out
 
 

@@ -6,6 +6,8 @@ A case passes when the command exits 2, prints exactly one ``error:`` line, no t
 nothing (no ``jobs/`` folder, no job run in a store it created). Cases run in-process through Typer's test
 runner against fixtures this script writes into a temporary folder (CIFAR-100 pickles that are not pickles,
 a COCO json with a 3-number box, a teacher checkpoint of another architecture, a foreign SQLite file...).
+:data:`ACCEPTED` lists the other side: numbers written the ways ``float()`` reads them (``1e-4``, ``1.0e30``), which a
+dry run must read as those numbers, from flags, ``--set`` and YAML alike.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ def _teacher(t: Path, arch: str, garbage: bool = False) -> str:
     return str(path)
 
 
+def _cpus() -> int:
+    """The CPUs a local Ray instance would get here."""
+    return len(os.sched_getaffinity(0))
+
+
 def _file(t: Path, name: str, data: bytes) -> str:
     path = t / name
     path.write_bytes(data)
@@ -94,6 +101,8 @@ RUN = ["run", "--pairs", "resnet8:resnet8", "--methods", "kd", "--epochs", "1", 
        "digits"]  # fmt: skip
 DET = ["run", "--task", "detection", "--dataset", "coco", "--pairs", "fasterrcnn_r18:fasterrcnn_mbv3s", "--methods",
        "kd", "--epochs", "1", "--batch-size", "1"]  # fmt: skip
+#: RUN without --epochs (cases that give the epochs some other way).
+RUN_ANY_EPOCHS = [*RUN[:5], "--max-steps", "1", "--dataset", "digits"]
 TRAIN = ["train", "--student", "resnet8", "--dataset", "digits", "--epochs", "1", "--max-steps", "1"]
 
 CASES: list[Case] = [
@@ -225,6 +234,49 @@ CASES: list[Case] = [
     ("list: unknown kind", lambda t: ["list", "things"]),
     ("ui: no store", lambda t: ["ui", "--output", str(t / "nostore")]),
     ("export: unknown source", lambda t: ["export", "0123456789ab", "--output", str(t / "nostore")]),
+    # numbers: one parser for flags, --set and YAML; ranges checked before anything starts
+    ("run: --seeds a count of 2^32", lambda t: [*RUN, "--seeds", "4294967296"]),
+    ("run: --seeds a seed above 2^32-1", lambda t: [*RUN, "--seeds", "0,4294967296"]),
+    ("run: --epochs 2.5", lambda t: [*RUN_ANY_EPOCHS, "--epochs", "2.5"]),
+    ("run: --set recipe.epochs=true", lambda t: [*RUN_ANY_EPOCHS, "--set", "recipe.epochs=true"]),
+    ("run: --set recipe.milestones of text", lambda t: [*RUN, "--set", "recipe.milestones=[abc]"]),
+    ("run: --config epochs: [3]", lambda t: [*RUN_ANY_EPOCHS, "--config",
+                                            _file(t, "ep_list.yaml", b"epochs: [3]\n")]),  # fmt: skip
+    ("run: --config epochs: true", lambda t: [*RUN_ANY_EPOCHS, "--config",
+                                             _file(t, "ep_bool.yaml", b"epochs: true\n")]),  # fmt: skip
+    ("run: --config lr: [0.1]", lambda t: [*RUN, "--config", _file(t, "lr_list.yaml", b"lr: [0.1]\n")]),
+    ("train: --seed 4294967296", lambda t: [*TRAIN, "--seed", "4294967296"]),
+    ("train: --seed -1", lambda t: [*TRAIN, "--seed", "-1"]),
+    # paths and stores: one line within seconds
+    ("run: --output ''", lambda t: [*RUN, "--output", ""]),
+    ("run: --output with a 300-character name", lambda t: [*RUN, "--output", str(t / ("o" * 300))]),
+    ("run: --tracking-uri sqlite:////proc/x.db", lambda t: [*RUN, "--tracking-uri", "sqlite:////proc/x.db"]),
+    ("run: --tracking-uri sqlite under a file", lambda t: [
+        *RUN, "--tracking-uri", f"sqlite:///{_file(t, 'plain', b'x')}/x/mlflow.db"]),  # fmt: skip
+    ("run: --config /dev/zero", lambda t: [*RUN, "--config", "/dev/zero"]),
+    ("run: --config a folder", lambda t: [*RUN, "--config", str(t)]),
+    # resources no local Ray instance can meet: refused before Ray starts
+    ("run: --cpus-per-job 99 (more than this machine)", lambda t: [*RUN, "--cpus-per-job", str(_cpus() + 97)]),
+    ("run: --workers-per-job above this machine's CPUs", lambda t: [
+        *RUN, "--workers-per-job", str(_cpus() + 1), "--batch-size", str(8 * (_cpus() + 1))]),  # fmt: skip
+    ("run: workers x CPUs above this machine's CPUs", lambda t: [
+        *RUN, "--workers-per-job", "2", "--cpus-per-job", str(2 * _cpus() + 2), "--batch-size", "16"]),  # fmt: skip
+]
+
+#: Values that must be *accepted*, read as numbers: ``(name, arguments, recipe field, expected value)``. YAML 1.1
+#: reads 1e-4 and 1.0e30 as text; Python's float() reads them as numbers, and so does diffbench.
+ACCEPTED: list[tuple[str, Callable[[Path], list[str]], str, float]] = [
+    ("--set recipe.weight_decay=1e-4", lambda t: [*RUN, "--set", "recipe.weight_decay=1e-4"], "weight_decay", 1e-4),
+    ("--set recipe.lr=1e30", lambda t: [*RUN, "--set", "recipe.lr=1e30"], "lr", 1e30),
+    ("--set recipe.lr=1.0e30", lambda t: [*RUN, "--set", "recipe.lr=1.0e30"], "lr", 1e30),
+    ("--lr 1e-4", lambda t: [*RUN, "--lr", "1e-4"], "lr", 1e-4),
+    ("--epochs 1e1", lambda t: [*RUN_ANY_EPOCHS, "--epochs", "1e1"], "epochs",
+     10),
+    ("YAML lr: 1.0e30", lambda t: [*RUN, "--config", _file(t, "lr.yaml", b"lr: 1.0e30\n")], "lr", 1e30),
+    ("YAML set: {recipe: {weight_decay: 1e-4}}", lambda t: [*RUN, "--config", _file(
+        t, "wd.yaml", b"set: {recipe: {weight_decay: 1e-4}}\n")], "weight_decay", 1e-4),
+    ("YAML epochs: 1e1", lambda t: [*RUN_ANY_EPOCHS, "--config",
+                                    _file(t, "ep.yaml", b"epochs: 1e1\n")], "epochs", 10),  # fmt: skip
 ]
 
 
@@ -248,6 +300,21 @@ def check(args: list[str], out: Path) -> tuple[bool, str]:
     return True, errors[0][:160]
 
 
+def check_accepted(args: list[str], field: str, expected: float) -> tuple[bool, str]:
+    """Run one accepted case with ``--dry-run --json``; ``(read as the number, what was read)``."""
+    from typer.testing import CliRunner
+
+    from bench.cli.app import app
+
+    result = CliRunner().invoke(app, [*args, "--dry-run", "--json"])
+    if result.exit_code != 0:
+        return False, f"exit {result.exit_code}: {result.output.strip()[:200]}"
+    start = result.output.index("{")
+    recipes = [j["recipe"] for j in json.loads(result.output[start:])["jobs"]]
+    got = {r[field] for r in recipes}
+    return got == {expected}, f"{field} = {', '.join(map(repr, sorted(got)))}"
+
+
 def main() -> int:
     from rich.console import Console
     from rich.table import Table
@@ -256,7 +323,7 @@ def main() -> int:
     table = Table(title="bad inputs")
     for col in ("case", "refused", "line"):
         table.add_column(col, overflow="fold")
-    passed = 0
+    passed = accepted = 0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -265,9 +332,13 @@ def main() -> int:
             ok, line = check(make(root), out)
             passed += ok
             table.add_row(name, "yes" if ok else "[red]NO[/]", line)
+        for name, make, field, expected in ACCEPTED:
+            ok, line = check_accepted(make(root), field, expected)
+            accepted += ok
+            table.add_row(f"accepted: {name}", "yes" if ok else "[red]NO[/]", line)
     console.print(table)
-    console.print(f"refused cleanly: {passed}/{len(CASES)}")
-    return 0 if passed == len(CASES) else 1
+    console.print(f"refused cleanly: {passed}/{len(CASES)}; read as numbers: {accepted}/{len(ACCEPTED)}")
+    return 0 if passed == len(CASES) and accepted == len(ACCEPTED) else 1
 
 
 if __name__ == "__main__":

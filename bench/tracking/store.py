@@ -6,6 +6,7 @@ unreachable server fails in seconds, not after MLflow's minutes of retries).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -51,6 +52,45 @@ def check_tracking_uri(uri: str | None) -> None:
         )
     fail_fast_http()
     check_server(uri)
+    if scheme == "sqlite":
+        check_sqlite(uri)
+
+
+def check_sqlite(uri: str) -> None:
+    """A ``sqlite:///PATH`` store that cannot be opened, refused in a second (MLflow retries for two minutes).
+
+    An existing file must open as a SQLite database; a new one needs a folder that takes a new file (the nearest
+    existing one, as MLflow creates the rest: probed with an empty file that is removed again). ``sqlite://``
+    (in memory) is left to MLflow.
+    """
+    import sqlite3
+
+    raw = uri.split("://", 1)[1] if "://" in uri else ""
+    if not raw.startswith("/") or raw in ("", "/"):
+        return
+    path = Path(raw[1:].split("?", 1)[0])
+    where = f"--tracking-uri {uri!r}"
+    if path.is_dir():
+        raise UserError(f"{where}: {path} is a folder, not a database file")
+    if path.exists():
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)) as db:
+                db.execute("select count(*) from sqlite_master").fetchone()
+        except sqlite3.Error as err:
+            raise UserError(f"{where}: {path} cannot be opened as a SQLite database ({err})") from None
+        return
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # MLflow creates missing folders: probe where it would
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"{where}: {folder} is not a folder")
+    probe = folder / f".diffbench-probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"{where}: cannot create a database in {folder} ({err.strerror or err})") from None
 
 
 def default_tracking_uri(output: Path) -> str:

@@ -156,9 +156,7 @@ class Tracker:
         want = grid_hash(job_hashes)
         for run in self._search("attributes.status = 'RUNNING'"):
             tags = run.data.tags
-            owned = tags.get(S.OUTPUT) == str(self.output) or (
-                default_store and S.OUTPUT not in tags
-            )
+            owned = tags.get(S.OUTPUT) == str(self.output) or (default_store and S.OUTPUT not in tags)
             if not owned:
                 continue
             if tags.get(S.KIND) == S.KIND_GRID and adopt is None and tags.get(S.GRID_HASH) == want:
@@ -322,6 +320,32 @@ class Tracker:
 
     def tag(self, run_id: str, key: str, value: str) -> None:
         self.client.set_tag(run_id, key, value)
+
+    # -- reading a finished job back (to restore its files) ----------------------------------------
+    def artifact_names(self, run_id: str) -> set[str]:
+        """The names of the files a run holds at the top of its artifacts (``student.pt``, ``train.log``...)."""
+        try:
+            return {Path(a.path).name for a in self.client.list_artifacts(run_id) if not a.is_dir}
+        except Exception:  # noqa: BLE001 - an artifact store that is gone holds nothing
+            return set()
+
+    def download_artifact(self, run_id: str, name: str, folder: Path) -> Path | None:
+        """Copy the run's artifact ``name`` into ``folder``; its path, or ``None`` when it cannot be had."""
+        try:
+            return Path(self.client.download_artifacts(run_id, name, str(folder)))
+        except Exception:  # noqa: BLE001 - missing or unreadable: the caller tries the next source
+            return None
+
+    def finished_result(self, run_id: str) -> tuple[dict[str, float], list[dict[str, float]]]:
+        """A finished run's summary metrics and per-epoch history, as its ``result.json`` held them."""
+        run = self.client.get_run(run_id)
+        epoch_keys = [k for k in run.data.metrics if k.startswith(S.EPOCH_PREFIXES) or k in S.EPOCH_KEYS]
+        summary = {k: v for k, v in run.data.metrics.items() if k not in epoch_keys}
+        rows: dict[int, dict[str, float]] = {}
+        for key in epoch_keys:
+            for m in self.client.get_metric_history(run_id, key):
+                rows.setdefault(int(m.step), {"epoch": int(m.step)})[key] = m.value
+        return summary, [rows[e] for e in sorted(rows)]
 
     def kill(self, run_id: str) -> None:
         """Mark a run interrupted by the user (``KILLED``); a re-run resumes the job into it."""
