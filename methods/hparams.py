@@ -145,8 +145,8 @@ def check(method: str, declared: Mapping[str, HParam], values: Mapping[str, Any]
 
 # -- search spaces (``diffbench tune``) ---------------------------------------------------------------------------
 # Declared next to the Range, as further ``Annotated`` metadata:
-# ``beta: Annotated[float, Range(ge=0), LogUniform(1, 16)] = 8.0``. Torch-free; Ray Tune's own sampling objects
-# are built from them only when a search starts (:meth:`Space.to_tune`).
+# ``beta: Annotated[float, Range(ge=0), LogUniform(1, 16)] = 8.0``. Free of torch and Ray; the search turns them into
+# Ray Tune's sampling objects when it starts (:mod:`bench.execute.tune`).
 
 
 @dataclass(frozen=True)
@@ -162,9 +162,6 @@ class Space:
         """The space as ``--space`` writes it: ``loguniform(1, 16)``."""
         raise NotImplementedError
 
-    def to_tune(self) -> Any:
-        """The Ray Tune sampling object (``tune.loguniform(1, 16)``); imports Ray."""
-        raise NotImplementedError
 
     def is_numeric(self) -> bool:
         return True
@@ -194,11 +191,6 @@ class Uniform(Space):
     def describe(self) -> str:
         return f"uniform({self.low:g}, {self.high:g})"
 
-    def to_tune(self) -> Any:
-        from ray import tune
-
-        return tune.uniform(float(self.low), float(self.high))
-
 
 @dataclass(frozen=True)
 class LogUniform(Space):
@@ -218,11 +210,6 @@ class LogUniform(Space):
 
     def describe(self) -> str:
         return f"loguniform({self.low:g}, {self.high:g})"
-
-    def to_tune(self) -> Any:
-        from ray import tune
-
-        return tune.loguniform(float(self.low), float(self.high))
 
 
 @dataclass(frozen=True)
@@ -244,11 +231,6 @@ class IntUniform(Space):
 
     def describe(self) -> str:
         return f"intuniform({self.low}, {self.high})"
-
-    def to_tune(self) -> Any:
-        from ray import tune
-
-        return tune.randint(self.low, self.high + 1)  # Ray's upper bound is exclusive
 
 
 @dataclass(frozen=True)
@@ -272,10 +254,6 @@ class Choice(Space):
     def describe(self) -> str:
         return f"choice({', '.join(map(repr, self.values))})"
 
-    def to_tune(self) -> Any:
-        from ray import tune
-
-        return tune.choice(list(self.values))
 
     def is_numeric(self) -> bool:
         return all(isinstance(v, int | float) and not isinstance(v, bool) for v in self.values)
