@@ -58,6 +58,8 @@ def run_grid(
     console: Console | None = None,
     config_text: str | None = None,
     command: str | None = None,
+    lock: OutputLock | None = None,
+    grid_tags: dict[str, str] | None = None,
 ) -> int:
     """Run ``jobs`` and return how many failed. Finished jobs (by hash) are skipped, never re-trained.
 
@@ -67,6 +69,9 @@ def run_grid(
         console: where progress goes (a terminal gets a live table).
         config_text: the grid's resolved configuration (YAML), written beside its jobs and to its parent run.
         command: the command as the user gave it, for the parent run's name.
+        lock: the output folder's lock when the caller holds it already (``diffbench tune`` runs several grids
+            under one lock); by default the grid takes it.
+        grid_tags: further tags of the grid's parent run.
 
     Raises:
         UserError: bad input, found before anything is written or started.
@@ -94,7 +99,8 @@ def run_grid(
     _status(console, f"checking the data and teacher checkpoints of {len(jobs)} jobs")
     preflight(jobs, options.output, console)
     output = prepare_output(options.output)
-    with OutputLock(output) as lock, sigterm_as_interrupt():
+    held = nullcontext(lock) if lock is not None else OutputLock(output)
+    with held as lock, sigterm_as_interrupt():
         _status(console, f"opening the MLflow store in {output}")
         from bench.tracking.tracker import Tracker
 
@@ -127,16 +133,18 @@ def run_grid(
             else:
                 check_resources(options.cpus_per_job, gpus_per_job)
         with sigterm_as_interrupt():  # again: ray.init replaced the handler
-            return _execute(grid, todo, adopt, options, gpus_per_job)
+            return _execute(grid, todo, adopt, options, gpus_per_job, grid_tags or {})
 
 
-def _execute(grid: GridRun, todo: list[JobSpec], adopt: str | None, options: RunOptions, gpus_per_job: float) -> int:
+def _execute(grid: GridRun, todo: list[JobSpec], adopt: str | None, options: RunOptions, gpus_per_job: float,
+             grid_tags: dict[str, str]) -> int:  # fmt: skip
     console, tracker = grid.console, grid.tracker
     started = time.perf_counter()
     try:
         grid.parent_id = tracker.start_grid(
             grid_name(grid.command, len(grid.jobs)),
-            {"command": f"diffbench {grid.command}"[:5000], "jobs": str(len(grid.jobs)), "executor": options.executor},
+            {"command": f"diffbench {grid.command}"[:5000], "jobs": str(len(grid.jobs)), "executor": options.executor,
+             **grid_tags},
             [j.job_hash for j in grid.jobs],
             adopt=adopt,
             config_text=grid.config_text,

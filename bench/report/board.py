@@ -9,6 +9,7 @@ import pandas as pd
 
 from bench.report import provenance
 from bench.report.schema import METHOD_ORDER, SIG_VANILLA, SIG_VS, TEACHER
+from bench.tracking.schema import TUNED_LABEL
 
 
 @dataclass
@@ -108,7 +109,7 @@ def pair_label(teacher: str, student: str) -> str:
 
 
 def method_rank(label: str) -> tuple[int, str, str]:
-    base = label.split("[", 1)[0]
+    base = label.split("[", 1)[0].removesuffix(TUNED_LABEL)  # a tuned column sits beside its method
     if base == TEACHER:
         return (-1, "", label)
     if base in METHOD_ORDER:
