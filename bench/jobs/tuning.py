@@ -59,8 +59,17 @@ def parse_space(text: str) -> Space:
         raise UserError(f"search space {text!r}: expected one of {', '.join(f'{k}(...)' for k in SPACE_KINDS)}, "
                         "e.g. loguniform(1, 16), uniform(0, 1), intuniform(1, 10), choice(1, 3, 5)")  # fmt: skip
     kind, inner = SPACE_KINDS[m.group(1)], m.group(2)
+
+    def scalar(raw: str) -> Any:
+        for number in (int, float):  # 1e-7 is a number (YAML 1.1 would read a string)
+            try:
+                return number(raw)
+            except ValueError:
+                pass
+        return yaml.safe_load(raw)
+
     try:
-        args = [yaml.safe_load(a) for a in inner.split(",")] if inner.strip() else []
+        args = [scalar(a.strip()) for a in inner.split(",")] if inner.strip() else []
     except yaml.YAMLError:
         raise UserError(f"search space {text!r}: its arguments are not values") from None
     if kind is Choice:
