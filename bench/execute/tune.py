@@ -142,7 +142,8 @@ class SearchResult:
 def _collect(tracker: Any, tune_run: str, search: Search) -> SearchResult:
     """The search's trials as its MLflow runs hold them, and the winner: the best hold-out score of the trials that
     ran all their epochs (of any trial with a score when none did)."""
-    runs = [r for r in tracker.trial_runs(tune_run).values() if r.data.tags.get(S.SEARCH) == search.name]
+    runs = [r for r in tracker.trial_runs(tune_run).values()
+            if r.data.tags.get(S.SEARCH) == search.name and r.data.tags.get(S.SUPERSEDED) != "true"]  # fmt: skip
     trials = []
     for r in runs:
         tags, metrics = r.data.tags, r.data.metrics
@@ -180,7 +181,8 @@ def _scheduler(name: str, epochs: int) -> Any:
     return FIFOScheduler()
 
 
-def _searcher(name: str, seed: int) -> Any:
+def _searcher(name: str, seed: int, concurrent: int) -> Any:
+    """Ray Tune's random search (seeded) or Optuna's TPE (a ``Searcher``, capped by ``max_concurrent_trials``)."""
     if name == "tpe":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -189,11 +191,13 @@ def _searcher(name: str, seed: int) -> Any:
         return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=seed)
+    return BasicVariantGenerator(random_state=seed, max_concurrent=concurrent)
 
 
 def run_search(plan: TunePlan, search: Search, ctx: dict[str, Any]) -> SearchResult:
     """Run (or resume) one search on Ray Tune and return what it found (see the module docstring)."""
+    import logging
+
     from ray import tune
 
     from bench.execute.tune_callback import SearchState, TrialCallback, register
@@ -207,8 +211,13 @@ def run_search(plan: TunePlan, search: Search, ctx: dict[str, Any]) -> SearchRes
     primary = task_spec(search.base.task).primary_metric
     state = SearchState(search, tracker, tune_run, output, ctx["console"], primary, settings.scheduler,
                         settings.budget.time_s, ctx["device_share"])  # fmt: skip
-    state.existing = {k: r for k, r in tracker.trial_runs(tune_run).items() if r.data.tags.get(S.SEARCH) == search.name}
+    state.existing = {k: r for k, r in tracker.trial_runs(tune_run).items()
+                      if r.data.tags.get(S.SEARCH) == search.name and r.data.tags.get(S.SUPERSEDED) != "true"}
     register(name, state)
+    # Trial errors are recorded in MLflow with their reason; Tune's own logging would repeat them (and warn that its
+    # result files are off: the driver is the one writer of results).
+    for logger in ("ray.tune", "ray.train"):
+        logging.getLogger(logger).setLevel(logging.CRITICAL)
     space = search.tune_space()
     param_space = {
         "base": json.dumps(search.base.to_dict(), default=str),
@@ -235,10 +244,10 @@ def run_search(plan: TunePlan, search: Search, ctx: dict[str, Any]) -> SearchRes
             tune_config=tune.TuneConfig(
                 metric=S.SCORE,
                 mode="max",
-                search_alg=_searcher(settings.search, settings.seed),
+                search_alg=_searcher(settings.search, settings.seed, ctx["concurrent"]),
                 scheduler=_scheduler(settings.scheduler, epochs),
                 num_samples=settings.budget.trials if settings.budget.trials is not None else -1,
-                max_concurrent_trials=ctx["concurrent"],
+                max_concurrent_trials=ctx["concurrent"] if settings.search == "tpe" else None,
                 time_budget_s=settings.budget.time_s,
             ),
             run_config=tune.RunConfig(
@@ -250,13 +259,23 @@ def run_search(plan: TunePlan, search: Search, ctx: dict[str, Any]) -> SearchRes
             ),
         )
     try:
-        tuner.fit()
+        results = tuner.fit()
+        with contextlib.suppress(Exception):  # every trial of the experiment, restored finished ones included
+            state.known.update(t.trial_id for t in results._experiment_analysis.trials)
     except Exception:
         if state.fatal is not None:
             raise state.fatal from None
         raise
     if state.fatal is not None:
         raise state.fatal
+    lost = [r for k, r in state.existing.items() if k not in state.known] if state.known else []
+    if lost:
+        state.say(f"{len(lost)} trial(s) of an earlier session were lost with its unsaved Tune state; superseded")
+        for r in lost:
+            tracker.tag_runs([r.info.run_id], {S.SUPERSEDED: "true", S.STOP_REASON: "lost: the driver died before "
+                                                                              "Ray Tune saved the search's state"})
+            if r.info.status == "RUNNING":
+                tracker.kill(r.info.run_id)
     return _collect(tracker, tune_run, search)
 
 
@@ -309,6 +328,8 @@ def run_tune(plan: TunePlan, options: RunOptions, console: Console | None = None
         from bench.tracking.tracker import Tracker
 
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # a failed trial reports no score
+        # Ray Tune saves a search's state at most this often: a killed driver loses at most this much of it.
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
         tracker = Tracker(output, options.tracking_uri, options.experiment)
         tracker.close_stale([])
         primary = task_spec(plan.searches[0].base.task).primary_metric

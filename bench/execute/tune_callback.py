@@ -68,6 +68,9 @@ class SearchState:
     device_share: float
     existing: dict[str, Any] = field(default_factory=dict)
     trials: dict[str, TrialRecord] = field(default_factory=dict)
+    #: the trial ids Ray Tune's experiment holds (restored ones included): any other trial run of the search is a
+    #: trial of a session whose Tune state was lost before it was saved.
+    known: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
     fatal: BaseException | None = None
     on_change: Callable[[], None] | None = None
@@ -138,6 +141,9 @@ class TrialCallback(tune.Callback):
         st.trials[trial.trial_id] = rec
         return rec
 
+    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+        self.state.known.update(t.trial_id for t in trials)
+
     @_fatal_on_error
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         st = self.state
@@ -150,21 +156,9 @@ class TrialCallback(tune.Callback):
         st = self.state
         rec = self._record(trial)
         kind = result.get(KEY)
-        if kind == "epoch":
-            epoch = int(result["epoch"])
-            score = float(result[S.SCORE])
-            rec.scores[epoch] = score
-            if epoch not in rec.logged:
-                metrics = {f"{S.HOLDOUT_PREFIX}{k[4:]}": float(v) for k, v in result.items()
-                           if k.startswith("val/") and isinstance(v, int | float)}  # fmt: skip
-                metrics.update({k: float(v) for k, v in result.items()
-                                if (k.startswith("train/") or k in ("lr", "epoch_time_s"))
-                                and isinstance(v, int | float)})  # fmt: skip
-                metrics[S.SCORE] = score
-                st.tracker.log_epoch(rec.run_id, epoch, metrics)
-                rec.logged.add(epoch)
-            st.say(f"trial {rec.index} epoch {epoch}: hold-out {st.primary} {score:.2f}")
-        elif kind == "finished":
+        if kind in ("epoch", "finished") and S.SCORE in result and "epoch" in result:
+            self._log_epoch(rec, result)
+        if kind == "finished":
             summary = json.loads(result["summary"])
             best = summary.get(f"best_{st.primary}")
             rec.finished = {S.BEST_SCORE: float(best)} if isinstance(best, int | float) else {}
@@ -175,6 +169,24 @@ class TrialCallback(tune.Callback):
             rec.failed = str(result.get("failure_reason") or "failed")
         if st.on_change is not None:
             st.on_change()
+
+    def _log_epoch(self, rec: TrialRecord, result: dict[str, Any]) -> None:
+        """One epoch of a trial: its hold-out metrics (``holdout/<metric>``), the search's score, the training terms."""
+        st = self.state
+        epoch, score = int(result["epoch"]), float(result[S.SCORE])
+        rec.scores[epoch] = score
+        if epoch in rec.logged:
+            return
+        metrics = {f"{S.HOLDOUT_PREFIX}{k[4:]}": float(v) for k, v in result.items()
+                   if k.startswith("val/") and isinstance(v, int | float)}  # fmt: skip
+        metrics.update({k: float(v) for k, v in result.items()
+                        if (k.startswith("train/") or k in ("lr", "epoch_time_s")) and isinstance(v, int | float)})
+        metrics[S.SCORE] = score
+        st.tracker.log_epoch(rec.run_id, epoch, metrics)
+        rec.logged.add(epoch)
+        current = metrics.get(f"{S.HOLDOUT_PREFIX}{st.primary}")
+        shown = f"hold-out {st.primary} {current:.2f}" if current is not None else "no evaluation"
+        st.say(f"trial {rec.index} epoch {epoch}: {shown} (best {score:.2f})")
 
     def _end(self, trial: Any, crashed: str | None = None) -> None:
         st = self.state

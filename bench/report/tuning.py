@@ -83,7 +83,8 @@ def searches(tunes: pd.DataFrame, trials: pd.DataFrame, tune: str | None = None)
     out: list[dict[str, Any]] = []
     for _, t in tunes.iterrows():
         run_id = t["run_id"]
-        mine = trials[trials.get(f"tags.{S.PARENT}", pd.Series("", index=trials.index)) == run_id] \
+        mine = trials[(trials.get(f"tags.{S.PARENT}", pd.Series("", index=trials.index)) == run_id)
+                      & (trials.get(f"tags.{S.SUPERSEDED}", pd.Series("", index=trials.index)) != "true")] \
             if not trials.empty else trials  # fmt: skip
         params = {("search_alg" if k == "search" else k): t.get(f"params.{k}") for k in (*S.TUNE_PARAMS, "cost_unit")}
         names = sorted(set(mine[f"tags.{S.SEARCH}"].dropna())) if not mine.empty else []
