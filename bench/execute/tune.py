@@ -249,6 +249,7 @@ def run_search(plan: TunePlan, search: Search, ctx: dict[str, Any]) -> SearchRes
                 num_samples=settings.budget.trials if settings.budget.trials is not None else -1,
                 max_concurrent_trials=ctx["concurrent"] if settings.search == "tpe" else None,
                 time_budget_s=settings.budget.time_s,
+                reuse_actors=True,  # a worker keeps torch imported from one trial to the next
             ),
             run_config=tune.RunConfig(
                 name=name,
