@@ -171,3 +171,45 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(ray_cluster, 
     for job_hash, stamp in stamps.items():  # no epoch of a finished trial trained again
         assert (job_dir(out, job_hash) / "checkpoint.pt").stat().st_mtime_ns == stamp
     assert all(r.info.status == "FINISHED" for r in live)
+
+
+def test_a_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
+    """The driver's side of a search, fed the results a failed, a crashed and a finished trial report."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from bench.execute.events import Failed, Finished, to_report
+    from bench.execute.tune import _collect
+    from bench.execute.tune_callback import SearchState, TrialCallback, register
+    from bench.jobs.tuning import Budget, TuneSettings, plan_tune
+    from bench.tracking.tracker import Tracker
+
+    grid = GridSpec(dataset="digits", pairs=(("resnet8", "resnet8"),), methods=("dkd",), recipe={"epochs": 2})
+    plan = plan_tune(grid, TuneSettings(budget=Budget(trials=3)))
+    search = plan.searches[0]
+    tracker = Tracker(tmp_path)
+    tune_run = tracker.start_tune("tune", plan.key, {}, "")
+    state = SearchState(search, tracker, tune_run, tmp_path, Console(file=open(os.devnull, "w")), "top1", "asha",
+                        None, 1.0)  # fmt: skip
+    register("t", state)
+    callback = TrialCallback("t")
+    trials = [SimpleNamespace(trial_id=f"x_0000{i}", config={"hp": {"beta": float(i + 1)}, "recipe": {}},
+                              error_file=None) for i in range(3)]  # fmt: skip
+    for t in trials:
+        callback.on_trial_start(0, trials, t)
+    callback.on_trial_result(0, trials, trials[0], to_report(Failed("JobFailed: the loss became NaN")))
+    callback.on_trial_complete(0, trials, trials[0])
+    callback.on_trial_error(0, trials, trials[1])
+    finished = {**to_report(Finished({"best_top1": 42.0})), "epoch": 2, S.SCORE: 42.0, "val/top1": 40.0}
+    callback.on_trial_result(0, trials, trials[2], finished)
+    callback.on_trial_complete(0, trials, trials[2])
+
+    runs = {r.data.tags[S.TRIAL_INDEX]: r for r in tracker.trial_runs(tune_run).values()}
+    assert runs["0"].info.status == "FAILED" and "NaN" in runs["0"].data.tags[S.STOP_REASON]
+    assert runs["1"].info.status == "FAILED" and runs["1"].data.tags[S.STOP_REASON] == "failed: crashed"
+    assert runs["2"].info.status == "FINISHED" and runs["2"].data.tags[S.STOP_REASON] == "completed"
+    assert runs["2"].data.metrics[S.BEST_SCORE] == 42.0
+    result = _collect(tracker, tune_run, search)
+    assert len(result.trials) == 3 and result.counts == {"completed": 1, "stopped": 0, "failed": 2}
+    assert result.winner == {"hp.beta": 3.0} and result.winner_score == 42.0
