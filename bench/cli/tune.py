@@ -23,7 +23,6 @@ from bench.cli.options import (
     with_options,
 )
 from bench.cli.run import grid_exit, grid_of
-from methods.errors import UserError
 
 TUNE = "Tuning"
 
@@ -99,8 +98,6 @@ def tune(ctx: typer.Context, params: dict[str, Any]) -> None:
     options = run_options(p)
     from bench.jobs.tuning import plan_tune
 
-    if p.get("rerun"):
-        raise UserError("tune has no --rerun")
     grid = grid_of(p)
     settings = settings_of(p)
     plan = plan_tune(grid, settings, device="cpu")  # every name, space and budget checked before torch is imported

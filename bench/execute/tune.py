@@ -419,11 +419,21 @@ def _class_balanced(plan: TunePlan) -> bool:
 
 def _context(options: RunOptions, output: Path, tracker: Any, tune_run: str, lock: OutputLock, console: Console,
              gpus: float, device_tag: str, trials: int | None) -> dict[str, Any]:  # fmt: skip
+    import ray
+
     from bench.execute.ray_tune import _node_cpus, check_resources
 
     node_cpus = _node_cpus()
-    concurrent = options.max_concurrent or (max(1, min(trials or node_cpus, node_cpus)) if gpus == 0 else None)
-    cpus = options.cpus_per_job or max(1, node_cpus // max(1, concurrent or 1))
+    # Trials at once: --max-concurrent, else as many as the GPUs hold (fractions pack several on one GPU), else one per
+    # CPU (never more than the trials); each gets the CPUs of its share, as `run` gives its jobs.
+    if options.max_concurrent:
+        at_once = options.max_concurrent
+    elif gpus > 0:
+        at_once = max(1, int(ray.cluster_resources().get("GPU", 0) / gpus + 1e-9))
+    else:
+        at_once = max(1, min(trials or node_cpus, node_cpus))
+    concurrent = at_once if (options.max_concurrent or gpus == 0) else None
+    cpus = options.cpus_per_job or max(1, node_cpus // at_once)
     check_resources(cpus, gpus)
     return {"options": options, "output": output, "tracker": tracker, "tune_run": tune_run, "lock": lock,
             "console": console, "gpus": gpus, "cpus": cpus, "concurrent": concurrent or 0,

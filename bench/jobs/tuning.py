@@ -179,7 +179,7 @@ class TuneSettings:
 
             if importlib.util.find_spec("optuna") is None:
                 raise UserError("--search tpe runs Optuna's TPE through Ray Tune: install the optional extra "
-                                "(pip install 'diffbench[tune]' or pip install optuna), or use --search random")  # fmt: skip
+                                "(pip install 'diffbench[tune]', or optuna), or use --search random")  # fmt: skip
         if RECIPE_SCOPE in self.spaces and not self.tune_recipe:
             raise UserError("--space recipe.* searches the recipe: add --tune-recipe (then every column, vanilla "
                             "included, searches it with the same budget)")  # fmt: skip
