@@ -28,7 +28,7 @@ from torch import nn
 from methods import catalog
 from methods.catalog import accepted_hparams, check_hparams, default_hparams
 from methods.errors import UserError
-from methods.hparams import Range, from_signature
+from methods.hparams import Choice, IntUniform, LogUniform, Range, Uniform, from_signature
 from methods.taps import ROLES, Progress, TapSpec, paired_taps, select_taps
 
 
@@ -149,9 +149,13 @@ def fetch(method: str, tensors: Mapping[str, torch.Tensor], name: str, who: str)
 __all__ = [
     "METHODS",
     "ROLES",
+    "Choice",
+    "IntUniform",
+    "LogUniform",
     "Method",
     "Progress",
     "Range",
+    "Uniform",
     "TapSpec",
     "UserError",
     "accepted_hparams",

@@ -56,6 +56,7 @@ _NAMESPACE: dict[str, Any] = {
     "Sequence": collections.abc.Sequence,
     "Mapping": collections.abc.Mapping,
     "Range": hp.Range,
+    **{cls.__name__: cls for cls in (hp.Uniform, hp.LogUniform, hp.IntUniform, hp.Choice)},
     **{t.__name__: t for t in (int, float, bool, str, tuple, list, dict)},
     "None": None,
     "True": True,
@@ -172,6 +173,26 @@ def check_hparams(name: str, values: Mapping[str, Any]) -> None:
     hp.check(name, method_info(name).hparams, values)
 
 
+def method_space(name: str) -> dict[str, hp.Space]:
+    """The search space of every hyper-parameter method ``name`` declares one for (``diffbench tune``), in
+    signature order; ``{}`` for a method that declares none (a plugin may)."""
+    out = {}
+    for key, param in method_info(name).hparams.items():
+        space = hp.space_of(param)
+        if space is not None:
+            out[key] = space
+    return out
+
+
+def check_space(name: str, key: str, space: hp.Space) -> None:
+    """Refuse, in one line, a space for ``name.key`` that names no hyper-parameter or could draw a value outside its
+    declared type and range (``--space dkd.beta=loguniform(-1, 4)``)."""
+    declared = method_info(name).hparams
+    if key not in declared:
+        hp.check(name, declared, {key: None})  # the "did you mean" of an unknown name
+    hp.check_space(name, declared[key], space)
+
+
 def is_method(name: str) -> bool:
     """Whether ``name`` is a registered method (``vanilla`` is not)."""
     return name in BUILTIN or name in _PLUGINS
@@ -185,9 +206,11 @@ __all__ = [
     "accepted_hparams",
     "add_plugin",
     "check_hparams",
+    "check_space",
     "default_hparams",
     "is_method",
     "method_info",
     "method_names",
+    "method_space",
     "read_source",
 ]

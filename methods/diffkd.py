@@ -28,7 +28,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Method, Progress, Range, TapSpec, UserError, register, select_taps, upcast
+from methods.base import (
+    IntUniform,
+    LogUniform,
+    Method,
+    Progress,
+    Range,
+    TapSpec,
+    UserError,
+    register,
+    select_taps,
+    upcast,
+)
 from methods.ddim import DDIMScheduler
 from methods.feature_norm import feature_loss, pkd_norm
 from methods.taps import chosen_taps
@@ -325,12 +336,12 @@ class DiffKDMethod(Method):
         teacher_taps: Mapping[str, TapSpec],
         use_ae: bool = False,
         ae_channels: Annotated[int | None, Range(ge=1)] = None,
-        inference_steps: Annotated[int, Range(ge=1)] = 5,
+        inference_steps: Annotated[int, Range(ge=1), IntUniform(1, 10)] = 5,
         num_train_timesteps: Annotated[int, Range(ge=2, le=TIME_EMBEDDING_ROWS)] = 1000,
         feat_kernel_size: Annotated[int, Range(ge=1, le=3)] = 3,
         distill_logits: bool = True,
-        kd_weight: Annotated[float, Range(ge=0)] = 1.0,
-        diff_weight: Annotated[float, Range(ge=0)] = 1.0,
+        kd_weight: Annotated[float, Range(ge=0), LogUniform(0.1, 10)] = 1.0,
+        diff_weight: Annotated[float, Range(ge=0), LogUniform(0.1, 10)] = 1.0,
         ae_weight: Annotated[float, Range(ge=0)] = 1.0,
         logit_temperature: Annotated[float, Range(gt=0)] = 1.0,
         share_levels: bool = False,

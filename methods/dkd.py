@@ -30,7 +30,19 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 
-from methods.base import Method, Progress, Range, TapSpec, UserError, fetch, paired_taps, register, upcast
+from methods.base import (
+    LogUniform,
+    Method,
+    Progress,
+    Range,
+    TapSpec,
+    Uniform,
+    UserError,
+    fetch,
+    paired_taps,
+    register,
+    upcast,
+)
 
 
 def _binary_log_probs(logits: torch.Tensor, target: torch.Tensor, gt_mask: torch.Tensor) -> torch.Tensor:
@@ -108,9 +120,9 @@ class DKD(Method):
         self,
         student_taps: Mapping[str, TapSpec],
         teacher_taps: Mapping[str, TapSpec],
-        alpha: Annotated[float, Range(ge=0)] = 1.0,
-        beta: Annotated[float, Range(ge=0)] = 8.0,
-        temperature: Annotated[float, Range(gt=0)] = 4.0,
+        alpha: Annotated[float, Range(ge=0), LogUniform(0.25, 4)] = 1.0,
+        beta: Annotated[float, Range(ge=0), LogUniform(1, 16)] = 8.0,
+        temperature: Annotated[float, Range(gt=0), Uniform(1, 8)] = 4.0,
         ce_weight: Annotated[float, Range(ge=0)] = 1.0,
         warmup: float = 20,
     ) -> None:

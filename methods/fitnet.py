@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from methods.base import (
+    LogUniform,
     Method,
     Progress,
     Range,
@@ -181,7 +182,7 @@ class FitNet(Method):
         self,
         student_taps: Mapping[str, TapSpec],
         teacher_taps: Mapping[str, TapSpec],
-        feat_weight: Annotated[float, Range(ge=0)] = 100.0,
+        feat_weight: Annotated[float, Range(ge=0), LogUniform(1, 1000)] = 100.0,
         ce_weight: Annotated[float, Range(ge=0)] = 1.0,
         shared: bool = False,
         input_size: int | Sequence[int] | None = None,

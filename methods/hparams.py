@@ -141,3 +141,157 @@ def check(method: str, declared: Mapping[str, HParam], values: Mapping[str, Any]
         )
     for key, value in values.items():
         check_value(method, declared[key], value)
+
+
+# -- search spaces (``diffbench tune``) ---------------------------------------------------------------------------
+# Declared next to the Range, as further ``Annotated`` metadata:
+# ``beta: Annotated[float, Range(ge=0), LogUniform(1, 16)] = 8.0``. Free of torch and Ray; the search turns them into
+# Ray Tune's sampling objects when it starts (:mod:`bench.execute.tune`).
+
+
+@dataclass(frozen=True)
+class Space:
+    """Where a search draws one hyper-parameter from. Subclasses: :class:`Uniform`, :class:`LogUniform`,
+    :class:`IntUniform`, :class:`Choice`."""
+
+    def values_at_bounds(self) -> tuple[Any, ...]:
+        """The values a range check must accept for the whole space to lie inside it (its ends, or its choices)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The space as ``--space`` writes it: ``loguniform(1, 16)``."""
+        raise NotImplementedError
+
+
+    def is_numeric(self) -> bool:
+        return True
+
+
+def _check_bounds(kind: str, low: float, high: float) -> None:
+    for v in (low, high):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise UserError(f"{kind}({low!r}, {high!r}): the bounds must be finite numbers")
+    if not low < high:
+        raise UserError(f"{kind}({low:g}, {high:g}): the lower bound must be below the upper one")
+
+
+@dataclass(frozen=True)
+class Uniform(Space):
+    """A number drawn uniformly from ``[low, high]``."""
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        _check_bounds("uniform", self.low, self.high)
+
+    def values_at_bounds(self) -> tuple[Any, ...]:
+        return (float(self.low), float(self.high))
+
+    def describe(self) -> str:
+        return f"uniform({self.low:g}, {self.high:g})"
+
+
+@dataclass(frozen=True)
+class LogUniform(Space):
+    """A number drawn uniformly in log space from ``[low, high]`` (``0 < low``): for weights and temperatures
+    whose scale is unknown."""
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        _check_bounds("loguniform", self.low, self.high)
+        if self.low <= 0:
+            raise UserError(f"loguniform({self.low:g}, {self.high:g}): the lower bound must be > 0")
+
+    def values_at_bounds(self) -> tuple[Any, ...]:
+        return (float(self.low), float(self.high))
+
+    def describe(self) -> str:
+        return f"loguniform({self.low:g}, {self.high:g})"
+
+
+@dataclass(frozen=True)
+class IntUniform(Space):
+    """An integer drawn uniformly from ``low .. high``, both included."""
+
+    low: int
+    high: int
+
+    def __post_init__(self) -> None:
+        for v in (self.low, self.high):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise UserError(f"intuniform({self.low!r}, {self.high!r}): the bounds must be integers")
+        if not self.low < self.high:
+            raise UserError(f"intuniform({self.low}, {self.high}): the lower bound must be below the upper one")
+
+    def values_at_bounds(self) -> tuple[Any, ...]:
+        return (self.low, self.high)
+
+    def describe(self) -> str:
+        return f"intuniform({self.low}, {self.high})"
+
+
+@dataclass(frozen=True)
+class Choice(Space):
+    """One of a few values, drawn with equal probability: ``Choice(1, 3, 5)``."""
+
+    values: tuple[Any, ...]
+
+    def __init__(self, *values: Any) -> None:
+        if len(values) == 1 and isinstance(values[0], list | tuple):
+            values = tuple(values[0])
+        if len(values) < 2:
+            raise UserError(f"choice{values!r}: give at least two values")
+        if len(set(map(repr, values))) != len(values):
+            raise UserError(f"choice{values!r}: a value is given twice")
+        object.__setattr__(self, "values", tuple(values))
+
+    def values_at_bounds(self) -> tuple[Any, ...]:
+        return self.values
+
+    def describe(self) -> str:
+        return f"choice({', '.join(map(repr, self.values))})"
+
+
+    def is_numeric(self) -> bool:
+        return all(isinstance(v, int | float) and not isinstance(v, bool) for v in self.values)
+
+
+#: The names ``--space`` accepts, and the class each builds.
+SPACE_KINDS: dict[str, type[Space]] = {
+    "uniform": Uniform,
+    "loguniform": LogUniform,
+    "intuniform": IntUniform,
+    "randint": IntUniform,
+    "choice": Choice,
+}
+
+
+def space_of(hp: HParam) -> Space | None:
+    """The search space declared for ``hp`` (its ``Annotated`` metadata), or ``None``: not tuned by default."""
+    found = [m for m in hp.meta if isinstance(m, Space)]
+    if len(found) > 1:
+        raise ValueError(f"hyper-parameter {hp.name!r} declares {len(found)} search spaces; declare one")
+    return found[0] if found else None
+
+
+def check_space(method: str, hp: HParam, space: Space) -> None:
+    """Refuse a space that could draw a value the hyper-parameter does not accept (its type, its ranges), in one line.
+
+    Both ends of a continuous space (or every choice) are checked with :func:`check_value`; an integer
+    hyper-parameter takes :class:`IntUniform` or integer choices only.
+    """
+    options = get_args(hp.hint) if get_origin(hp.hint) in (typing.Union, types.UnionType) else (hp.hint,)
+    if isinstance(space, Uniform | LogUniform) and int in options and float not in options:
+        raise UserError(
+            f"method {method!r}: {hp.name} is an integer; give intuniform(a, b) or choice(...), not {space.describe()}"
+        )
+    for value in space.values_at_bounds():
+        try:
+            check_value(method, hp, value)
+        except UserError as err:
+            raise UserError(
+                f"--space {method}.{hp.name}={space.describe()} lies outside what {hp.name} accepts: {err}"
+            ) from None

@@ -15,7 +15,7 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 
-from methods.base import Method, Progress, Range, TapSpec, fetch, paired_taps, register, upcast
+from methods.base import LogUniform, Method, Progress, Range, TapSpec, Uniform, fetch, paired_taps, register, upcast
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -57,9 +57,9 @@ class KD(Method):
         self,
         student_taps: Mapping[str, TapSpec],
         teacher_taps: Mapping[str, TapSpec],
-        temperature: Annotated[float, Range(gt=0)] = 4.0,
-        ce_weight: Annotated[float, Range(ge=0)] = 0.1,
-        kd_weight: Annotated[float, Range(ge=0)] = 0.9,
+        temperature: Annotated[float, Range(gt=0), LogUniform(1, 16)] = 4.0,
+        ce_weight: Annotated[float, Range(ge=0), Uniform(0, 1)] = 0.1,
+        kd_weight: Annotated[float, Range(ge=0), LogUniform(0.1, 4)] = 0.9,
     ) -> None:
         super().__init__(student_taps, teacher_taps)
         self.temperature = float(temperature)

@@ -15,17 +15,18 @@ pixels are flattened into logits rows). Methods then never need to know which ta
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from methods.errors import UserError
-from tasks.recipe import COMPILE_MODES, PIPELINES, PRECISIONS, Recipe
+from tasks.recipe import COMPILE_MODES, PIPELINES, PRECISIONS, Recipe, holdout_of
 from tasks.spec import TaskSpec, fingerprint_files, get_task, task_names, task_spec
 
 #: Names kept importable from here: the torch-free ones live in :mod:`tasks.recipe` and :mod:`tasks.spec`.
@@ -36,6 +37,7 @@ __all__ = [
     "DataBundle",
     "PairedOutput",
     "Recipe",
+    "SplitPart",
     "TapRecorder",
     "Task",
     "TaskSpec",
@@ -45,6 +47,7 @@ __all__ = [
     "frozen_bn_counters",
     "gather_lists",
     "get_task",
+    "holdout_indices",
     "key_mismatch",
     "load_state_dict_file",
     "read_state_dict_file",
@@ -184,6 +187,41 @@ class Task(TaskSpec, ABC):
     def build_data(self, dataset: str, data_dir: Path | None, recipe: Recipe) -> DataBundle:
         """Train and validation sets; ``UserError`` for a missing or malformed folder."""
 
+    def build_split(self, dataset: str, data_dir: Path | None, recipe: Recipe) -> DataBundle:
+        """What a job trains and evaluates on: :meth:`build_data`, with the recipe's hold-out carved out of it.
+
+        A tuning trial's recipe names a hold-out (``extra.holdout``, :func:`tasks.recipe.holdout_of`): that part of
+        the *training* split is kept out of training and becomes the split the job evaluates on, so a search never
+        sees the validation split that reports score. Ordinary jobs get :meth:`build_data` unchanged.
+        """
+        bundle = self.build_data(dataset, data_dir, recipe)
+        holdout = holdout_of(recipe.extra)
+        return bundle if holdout is None else self.carve_holdout(bundle, *holdout)
+
+    def carve_holdout(self, bundle: DataBundle, fraction: float, seed: int) -> DataBundle:
+        """``bundle`` with ``fraction`` of its training images held out (seeded) as the split evaluated on.
+
+        Class-balanced where the task gives labels (:meth:`split_labels`), by image otherwise; the held-out
+        images are read as the validation split reads its own (:meth:`eval_view`: no augmentation).
+        """
+        labels = self.split_labels(bundle.train)
+        kept, held = holdout_indices(len(bundle.train), fraction, seed, labels)
+        if len(kept) == 0 or len(held) == 0:
+            raise UserError(f"a hold-out of {fraction:g} leaves no image on one side of {len(bundle.train)} "
+                            "training images; change the fraction")  # fmt: skip
+        info = {**bundle.info, "holdout": {"fraction": fraction, "seed": seed, "train": len(kept),
+                                           "held_out": len(held), "class_balanced": labels is not None}}  # fmt: skip
+        return DataBundle(SplitPart(bundle.train, kept), SplitPart(self.eval_view(bundle.train, bundle.val), held),
+                          bundle.num_classes, bundle.collate_fn, info)  # fmt: skip
+
+    def split_labels(self, train: Dataset) -> Sequence[int] | None:
+        """One class label per training image, for a class-balanced hold-out; ``None``: split by image."""
+        return None
+
+    def eval_view(self, train: Dataset, val: Dataset) -> Dataset:
+        """The training images read the way ``val`` reads its own (no augmentation); default: ``train`` itself."""
+        return train
+
     # -- training and evaluation -------------------------------------------------------------
     @abstractmethod
     def paired_forward(
@@ -221,6 +259,65 @@ class Task(TaskSpec, ABC):
     ) -> Any:
         """A random batch shaped like ``dataset``'s (for ``arch``'s input size), for ``diffbench speed``."""
         raise UserError(f"task {self.name!r} has no synthetic batches")
+
+
+# -- hold-out splits -------------------------------------------------------------------------------
+def holdout_indices(
+    n: int, fraction: float, seed: int, labels: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept, held)``: sorted positions of ``n`` images, ``fraction`` of them held out, drawn from ``seed``.
+
+    With ``labels``, each class gives ``round(fraction x its size)`` images (at least one, never all of them),
+    so the held-out part has the training split's class balance; without, ``round(fraction x n)`` images.
+    The draw depends only on ``(n, fraction, seed, labels)``: every trial of a search holds out the same images.
+    """
+    rng = np.random.default_rng([int(seed), 0x686F6C64])  # "hold": a stream of its own
+    if labels is None:
+        k = min(n - 1, max(1, round(n * fraction))) if n > 1 else 0
+        held = rng.permutation(n)[:k]
+    else:
+        y = np.asarray(labels)
+        if len(y) != n:
+            raise ValueError(f"{len(y)} labels for {n} images")
+        parts = []
+        for c in np.unique(y):
+            idx = np.flatnonzero(y == c)
+            k = min(len(idx) - 1, max(1, round(len(idx) * fraction)))
+            parts.append(idx[rng.permutation(len(idx))[:k]])
+        held = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    mask = np.zeros(n, dtype=bool)
+    mask[held] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+class SplitPart(Subset):
+    """Part of a data set (a hold-out and what is left of the training split), keeping what tasks read from it.
+
+    The attributes a task's loaders and evaluation read from a whole split (class names, a detection set's COCO
+    index and label map, a segmentation set's evaluation mode) are the parent's; per-image ones are indexed;
+    the device-resident protocol (:mod:`tasks.classification.resident`) serves the part's images only.
+    """
+
+    #: Attributes shared with the parent split.
+    SHARED = ("classes", "class_names", "num_classes", "transform", "resident_transform", "eval_cfg", "coco",
+              "cat_ids", "cat_to_label", "label_to_cat", "image_root", "train", "crop")  # fmt: skip
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
+        super().__init__(dataset, [int(i) for i in indices])
+
+    def __getattr__(self, name: str) -> Any:
+        if name in SplitPart.SHARED and "dataset" in self.__dict__:
+            return getattr(self.dataset, name)
+        raise AttributeError(name)
+
+    @property
+    def targets(self) -> list[int]:
+        return [int(self.dataset.targets[i]) for i in self.indices]
+
+    def resident_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.dataset.resident_data()
+        idx = torch.as_tensor(self.indices, dtype=torch.long)
+        return images[idx], labels[idx]
 
 
 # -- data-parallel evaluation --------------------------------------------------------------------

@@ -18,6 +18,27 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: ``Recipe.compile`` values: ``off`` or a ``torch.compile`` mode.
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 PIPELINES = ("auto", "device", "pil")
+#: The ``Recipe.extra`` key of a tuning trial's validation split, carved from the training split:
+#: ``{"fraction": 0.1, "seed": 0}`` (the task holds that part out of training and evaluates on it instead of its
+#: validation split, which the trial never sees). Absent from ordinary jobs, so their identity is unchanged.
+HOLDOUT = "holdout"
+#: The largest fraction of the training split a hold-out may take.
+MAX_HOLDOUT = 0.5
+
+
+def holdout_of(extra: Mapping[str, Any] | None) -> tuple[float, int] | None:
+    """``(fraction, seed)`` of a recipe's hold-out (:data:`HOLDOUT`), ``None`` without one; one-line errors."""
+    spec = (extra or {}).get(HOLDOUT)
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping) or set(spec) != {"fraction", "seed"}:
+        raise UserError(f"recipe extra.{HOLDOUT} must be {{fraction: <0..{MAX_HOLDOUT}>, seed: <int>}}, got {spec!r}")
+    fraction, seed = spec["fraction"], spec["seed"]
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= MAX_HOLDOUT:
+        raise UserError(f"hold-out fraction must be a number in (0, {MAX_HOLDOUT}], got {fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"hold-out seed must be an integer >= 0, got {seed!r}")
+    return float(fraction), int(seed)
 
 
 def _whole_numbers(name: str, values: Any) -> tuple[int, ...]:
@@ -127,6 +148,7 @@ class Recipe:
         object.__setattr__(self, "iter_milestones", _whole_numbers("iter_milestones", self.iter_milestones))
         if self.iter_milestones and self.milestones:
             raise UserError("recipe: give milestones (epochs) or iter_milestones (iterations), not both")
+        holdout_of(self.extra)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -3,6 +3,7 @@
 | command | module |
 |---|---|
 | ``run``, ``train`` | :mod:`bench.cli.run` |
+| ``tune`` | :mod:`bench.cli.tune` |
 | ``report``, ``ui`` | :mod:`bench.cli.report` |
 | ``eval``, ``export`` | :mod:`bench.cli.checkpoints` |
 | ``list`` | :mod:`bench.cli.listing` |
@@ -22,7 +23,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from bench.cli import checkpoints, doctor, listing, report, run, speed
+from bench.cli import checkpoints, doctor, listing, report, run, speed, tune
 from bench.cli.options import console, error_line
 
 
@@ -94,6 +95,7 @@ def _main(
 
 app.command("run")(run.run)
 app.command("train")(run.train)
+app.command("tune")(tune.tune)
 app.command("report")(report.report)
 app.command("ui")(report.ui)
 app.command("eval")(checkpoints.eval_cmd)

@@ -78,6 +78,13 @@ def report(
     ] = Path("results"),
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server URI.")] = None,
     experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "diffbench",
+    tuning: Annotated[
+        bool, typer.Option("--tuning", help="Show each `diffbench tune` search instead: trials, the best hold-out "
+                           "score after each trial, the winning values, the cost in device-hours.")
+    ] = False,
+    tune_run: Annotated[
+        str | None, typer.Option("--tune", help="With --tuning: only this tune run (its run id or key).")
+    ] = None,
 ) -> None:
     """Leaderboards from MLflow: mean ± std over seeds, gain over vanilla with 95 % CI and t-test, provenance.
 
@@ -104,6 +111,9 @@ def report(
         task_spec(task)  # an unknown task: one line with a "did you mean"
     uri = tracking_uri or default_tracking_uri(output)
     check_server(uri)
+    if tuning:
+        _report_tuning(uri, experiment, tune_run, fmt, out)
+        return
     ref = rep.load_reference(reference) if reference else rep.load_reference()
     runs = rep.load_runs(uri, experiment, task=task, dataset=dataset, grid=grid)
     if runs.empty:
@@ -120,6 +130,9 @@ def report(
         vs=vs,
         published=published,
     )
+    from bench.report.tuning import provenance_lines, shown_runs
+
+    lb.notes.extend(provenance_lines(runs, shown_runs(lb.tidy)))
     if lb.empty:
         raise UserError(lb.empty_reason() + _report_filters(pairs=",".join(split_list(pairs)),
                                                             methods=",".join(split_list(methods))))  # fmt: skip
@@ -138,6 +151,28 @@ def report(
         except OSError as err:
             raise UserError(f"cannot write --plot {str(plot_path)!r}: {err.strerror or err}") from None
         err_console.print(f"plot: {plot_path}")
+
+
+def _report_tuning(uri: str, experiment: str, tune: str | None, fmt: str | None, out: Path | None) -> None:
+    """``report --tuning``: every search of the store's tune runs (see :mod:`bench.report.tuning`)."""
+    from bench.report import tuning
+    from bench.report.load import load_kind
+    from bench.report.output import write_text
+
+    records = tuning.searches(load_kind(uri, experiment, "tune"), load_kind(uri, experiment, "trial"), tune)
+    if not records:
+        raise UserError(f"no `diffbench tune` search{' ' + tune if tune else ''} in experiment {experiment!r} of {uri}")
+    if fmt is None:
+        console.print(tuning.to_rich(records))
+        return
+    if fmt not in ("markdown", "json"):
+        raise UserError(f"report --tuning writes markdown or json, not {fmt}")
+    text = tuning.render_markdown(records) if fmt == "markdown" else tuning.render_json(records)
+    if out is not None:
+        write_text(out, text)
+        err_console.print(f"wrote {out}")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 @user_errors

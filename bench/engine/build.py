@@ -136,7 +136,7 @@ def build_job(
             f"batch size {recipe.batch_size} does not divide over {dist.world_size} workers (the recipe's batch "
             "is the global batch); pick a batch size that is a multiple of the worker count"
         )
-    bundle = task.build_data(spec.dataset, Path(spec.data_dir) if spec.data_dir else None, recipe)
+    bundle = task.build_split(spec.dataset, Path(spec.data_dir) if spec.data_dir else None, recipe)
     generator = generator if generator is not None else torch.Generator()
     train_loader, val_loader = make_loaders(task, bundle, recipe, device, generator, cpus, dist, spec.seed)
     if len(train_loader) == 0:

@@ -58,6 +58,8 @@ def run_grid(
     console: Console | None = None,
     config_text: str | None = None,
     command: str | None = None,
+    lock: OutputLock | None = None,
+    grid_tags: dict[str, str] | None = None,
 ) -> int:
     """Run ``jobs`` and return how many failed. Finished jobs (by hash) are skipped, never re-trained.
 
@@ -67,6 +69,9 @@ def run_grid(
         console: where progress goes (a terminal gets a live table).
         config_text: the grid's resolved configuration (YAML), written beside its jobs and to its parent run.
         command: the command as the user gave it, for the parent run's name.
+        lock: the output folder's lock when the caller holds it already (``diffbench tune`` runs several grids
+            under one lock); by default the grid takes it.
+        grid_tags: further tags of the grid's parent run.
 
     Raises:
         UserError: bad input, found before anything is written or started.
@@ -96,10 +101,12 @@ def run_grid(
     _status(console, f"checking the data and teacher checkpoints of {len(jobs)} jobs")
     preflight(jobs, options.output, console)
     output = prepare_output(options.output)
+    if lock is not None:  # the caller holds it (diffbench tune) and releases it
+        return _locked(jobs, options, console, config_text, command, lock, device_tag, gpus_per_job, grid_tags)
     lock = OutputLock(output)
     try:
         lock.acquire()
-        return _locked(jobs, options, console, config_text, command, lock, device_tag, gpus_per_job)
+        return _locked(jobs, options, console, config_text, command, lock, device_tag, gpus_per_job, grid_tags)
     except KeyboardInterrupt:
         with cleanup():  # a second interrupt waits for the lock to be released, then exits
             lock.release()
@@ -109,7 +116,8 @@ def run_grid(
 
 
 def _locked(jobs: list[JobSpec], options: RunOptions, console: Console, config_text: str | None, command: str | None,
-            lock: OutputLock, device_tag: str, gpus_per_job: float) -> int:  # fmt: skip
+            lock: OutputLock, device_tag: str, gpus_per_job: float,
+            grid_tags: dict[str, str] | None = None) -> int:  # fmt: skip
     """:func:`run_grid` once the output is ours: open the store, plan, start Ray if needed, execute."""
     output, workers, ray = lock.output, options.workers, options.executor == "ray"
     _status(console, f"opening the MLflow store in {output}")
@@ -146,16 +154,22 @@ def _locked(jobs: list[JobSpec], options: RunOptions, console: Console, config_t
         else:
             check_resources(options.cpus_per_job, gpus_per_job)
         raise_pending()
-    return _execute(grid, todo, adopt, options, gpus_per_job)
+    return _execute(grid, todo, adopt, options, gpus_per_job, grid_tags or {})
 
 
-def _execute(grid: GridRun, todo: list[JobSpec], adopt: str | None, options: RunOptions, gpus_per_job: float) -> int:
+def _execute(grid: GridRun, todo: list[JobSpec], adopt: str | None, options: RunOptions, gpus_per_job: float,
+             grid_tags: dict[str, str]) -> int:  # fmt: skip
     console, tracker = grid.console, grid.tracker
     started = time.perf_counter()
     try:
         grid.parent_id = tracker.start_grid(
             grid_name(grid.command, len(grid.jobs)),
-            {"command": f"diffbench {grid.command}"[:5000], "jobs": str(len(grid.jobs)), "executor": options.executor},
+            {
+                "command": f"diffbench {grid.command}"[:5000],
+                "jobs": str(len(grid.jobs)),
+                "executor": options.executor,
+                **grid_tags,
+            },
             [j.job_hash for j in grid.jobs],
             adopt=adopt,
             config_text=grid.config_text,

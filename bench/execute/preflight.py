@@ -135,7 +135,7 @@ def _check_data(spec: JobSpec) -> tuple[int, int, int]:
 
     task = get_task(spec.task)
     try:
-        bundle = task.build_data(spec.dataset, Path(spec.data_dir) if spec.data_dir else None, spec.recipe_obj())
+        bundle = task.build_split(spec.dataset, Path(spec.data_dir) if spec.data_dir else None, spec.recipe_obj())
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001 - any unreadable data is the user's to fix, in one line

@@ -19,6 +19,7 @@ from bench.report.schema import (
     TEACHER,
     VERDICT_MARKS,
 )
+from bench.tracking.schema import TUNED_LABEL
 
 
 @dataclass
@@ -144,7 +145,7 @@ def pair_label(teacher: str, student: str) -> str:
 
 
 def method_rank(label: str) -> tuple[int, str, str]:
-    base = label.split("[", 1)[0]
+    base = label.split("[", 1)[0].removesuffix(TUNED_LABEL)  # a tuned column sits beside its method
     if base == TEACHER:
         return (-1, "", label)
     if base in METHOD_ORDER:

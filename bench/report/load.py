@@ -190,7 +190,9 @@ def _finish(df: pd.DataFrame, selection: GridSelection | None) -> pd.DataFrame:
         df[col] = pd.to_datetime(df[col], unit="ms", utc=True)
     if selection is not None:
         df = selection.filter(df)
-    return df
+    from bench.report.tuning import mark_tuned
+
+    return mark_tuned(df)  # a search's winners are columns of their own, never averaged with untuned runs
 
 
 def _filters(task: str | None, dataset: str | None) -> list[tuple[str, str]]:
@@ -622,3 +624,42 @@ def load_reference(path: str | Path = DEFAULT_REFERENCE) -> pd.DataFrame:
                 f"reference file {path}: {col} {bad.iloc[0]!r} is not one of {', '.join(valid)} (or empty: not stated)"
             )
     return ref
+
+
+def load_kind(tracking_uri: str | Path, experiment: str, kind: str) -> pd.DataFrame:
+    """Every active run of one kind (``tune``, ``trial``; tag :data:`~bench.tracking.schema.KIND`), as
+    :func:`load_runs` frames them (newest first, UTC times); empty when there is none."""
+    uri = tracking_uri_for(tracking_uri)
+    db = _sqlite_path(uri)
+    if db is not None:
+        try:
+            con = _connect_ro(db)
+            try:
+                con.execute("BEGIN")
+                df = _sqlite_frame(con, *_run_filter(_sqlite_experiment(con, experiment), [(S.KIND, kind)]))
+            finally:
+                con.close()
+        except sqlite3.Error as err:
+            raise _store_error(uri, err) from None
+    else:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            raise UserError(f"no MLflow experiment {experiment!r} in {uri}")
+        records = []
+        for run in client.search_runs([exp.experiment_id], f"tags.`{S.KIND}` = '{kind}'", max_results=50000):
+            rec: dict[str, Any] = {"run_id": run.info.run_id, "status": run.info.status,
+                                   "start_time": run.info.start_time, "end_time": run.info.end_time}  # fmt: skip
+            rec.update({f"tags.{k}": v for k, v in run.data.tags.items()})
+            rec.update({f"params.{k}": v for k, v in run.data.params.items()})
+            rec.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+            records.append(rec)
+        df = pd.DataFrame.from_records(records)
+    for col in ("run_id", "status", "start_time", "end_time"):
+        if col not in df:
+            df[col] = pd.Series(dtype="object")
+    for col in ("start_time", "end_time"):
+        df[col] = pd.to_datetime(df[col], unit="ms", utc=True)
+    return df

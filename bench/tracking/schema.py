@@ -15,6 +15,16 @@ older stores mean to newer code: add names, never rename them.
   (step = epoch) ``train/<term>``, ``val/<metric>``, ``lr``, ``epoch_time_s``; summary metrics
   ``best_<metric>``, ``last_<metric>``, ``best_epoch``, ``train_time_s``, ``images_per_s``, ``peak_mem_mb``,
   ``teacher_<metric>``; artifacts :data:`JOB_ARTIFACTS` and the logged model (``runs:/<run id>/student``).
+  Job runs of a ``diffbench tune`` final grid that a search chose also carry :data:`TUNED` and :data:`TUNING`.
+* **Tune runs** (one per ``diffbench tune``): tags :data:`KIND` = :data:`KIND_TUNE`, :data:`TUNE_KEY` (its
+  identity: a re-run resumes it), :data:`OUTPUT`, the budget, search, scheduler and hold-out as params
+  (:data:`TUNE_PARAMS`), per search :data:`WON_PREFIX` ``<search>`` (the winning values and their score) and
+  :data:`FINAL_GRID` (the final grid's run); metrics per search ``trials.<search>``, ``device_hours.<search>``.
+* **Trial runs** (one per trial, children of the tune run): tags :data:`KIND` = :data:`KIND_TRIAL`, the axes of
+  :data:`JOB_TAGS` with ``role`` = ``trial`` (so the UI groups trials by method), :data:`SEARCH`, :data:`TRIAL_ID`,
+  :data:`TRIAL_INDEX`, :data:`STOP_REASON`, :data:`JOB_HASH`; params ``hp.<name>``, ``recipe.<field>`` and
+  :data:`TRIAL_VALUES`; per-epoch metrics ``holdout/<metric>`` and :data:`SCORE`, ``train/<term>``; summary
+  metrics :data:`BEST_SCORE`, ``epochs_run``, ``wall_s``, ``device_hours``. Reports never read them as jobs.
 
 Nothing here imports MLflow.
 """
@@ -28,6 +38,8 @@ EXPERIMENT = "diffbench"
 KIND = "diffbench.kind"
 KIND_GRID = "grid"
 KIND_JOB = "job"
+KIND_TUNE = "tune"
+KIND_TRIAL = "trial"
 #: Tag: the output folder whose driver wrote the run (on a shared server, a driver touches only its own).
 OUTPUT = "diffbench.output"
 #: Tag of a run its driver died in, closed by a later driver.
@@ -77,6 +89,34 @@ JOB_ARTIFACTS: tuple[str, ...] = ("config.json", "student.pt", "train.log")
 #: The artifact path of a job's logged MLflow model.
 MODEL_ARTIFACT = "student"
 
+#: Tag of a tune run: 12 hex digits over its searches, budget, search and scheduler (a re-run of it resumes).
+TUNE_KEY = "diffbench.tune_key"
+#: Params of a tune run: what every search was given.
+TUNE_PARAMS: tuple[str, ...] = ("budget", "search", "scheduler", "holdout", "trial_recipe", "seeds")
+#: Tag prefix of a tune run: ``diffbench.won.<search slug>`` = the winning values, their score and trial.
+WON_PREFIX = "diffbench.won."
+#: Tag of a tune run: the run id of its final grid.
+FINAL_GRID = "diffbench.final_grid"
+#: Tags of a trial run: its search (``dkd resnet20→resnet8``), Tune trial id, index in its search (0, 1, ...) and
+#: why it ended (``completed``, ``stopped early by asha after epoch 1``, ``failed: ...``, ``stopped: time budget``).
+SEARCH = "diffbench.search"
+TRIAL_ID = "diffbench.trial_id"
+TRIAL_INDEX = "diffbench.trial_index"
+STOP_REASON = "diffbench.stop_reason"
+#: Param of a trial run: its sampled values as JSON (``{"hp.beta": 6.1}``), typed.
+TRIAL_VALUES = "trial.values"
+#: Trial metrics: per epoch the hold-out's metrics (``holdout/top1``) and the search's objective; at the end the best.
+HOLDOUT_PREFIX = "holdout/"
+SCORE = "score"
+BEST_SCORE = "best_score"
+#: Tags of a final-grid job run a search chose: the tune run's id, and one line saying how it was tuned (budget,
+#: search, hold-out, winning values), which the report's provenance prints. Reports keep these runs apart
+#: (method ``dkd (tuned)``), never averaged with untuned runs.
+TUNED = "diffbench.tuned"
+TUNING = "diffbench.tuning"
+#: The suffix of a tuned run's method label in reports.
+TUNED_LABEL = " (tuned)"
+
 #: Per-epoch metric prefixes and the other per-epoch keys.
 EPOCH_PREFIXES: tuple[str, ...] = ("train/", "val/")
 EPOCH_KEYS: frozenset[str] = frozenset({"lr", "epoch_time_s"})
@@ -90,3 +130,14 @@ def job_filter() -> str:
 def grid_filter() -> str:
     """The MLflow search filter of grid runs."""
     return f"tags.`{KIND}` = '{KIND_GRID}'"
+
+
+def tune_filter() -> str:
+    """The MLflow search filter of tune runs."""
+    return f"tags.`{KIND}` = '{KIND_TUNE}'"
+
+
+def trial_filter(tune_run: str | None = None) -> str:
+    """The MLflow search filter of trial runs (of one tune run)."""
+    out = f"tags.`{KIND}` = '{KIND_TRIAL}'"
+    return out + (f" AND tags.`{PARENT}` = '{tune_run}'" if tune_run else "")

@@ -166,6 +166,10 @@ class Tracker:
             self.client.set_terminated(run.info.run_id, "KILLED")
         return adopt
 
+    def search_runs(self, filter_string: str) -> list[Any]:
+        """Every run of the experiment that matches an MLflow filter (all pages)."""
+        return self._search(filter_string)
+
     def _search(self, filter_string: str) -> list[Any]:
         out, token = [], None
         while True:
@@ -356,3 +360,79 @@ class Tracker:
         if workdir is not None and (Path(workdir) / "train.log").is_file():
             self.client.log_artifact(run_id, str(Path(workdir) / "train.log"))
         self.client.set_terminated(run_id, "FAILED")
+
+    # -- tuning (``diffbench tune``) -----------------------------------------------------------
+    def start_tune(self, name: str, key: str, params: dict[str, str], description: str) -> str:
+        """The tune run of ``key``: the one an earlier (killed) run of the same tune left, reopened, else a new one."""
+        found = self._search(f"{S.tune_filter()} AND tags.`{S.TUNE_KEY}` = '{key}'")
+        mine = [r for r in found if r.data.tags.get(S.OUTPUT) == str(self.output)]
+        if mine:
+            run_id = mine[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        tags = {S.KIND: S.KIND_TUNE, S.TUNE_KEY: key, S.OUTPUT: str(self.output), S.GIT_COMMIT: git_commit(),
+                S.VERSION: diffbench_version(), "mlflow.note.content": description}  # fmt: skip
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        from mlflow.entities import Param
+
+        self.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        self.mark_ui([run_id])
+        return run_id
+
+    def trial_runs(self, tune_run: str) -> dict[str, Any]:
+        """The trial runs of a tune run, by Tune trial id."""
+        return {r.data.tags[S.TRIAL_ID]: r for r in self._search(S.trial_filter(tune_run)) if S.TRIAL_ID in r.data.tags}
+
+    def start_trial(self, spec: JobSpec, tune_run: str, search: str, trial_id: str, index: int,
+                    values: dict[str, Any], existing: Any | None = None) -> str:  # fmt: skip
+        """A trial's run, a child of the tune run (``existing``: the run an interrupted attempt of it left, reopened).
+
+        Tagged with the job axes (``role`` = ``trial``) so the UI groups trials by method; never a job run.
+        """
+        if existing is not None:
+            self.client.update_run(existing.info.run_id, status="RUNNING")
+            return existing.info.run_id
+        values_text = (spec.task, spec.dataset, spec.teacher or "", spec.student, spec.method, str(spec.seed), "trial")
+        tags = {
+            S.KIND: S.KIND_TRIAL,
+            **dict(zip(S.JOB_TAGS, values_text, strict=True)),
+            S.JOB_HASH: spec.job_hash,
+            S.SEARCH: search,
+            S.TRIAL_ID: trial_id,
+            S.TRIAL_INDEX: str(index),
+            S.OUTPUT: str(self.output),
+            S.PARENT: tune_run,
+        }
+        run = self.client.create_run(self.experiment_id, run_name=f"{search} trial {index}", tags=tags)
+        params = {f"{S.HP_PREFIX}{k}": v for k, v in spec.hparams}
+        params.update({f"{S.RECIPE_PREFIX}{k}": v for k, v in spec.recipe.items() if k != "extra"})
+        params[S.TRIAL_VALUES] = json.dumps(values, sort_keys=True)
+        from mlflow.entities import Param
+
+        plist = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for chunk in _chunks(plist, 100):
+            self.client.log_batch(run.info.run_id, params=chunk)
+        return run.info.run_id
+
+    def end_trial(self, run_id: str, metrics: dict[str, float], stop_reason: str, failed: bool = False) -> None:
+        """A trial's summary metrics and why it ended; ``FAILED`` for a failed trial, ``FINISHED`` otherwise."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        self.client.set_tag(run_id, S.STOP_REASON, stop_reason[:4000])
+        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+    def tag_runs(self, run_ids: list[str], tags: dict[str, str]) -> None:
+        for run_id in run_ids:
+            for k, v in tags.items():
+                self.client.set_tag(run_id, k, v[:5000])
+
+    def end_tune(self, run_id: str, metrics: dict[str, float], tags: dict[str, str], status: str = "FINISHED") -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        if metrics:
+            self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        self.tag_runs([run_id], tags)
+        self.client.set_terminated(run_id, status)

@@ -40,6 +40,8 @@ def view_state(metrics: list[str], expanded: list[str]) -> dict[str, Any]:
     for m in metrics:
         columns += [_column("metrics", f"best_{m}"), _column("metrics", f"last_{m}")]
     columns += [_column("metrics", "images_per_s"), _column("metrics", "train_time_s")]
+    # `diffbench tune`'s trial runs (role ``trial``, grouped by method like the jobs): their score and why they ended.
+    columns += [_column("metrics", S.BEST_SCORE), _column("tags", S.TRIAL_INDEX), _column("tags", S.STOP_REASON)]
     # Grouped by the leaderboard's axes, the table shows one row per (pair, method) with the seeds' average and
     # each job as a child row; grid parent runs (which carry none of these tags) fall in one group of their own.
     # (A shared view cannot expand parent runs: MLflow leaves run-specific state like runsExpanded out of it.)

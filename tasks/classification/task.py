@@ -6,6 +6,7 @@ this module adds what builds or runs models.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,19 @@ class ClassificationTask(ClassificationSpec, Task):
             num_train=extra.get("num_train"), num_val=extra.get("num_val"),
         )
         return DataBundle(bundle.train, bundle.val, bundle.num_classes, None, dict(bundle.info))
+
+    def split_labels(self, train: Dataset) -> list[int] | None:
+        """Every in-memory and folder set keeps its labels (``targets``): hold-outs are class-balanced."""
+        targets = getattr(train, "targets", None)
+        return list(targets) if targets is not None else None
+
+    def eval_view(self, train: Dataset, val: Dataset) -> Dataset:
+        """The training images under the validation split's transform (no crop, no flip)."""
+        if not hasattr(train, "transform") or not hasattr(val, "transform"):
+            return train  # e.g. synthetic tensors: no augmentation to take off
+        view = copy.copy(train)
+        view.transform = val.transform
+        return view
 
     def resident_loader(
         self, data: Dataset, batch_size: int, *, device: torch.device, train: bool,

@@ -19,6 +19,7 @@ Data (``build_data``) and evaluation are shared: the backend only maps batches i
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
@@ -26,7 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from methods.errors import UserError
 from tasks.base import DataBundle, PairedOutput, Recipe, TapRecorder, Task
@@ -154,6 +155,12 @@ class DetectionTask(DetectionSpec, Task):
                 "num_classes": "foreground classes + 1 (background, label 0)",
             },
         )
+
+    def eval_view(self, train: Dataset, val: Dataset) -> Dataset:
+        """The training images without the random flip (the boxes the training split keeps)."""
+        view = copy.copy(train)
+        view.train = False
+        return view
 
     # -- training and evaluation -------------------------------------------------------------
     def paired_forward(

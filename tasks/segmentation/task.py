@@ -25,6 +25,7 @@ whole image.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import Dataset
 
 from methods.errors import UserError
 from tasks.base import DataBundle, PairedOutput, Recipe, Task, all_reduce_sum
@@ -144,6 +146,13 @@ class SegmentationTask(SegmentationSpec, Task):
             "classes": list(classes),
         }
         return DataBundle(train=train, val=val, num_classes=len(classes), collate_fn=D.collate, info=info)
+
+    def eval_view(self, train: Dataset, val: Dataset) -> Dataset:
+        """The training images as the validation split reads its own: whole, normalised, its evaluation mode."""
+        view = copy.copy(train)
+        view.crop = None
+        view.eval_cfg = dict(getattr(val, "eval_cfg", {"mode": "whole"}))
+        return view
 
     # -- training and evaluation -------------------------------------------------------------
     def paired_forward(
