@@ -52,6 +52,9 @@ PARENT = "mlflow.parentRunId"
 
 #: The grid axes of a job run, as tags (the report's row and column keys).
 JOB_TAGS: tuple[str, ...] = ("task", "dataset", "teacher", "student", "method", "seed", "role")
+#: Tag of a job run: its setting without the seed, short enough for the MLflow UI's group label
+#: (``kd resnet20→resnet8 · colorshapes``); the UI's runs view groups by it (:mod:`bench.tracking.ui_view`).
+SETTING = "setting"
 #: Every tag a report reads; its frame has a column for each, empty where a run lacks it.
 REPORT_TAGS: tuple[str, ...] = (*JOB_TAGS, JOB_HASH, FAILURE_REASON, GIT_COMMIT, VERSION, RECIPE_PRESET, PARENT)
 
@@ -90,3 +93,11 @@ def job_filter() -> str:
 def grid_filter() -> str:
     """The MLflow search filter of grid runs."""
     return f"tags.`{KIND}` = '{KIND_GRID}'"
+
+
+def setting(role: str, method: str, teacher: str | None, student: str, dataset: str) -> str:
+    """A job's :data:`SETTING` tag: ``kd resnet20→resnet8 · colorshapes``, ``teacher resnet20 · colorshapes``."""
+    if role == "teacher":
+        return f"teacher {student} · {dataset}"
+    pair = f"{teacher}→{student}" if teacher else student
+    return f"{method} {pair} · {dataset}"

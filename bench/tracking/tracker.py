@@ -156,9 +156,7 @@ class Tracker:
         want = grid_hash(job_hashes)
         for run in self._search("attributes.status = 'RUNNING'"):
             tags = run.data.tags
-            owned = tags.get(S.OUTPUT) == str(self.output) or (
-                default_store and S.OUTPUT not in tags
-            )
+            owned = tags.get(S.OUTPUT) == str(self.output) or (default_store and S.OUTPUT not in tags)
             if not owned:
                 continue
             if tags.get(S.KIND) == S.KIND_GRID and adopt is None and tags.get(S.GRID_HASH) == want:
@@ -252,6 +250,7 @@ class Tracker:
         tags = {
             S.KIND: S.KIND_JOB,
             **axes,
+            S.SETTING: S.setting(spec.role, spec.method, spec.teacher, spec.student, spec.dataset),
             S.JOB_HASH: spec.job_hash,
             S.RECIPE_PRESET: recipe_preset(spec),
             S.OUTPUT: str(self.output),
