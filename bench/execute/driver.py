@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import shlex
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from rich.markup import escape
 
 from bench.execute.lock import OutputLock, prepare_output
 from bench.execute.options import RunOptions
+from bench.execute.progress import clock
 from bench.execute.signals import SIGNALLED, Terminated, sigterm_as_interrupt
 from bench.execute.state import GridRun
 from bench.jobs.files import StorageFull, describe_os_error, is_write_error
@@ -132,7 +132,6 @@ def run_grid(
 
 def _execute(grid: GridRun, todo: list[JobSpec], adopt: str | None, options: RunOptions, gpus_per_job: float) -> int:
     console, tracker = grid.console, grid.tracker
-    started = time.perf_counter()
     try:
         grid.parent_id = tracker.start_grid(
             grid_name(grid.command, len(grid.jobs)),
@@ -145,8 +144,11 @@ def _execute(grid: GridRun, todo: list[JobSpec], adopt: str | None, options: Run
         grid.recover()
         # A terminal gets a live table (refreshed from the grid's state twice a second, whatever the executor
         # is doing); a log gets event lines only (.progress).
-        live_view = Live(get_renderable=grid.view, console=console, refresh_per_second=2, transient=False) \
-            if console.is_terminal else nullcontext(None)
+        live_view = (
+            Live(get_renderable=grid.view, console=console, refresh_per_second=2, transient=False)
+            if console.is_terminal
+            else nullcontext(None)
+        )
         try:
             with live_view as live:
                 try:
@@ -188,10 +190,9 @@ def _execute(grid: GridRun, todo: list[JobSpec], adopt: str | None, options: Run
         ) from None
     counts = grid.counts()
     tracker.end_grid(grid.parent_id, counts["failed"], counts["finished"])
-    wall = time.perf_counter() - started
-    console.print(
+    console.print(  # the time since the process started: what `time diffbench run ...` says, as the view's elapsed
         f"finished {counts['finished']}, failed {counts['failed']}, skipped {counts['skipped']} "
-        f"in {wall:.0f}s; results in {grid.output}",
+        f"in {clock(grid.progress.elapsed())}; results in {grid.output}",
         highlight=False,
     )
     for st in grid.states.values():
