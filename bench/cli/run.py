@@ -107,12 +107,16 @@ def grid_of(p: dict[str, Any]) -> Any:
 
 
 def dry_run_table(jobs: list[Any]) -> Table:
+    """The plan: one row per job, its full hash first (what `diffbench export <hash>` takes: never cut, at any
+    width the other columns leave room for); the job's role, method, pair and seed in one label column."""
     table = Table(title=f"{len(jobs)} jobs")
-    for col in ("hash", "role", "method", "teacher", "student", "seed", "epochs", "hyper-parameters"):
-        table.add_column(col)
+    table.add_column("hash", no_wrap=True, min_width=max((len(j.job_hash) for j in jobs), default=12))
+    table.add_column("job", overflow="fold")
+    table.add_column("epochs", no_wrap=True, justify="right")
+    table.add_column("hyper-parameters", overflow="fold", ratio=1)
     for j in jobs:
-        table.add_row(j.job_hash, j.role, j.method, j.teacher or "", j.student, str(j.seed),
-                      str(j.recipe.get("epochs")), ", ".join(f"{k}={v}" for k, v in j.hparams))  # fmt: skip
+        table.add_row(j.job_hash, j.label, str(j.recipe.get("epochs")),
+                      ", ".join(f"{k}={v}" for k, v in j.hparams))  # fmt: skip
     return table
 
 
