@@ -139,7 +139,7 @@ class Tracker:
             self.client.log_text(run_id, config_text, S.GRID_CONFIG_ARTIFACT)
             folder = self.output / "grids"
             folder.mkdir(exist_ok=True)
-            (folder / f"{tags[S.GRID_HASH]}.yaml").write_text(config_text)
+            (folder / f"{tags[S.GRID_HASH]}.yaml").write_text(config_text, encoding="utf-8")
         return run_id
 
     def close_stale(self, job_hashes: list[str]) -> str | None:
