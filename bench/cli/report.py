@@ -153,11 +153,11 @@ def ui(
 ) -> None:
     """Serve the MLflow UI on the store `diffbench run` writes (bound to 127.0.0.1 by default).
 
-    The server's own output goes to OUTPUT/logs/mlflow-ui.log. Once the server answers, prints the link to
-    the experiment's runs table in diffbench's view: the grid axes and scores as columns, newest first, the
-    runs grouped by setting (method, pair and dataset) with the seeds averaged. Exits with one error line
-    (code 2) if the server dies or does not answer within 5 minutes. Ctrl-C or SIGTERM stops the UI's whole
-    process tree (exit 0 or 143).
+    The server's own output goes to OUTPUT/logs/mlflow-ui.log. Once the server answers,
+    prints the link to the runs table in diffbench's view: grid axes and scores as columns,
+    newest first, runs grouped by setting (method, pair, data set) with seeds averaged.
+    One error line (exit 2) if the server dies or does not answer within 5 minutes.
+    Ctrl-C or SIGTERM stops the UI's whole process tree (exit 0 or 143).
     """
     from bench.tracking.store import default_tracking_uri
     from bench.tracking.ui_server import START_TIMEOUT_S, log_path, poll_url, runs_link, serve, ui_command
