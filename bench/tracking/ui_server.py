@@ -94,7 +94,10 @@ def ui_command(uri: str, host: str, port: int, output: Path) -> list[str]:
     return cmd
 
 
-class _Stop(Exception):
+class _Stop(BaseException):
+    """SIGINT/SIGTERM while serving: a BaseException, so no ``except Exception`` on the way (the runs link's
+    store access, a poll) swallows it."""
+
     def __init__(self, signum: int) -> None:
         self.signum = signum
 

@@ -7,6 +7,7 @@ import http.server
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -146,3 +147,21 @@ def test_ui_help_describes_the_log_and_the_grouping():
     text = " ".join(CliRunner().invoke(app, ["ui", "--help"], env={"COLUMNS": "200"}).output.split())
     assert "expanded" not in text
     assert "mlflow-ui.log" in text and "grouped by setting" in text
+
+
+def test_sigterm_while_the_server_starts_stops_it(tmp_path, monkeypatch):
+    """A stop that arrives while the link is prepared (code that catches Exception) still stops the server."""
+    import os
+    import signal
+
+    def prepare() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            time.sleep(5)
+        except Exception:  # noqa: BLE001 - what runs_link's store access does
+            pass
+
+    cmd = [sys.executable, "-c", "import time; time.sleep(60)"]
+    code = ui_server.serve(cmd, "http://127.0.0.1:9/", tmp_path / "ui.log", lambda _w: None, prepare=prepare,
+                           timeout_s=5)  # fmt: skip
+    assert code == 143
