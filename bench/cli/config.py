@@ -110,6 +110,8 @@ def effective(ctx: Any, config: Path | None) -> dict[str, Any]:
             raw = _number(config, key, param.name, raw)  # epochs: [3] and epochs: true are refused, 1e30 read
         elif isinstance(raw, list | tuple) and not getattr(param, "multiple", False):
             raw = ",".join(str(v) for v in raw)  # a YAML list for a comma-list flag (seeds: [0, 1, 2])
+            if key == "seeds" and "," not in raw:
+                raw += ","  # seeds: [5] is seed 5, not a count of 5
         try:
             params[param.name] = None if raw is None else _convert(param, ctx, raw)
         except Exception as err:  # noqa: BLE001 - click's BadParameter and friends: one line
@@ -188,4 +190,4 @@ def resolved_yaml(ctx: Any, params: dict[str, Any], extra: dict[str, Any] | None
         out[key] = value
     if extra:
         out["resolved"] = extra
-    return yaml.safe_dump(out, sort_keys=False, default_flow_style=None, width=120)
+    return yaml.safe_dump(out, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)

@@ -186,13 +186,16 @@ def ui(
     experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "diffbench",
     open_browser: Annotated[bool, typer.Option("--open", help="Also open the runs page in a web browser.")] = False,
 ) -> None:
-    """Open the MLflow UI on the same store `diffbench run` writes (bound to 127.0.0.1 by default).
+    """Serve the MLflow UI on the store `diffbench run` writes (bound to 127.0.0.1 by default).
 
-    Prints the link to the experiment's runs table in diffbench's view (grid axes and scores as columns,
-    grids expanded). Ctrl-C or SIGTERM stops the UI's whole process tree (exit 0 or 143).
+    The server's own output goes to OUTPUT/logs/mlflow-ui.log. Once the server answers,
+    prints the link to the runs table in diffbench's view: grid axes and scores as columns,
+    newest first, runs grouped by setting (method, pair, data set) with seeds averaged.
+    One error line (exit 2) if the server dies or does not answer within 5 minutes.
+    Ctrl-C or SIGTERM stops the UI's whole process tree (exit 0 or 143).
     """
     from bench.tracking.store import default_tracking_uri
-    from bench.tracking.ui_server import runs_link, serve, ui_command
+    from bench.tracking.ui_server import START_TIMEOUT_S, log_path, poll_url, runs_link, serve, ui_command
 
     uri = tracking_uri or default_tracking_uri(output)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
@@ -200,8 +203,30 @@ def ui(
             f"no MLflow store at {uri.removeprefix('sqlite:///')}; run `diffbench run` first or pass --output"
         )
     cmd = ui_command(uri, host, port, output)
-    link = runs_link(uri, experiment, f"http://{host}:{port}")
-    console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it", highlight=False)
-    if link:
+    base = f"http://{host}:{port}"
+    log = log_path(output)
+    console.print(f"MLflow UI server log: {log}", highlight=False, soft_wrap=True)
+    found: dict[str, str | None] = {}
+    status = console.status(f"starting the MLflow UI on {base} …")
+
+    def tick(waited: float) -> None:
+        status.update(f"starting the MLflow UI on {base}: waiting for its first answer ({waited:.0f} s) …")
+
+    def ready(waited: float) -> None:
+        status.stop()
+        console.print(f"MLflow UI on {base} (up after {waited:.0f} s; store {uri}); Ctrl-C stops it",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+        link = found.get("link") or base
         console.print(f"runs: {link}", highlight=False, soft_wrap=True)
-    raise typer.Exit(serve(cmd, link if open_browser else None))
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(link)
+
+    status.start()
+    try:
+        code = serve(cmd, poll_url(host, port), log, ready, tick=tick, timeout_s=START_TIMEOUT_S,
+                     prepare=lambda: found.update(link=runs_link(uri, experiment, base)))  # fmt: skip
+    finally:
+        status.stop()
+    raise typer.Exit(code)

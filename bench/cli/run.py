@@ -109,13 +109,53 @@ def grid_of(p: dict[str, Any]) -> Any:
     )
 
 
+#: Recipe flags written with the value the jobs use, when every job of the grid uses one value.
+_RECIPE_KEYS = ("epochs", "batch_size", "lr")
+
+
+def resolved_grid(p: dict[str, Any], grid: Any, jobs: list[Any]) -> dict[str, Any]:
+    """The options of ``p`` with the grid's defaults spelled out: the task, data set, pairs, methods and seeds the
+    jobs were expanded from, the grid preset (``default`` for a plain `diffbench run`), and the epochs, batch size
+    and learning rate where every job uses one value (else the recipe preset decides, as it did). Read back by
+    ``--config``, they expand to the same jobs, whatever the executor or machine; device-dependent settings
+    (``auto``) stay as given.
+    """
+    from bench.jobs.grid import seeds_of
+    from methods.catalog import VANILLA
+    from tasks.spec import task_spec
+
+    dataset = grid.dataset or task_spec(grid.task).default_dataset
+    pairs = list(grid.pairs) or list(task_spec(grid.task).default_pairs(dataset))
+    methods = [m for m in dict.fromkeys(grid.methods) if m != VANILLA] or [VANILLA]
+    out = {
+        "task": grid.task,
+        "dataset": dataset,
+        "pairs": [f"{t}:{s}" for t, s in pairs],
+        "methods": methods,
+        "seeds": seeds_of(grid.seeds),
+    }
+    if not p.get("preset") and not any(p.get(k) for k in ("task", "dataset", "pairs")):
+        out["preset"] = "default"  # what grid_of ran; with the values above it changes nothing
+    for key in _RECIPE_KEYS:
+        if p.get(key) is not None or (key == "lr" and p.get("scale_lr") == "linear"):
+            continue  # as given (a scaled lr would be scaled again)
+        values = {j.recipe.get(key) for j in jobs}
+        if len(values) == 1 and None not in values:
+            out[key] = values.pop()
+    return out
+
+
 def dry_run_table(jobs: list[Any]) -> Table:
+    """The plan: one row per job, its full hash first (what `diffbench export <hash>` takes: never cut, at any
+    width the other columns leave room for); the job's role, method, pair and seed in one label column."""
     table = Table(title=f"{len(jobs)} jobs")
-    for col in ("hash", "role", "method", "teacher", "student", "seed", "epochs", "hyper-parameters"):
-        table.add_column(col)
+    table.add_column("hash", no_wrap=True, min_width=max((len(j.job_hash) for j in jobs), default=12))
+    table.add_column("job", overflow="fold")
+    table.add_column("epochs", no_wrap=True, justify="right")
+    table.add_column("hyper-parameters", overflow="fold", ratio=1)
     for j in jobs:
-        table.add_row(j.job_hash, j.role, j.method, j.teacher or "", j.student, str(j.seed),
-                      str(j.recipe.get("epochs")), ", ".join(f"{k}={v}" for k, v in j.hparams))  # fmt: skip
+        table.add_row(j.job_hash, j.label, str(j.recipe.get("epochs")),
+                      ", ".join(f"{k}={v}" for k, v in j.hparams))  # fmt: skip
     return table
 
 
@@ -162,8 +202,9 @@ def run(ctx: typer.Context, params: dict[str, Any]) -> None:
     With no arguments: the embedded default (classification, methods vanilla, kd, dkd, fitnet, diffkd).
     Re-running the same command skips finished jobs and resumes interrupted ones. --config takes an
     experiment.yaml whose keys are these options' names (batch_size, set, teacher_checkpoint, ...);
-    flags given on the command line win over it. The resolved configuration of every grid is written to
-    OUTPUT/grids/<grid hash>.yaml and to the grid's MLflow run.
+    flags given on the command line win over it. The resolved configuration of every grid (its task, data set,
+    pairs, methods and seeds spelled out) is written to OUTPUT/grids/<grid hash>.yaml and to the grid's MLflow
+    run; `diffbench run --config` on that file runs the same jobs.
     Exit code: 0 when every job finished, 1 when some failed, 2 for bad input (nothing started),
     3 when the output folder or MLflow store stopped taking writes, 130 after Ctrl-C, 143 after SIGTERM.
     """
@@ -186,7 +227,8 @@ def run(ctx: typer.Context, params: dict[str, Any]) -> None:
         if p.get("dry_run"):
             _print_plan(jobs, bool(p.get("as_json")))
             return
-        config_text = resolved_yaml(ctx, p, {"jobs": [f"{j.job_hash} {j.label}" for j in jobs]})
+        config_text = resolved_yaml(ctx, {**p, **resolved_grid(p, grid, jobs)},
+                                    {"jobs": [f"{j.job_hash} {j.label}" for j in jobs]})  # fmt: skip
         command = command_line(ctx, p)
         from bench.execute.driver import run_grid
 

@@ -20,6 +20,7 @@ from bench.cli.options import (
     load_plugins,
     user_errors,
 )
+from bench.cli.tables import fitted_table
 from bench.jobs.overrides import parse_sets, split_list
 from methods.errors import UserError
 
@@ -128,18 +129,26 @@ def speed(
         sys.stdout.write(json.dumps(payload) + "\n")
         return
     pair = f"{teacher}→{student}" if teacher else student
-    table = Table(title=f"{task}: {pair}, batch {batch_size}, {payload['steps']} rounds × {payload['inner']} steps "
-                        f"on {payload['device']} ({payload['device_name']}, torch {payload['torch']})")  # fmt: skip
+    title = (f"{task}: {pair}, batch {batch_size}, {payload['steps']} rounds × {payload['inner']} steps "
+             f"on {payload['device']} ({payload['device_name']}, torch {payload['torch']})")  # fmt: skip
     rows = [SpeedRow(**r) for r in payload["rows"]]
     keep = visible_columns(rows)  # no empty "% peak" / "peak MiB" / "compile s" columns on a CPU
-    for i in keep:
-        table.add_column(COLUMNS[i], justify="left" if COLUMNS[i] in ("method", "variant") else "right")
-    for r in rows:
-        cells = row_cells(r)
-        table.add_row(*(cells[i] for i in keep))
+    table, dropped = fitted_table(console, title, [COLUMNS[i] for i in keep], [[row_cells(r)[i] for i in keep]
+                                  for r in rows], droppable=SPEED_DROPPABLE, left=("method", "variant"))  # fmt: skip
     console.print(table)
+    _dropped_note(dropped)
     if not any(r.peak_tflops for r in rows):
         console.print("[dim]% peak: no dense peak known for this device; pass --peak-tflops[/]")
+
+
+#: The step table's columns left out first when the terminal is too narrow for every value whole.
+SPEED_DROPPABLE = ("compile s", "IQR ms", "% peak", "GFLOP/img", "TFLOP/s", "peak MiB", "× kd")
+
+
+def _dropped_note(dropped: list[str]) -> None:
+    if dropped:
+        console.print(f"[dim]left out at this terminal width: {', '.join(dropped)} (a wider terminal or --json has "
+                      "them)[/]", highlight=False)  # fmt: skip
 
 
 def _speed_workers(
@@ -165,10 +174,9 @@ def _speed_workers(
         return
     pair = f"{teacher}→{student}" if teacher else student
     rows = [sw.WorkerRow(**r) for r in payload["rows"]]
-    table = Table(title=f"{task}: {pair}, data-parallel workers")
-    for col in sw.COLUMNS:
-        table.add_column(col, justify="left" if col == "method" else "right")
-    for r in rows:
-        table.add_row(*sw.row_cells(r))
+    table, dropped = fitted_table(console, f"{task}: {pair}, data-parallel workers", sw.COLUMNS,
+                                  [sw.row_cells(r) for r in rows], droppable=("IQR ms", "batch per worker"),
+                                  left=("method",))  # fmt: skip
     console.print(table)
+    _dropped_note(dropped)
     console.print(f"[dim]{sw.describe(payload)}[/]", highlight=False)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import shlex
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from rich.markup import escape
 
 from bench.execute.lock import OutputLock, prepare_output
 from bench.execute.options import RunOptions
+from bench.execute.progress import clock
 from bench.execute.signals import SIGNALLED, Terminated, cleanup, raise_pending
 from bench.execute.state import GridRun
 from bench.jobs.files import StorageFull, describe_os_error, is_write_error
@@ -160,7 +160,6 @@ def _locked(jobs: list[JobSpec], options: RunOptions, console: Console, config_t
 def _execute(grid: GridRun, todo: list[JobSpec], adopt: str | None, options: RunOptions, gpus_per_job: float,
              grid_tags: dict[str, str]) -> int:  # fmt: skip
     console, tracker = grid.console, grid.tracker
-    started = time.perf_counter()
     try:
         grid.parent_id = tracker.start_grid(
             grid_name(grid.command, len(grid.jobs)),
@@ -227,10 +226,9 @@ def _execute(grid: GridRun, todo: list[JobSpec], adopt: str | None, options: Run
         ) from None
     counts = grid.counts()
     tracker.end_grid(grid.parent_id, counts["failed"], counts["finished"])
-    wall = time.perf_counter() - started
-    console.print(
+    console.print(  # the time since the process started: what `time diffbench run ...` says, as the view's elapsed
         f"finished {counts['finished']}, failed {counts['failed']}, skipped {counts['skipped']} "
-        f"in {wall:.0f}s; results in {grid.output}",
+        f"in {clock(grid.progress.elapsed())}; results in {grid.output}",
         highlight=False,
     )
     for st in grid.states.values():

@@ -1,8 +1,11 @@
 """The job → driver protocol: what a running job tells the grid's driver, the same for every executor.
 
-A job (in this process, in a Ray Tune trial, or rank 0 of a Ray Train run) emits four kinds of events:
+A job (in this process, in a Ray Tune trial, or rank 0 of a Ray Train run) emits these events:
 
 * :class:`Begin` once, before its first epoch, with the last epoch already done (0: a fresh start);
+* :class:`Step` while an epoch runs, for the live view (every step in this process; from a Ray Tune trial at
+  most every :data:`STEP_EVERY_S` seconds, :func:`throttled_steps`; not from Ray Train workers, whose reports
+  are collective);
 * :class:`Epoch` after every epoch, with that epoch's metrics;
 * :class:`Finished` with the job's summary, or :class:`Failed` with the reason (``storage``: it could not write
   its files, which stops the grid).
@@ -16,6 +19,7 @@ one place that maps the training loop's callbacks and outcomes to events.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,18 @@ KEY = "event"
 @dataclass(frozen=True)
 class Begin:
     resumed_after: int
+
+
+#: Seconds between two :class:`Step` events a Ray trial reports.
+STEP_EVERY_S = 2.0
+
+
+@dataclass(frozen=True)
+class Step:
+    epoch: int
+    step: int
+    steps: int
+    loss: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -47,13 +63,15 @@ class Failed:
     storage: bool = False
 
 
-Event = Begin | Epoch | Finished | Failed
+Event = Begin | Step | Epoch | Finished | Failed
 
 
 def to_report(event: Event) -> dict[str, Any]:
     """The flat dict a Ray report carries (an epoch's metrics at the top level, so Tune shows them)."""
     if isinstance(event, Begin):
         return {KEY: "begin", "resumed_after": event.resumed_after}
+    if isinstance(event, Step):
+        return {KEY: "step", "epoch": event.epoch, "step": event.step, "steps": event.steps, "loss": event.loss}
     if isinstance(event, Epoch):
         return {**event.metrics, "epoch": event.epoch, KEY: "epoch"}
     if isinstance(event, Finished):
@@ -66,6 +84,8 @@ def from_report(result: dict[str, Any]) -> Event | None:
     kind = result.get(KEY)
     if kind == "begin":
         return Begin(int(result["resumed_after"]))
+    if kind == "step":
+        return Step(int(result["epoch"]), int(result["step"]), int(result["steps"]), float(result["loss"]))
     if kind == "epoch":
         return Epoch(int(result["epoch"]), dict(result))
     if kind == "finished":
@@ -73,6 +93,22 @@ def from_report(result: dict[str, Any]) -> Event | None:
     if kind == "failed":
         return Failed(str(result.get("failure_reason", "failed")), bool(result.get("storage")))
     return None
+
+
+def throttled_steps(
+    emit: Callable[[Event], None], every_s: float = STEP_EVERY_S, now: Callable[[], float] = time.monotonic
+) -> Callable[[int, int, int, float], None]:
+    """An ``on_step(epoch, step, steps, loss)`` for the training loop that emits a :class:`Step` at most every
+    ``every_s`` seconds (the first step at once)."""
+    last = [-float("inf")]
+
+    def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
+        t = now()
+        if t - last[0] >= every_s:
+            last[0] = t
+            emit(Step(epoch, step, steps, float(loss)))
+
+    return on_step
 
 
 def run_reporting(

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench import clock
 from bench.jobs.spec import JobSpec
 
 
@@ -25,7 +25,7 @@ class JobState:
     reuse: Any | None = None
     supersede: Any | None = None
     #: when it last changed state, for the view.
-    since: float = field(default_factory=time.monotonic)
+    since: float = field(default_factory=clock.now)
     # timing and progress for the view (bench.execute.progress)
     t_start: float | None = None
     t_end: float | None = None

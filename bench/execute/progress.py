@@ -5,18 +5,20 @@ Two audiences, one source (the :class:`~bench.execute.job_state.JobState` of eac
 * **logs** (piped output, a scheduler's log file): a line when a job starts (with its ``train.log``), at
   every epoch (metric, elapsed, ETA), when it resumes, finishes or fails, and a grid line after each
   finished job — so ``tail -f`` on a 5-minute detection grid is never silent;
-* **a terminal**: the same start/finish/failure lines scroll above a live table of the running jobs (epoch,
-  progress inside the epoch when the job runs in this process, metric, elapsed, ETA), the finished ones
-  collapsed into one line each, and the grid's elapsed time and ETA in the header.
+* **a terminal**: the same start/finish/failure lines (once each) scroll above a live table of the running
+  jobs (epoch, step inside the epoch, metric, elapsed, ETA) under a header with the grid's counts, elapsed
+  time and ETA.
 
-ETAs are estimates from epoch times measured in this run: a job's remaining epochs at its mean epoch time,
-the grid's remaining jobs at the mean finished-job time shared by the jobs running at once.
+All times come from one clock (:mod:`bench.clock`): the grid's elapsed time is the process's. ETAs are
+estimates from times measured in this run: a job's remaining epochs at its mean epoch time (in its first epoch:
+the epoch's steps at the mean step time so far), less the time already spent in the current epoch; the grid's
+remaining jobs at the mean finished-job time shared by the jobs running at once. An ETA is never ``0:00`` for
+work still running: unknown or overdue is ``—``, under a minute is ``<1 min``.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +26,11 @@ from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 
+from bench import clock as _clock
 from bench.execute.job_state import JobState
+
+#: What an ETA shows when it is unknown or overdue.
+UNKNOWN = "—"
 
 
 class Grid(Protocol):
@@ -48,14 +54,30 @@ def clock(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-class GridProgress:
-    """Event lines and the live table of one grid (see the module docstring)."""
+def eta_text(seconds: float | None) -> str:
+    """An ETA of work still running: ``—`` when unknown or overdue (``<= 0``), ``<1 min``, else ``2:03``."""
+    if seconds is None or seconds != seconds or seconds <= 0:
+        return UNKNOWN
+    if seconds < 60:
+        return "<1 min"
+    return clock(seconds)
 
-    def __init__(self, grid: Grid, console: Console) -> None:
+
+class GridProgress:
+    """Event lines and the live table of one grid (see the module docstring).
+
+    ``started``: the clock reading elapsed times count from (the process's start, :mod:`bench.clock`).
+    """
+
+    def __init__(self, grid: Grid, console: Console, started: float | None = None) -> None:
         self.grid = grid
         self.console = console
         self.tty = console.is_terminal
-        self.started = time.monotonic()
+        self.started = _clock.PROCESS_START if started is None else started
+
+    def elapsed(self) -> float:
+        """Seconds since :attr:`started` (the process's wall time so far)."""
+        return _clock.now() - self.started
 
     # -- events ------------------------------------------------------------------------------
     def _line(self, text: str) -> None:
@@ -76,7 +98,7 @@ class GridProgress:
         metric = f" {self.grid.primary[st.spec.task]} {st.metric:.2f}" if st.metric is not None else ""
         loss = f" loss {st.loss:.4g}" if st.loss is not None else ""
         self._line(f"epoch  {st.spec.label} {st.epoch}/{total}{metric}{loss} "
-                   f"(elapsed {clock(self.job_elapsed(st))}, ETA {clock(self.job_eta(st))})")  # fmt: skip
+                   f"(elapsed {clock(self.job_elapsed(st))}, ETA {eta_text(self.job_eta(st))})")  # fmt: skip
 
     def job_finished(self, st: JobState) -> None:
         metric = f" {self.grid.primary[st.spec.task]} {st.metric:.2f}" if st.metric is not None else ""
@@ -94,15 +116,30 @@ class GridProgress:
     def job_elapsed(st: JobState) -> float | None:
         if st.t_start is None:
             return None
-        return (st.t_end or time.monotonic()) - st.t_start
+        return (st.t_end or _clock.now()) - st.t_start
 
     @staticmethod
-    def job_eta(st: JobState) -> float | None:
-        """Remaining epochs at the mean epoch time of this attempt."""
+    def epoch_time(st: JobState) -> float | None:
+        """The job's mean epoch time in this attempt; in its first epoch, the steps so far extrapolated."""
+        if st.epoch_times:
+            return statistics.mean(st.epoch_times)
+        if st.steps and st.step and st.t_epoch is not None:
+            return (_clock.now() - st.t_epoch) * st.steps / st.step
+        return None
+
+    @classmethod
+    def job_eta(cls, st: JobState) -> float | None:
+        """Seconds left: the epochs not done at the mean epoch time, less the time spent in the current one.
+
+        ``None`` when unknown; ``0`` or less when the job runs past its estimate (or has no epoch left: it is
+        writing its results).
+        """
         total = int(st.spec.recipe.get("epochs", 0) or 0)
-        if not st.epoch_times or not total:
+        per_epoch = cls.epoch_time(st)
+        if per_epoch is None or not total:
             return None
-        return max(0, total - st.epoch) * statistics.mean(st.epoch_times)
+        in_epoch = _clock.now() - st.t_epoch if st.t_epoch is not None and st.t_end is None else 0.0
+        return max(0, total - st.epoch) * per_epoch - in_epoch
 
     def grid_eta(self) -> float | None:
         states = list(self.grid.states.values())
@@ -111,50 +148,52 @@ class GridProgress:
         queued = sum(s.status == "queued" for s in states)
         per_job = statistics.mean(s.t_end - s.t_start for s in done) if done else None
         if per_job is None:
-            projected = [self.job_elapsed(s) + e for s in running if (e := self.job_eta(s)) is not None]
+            projected = [self.job_elapsed(s) + max(e, 0) for s in running if (e := self.job_eta(s)) is not None]
             per_job = statistics.mean(projected) if projected else None
         if per_job is None:
             return None
-        left = sum(e for s in running if (e := self.job_eta(s)) is not None) + queued * per_job
+        left = sum(max(e, 0) for s in running if (e := self.job_eta(s)) is not None) + queued * per_job
         return left / max(len(running), 1)
+
+    def _times(self) -> str:
+        """``elapsed 1:14, ETA ≈ 2:03`` (no ETA once nothing runs or waits)."""
+        c = self.grid.counts()
+        text = f"elapsed {clock(self.elapsed())}"
+        if c["running"] or c["queued"]:
+            text += f", ETA ≈ {eta_text(self.grid_eta())}"
+        return text
 
     def summary(self) -> str:
         c = self.grid.counts()
         finished = c["finished"] + c["skipped"]
         return (f"{finished}/{len(self.grid.states)} done, {c['running']} running, {c['failed']} failed; "
-                f"elapsed {clock(time.monotonic() - self.started)}, ETA ≈ {clock(self.grid_eta())}")  # fmt: skip
+                f"{self._times()}")  # fmt: skip
 
     # -- the live table ----------------------------------------------------------------------
     def render(self) -> Group:
+        """The header and the running jobs; finished and failed jobs are the event lines above it (once each)."""
         c = self.grid.counts()
         head = (
             f"[bold]{len(self.grid.states)} jobs[/]: [green]{c['finished']} done[/], {c['skipped']} already done, "
-            f"[cyan]{c['running']} running[/], [red]{c['failed']} failed[/], {c['queued']} queued — "
-            f"elapsed {clock(time.monotonic() - self.started)}, ETA ≈ {clock(self.grid_eta())}"
+            f"[cyan]{c['running']} running[/], [red]{c['failed']} failed[/], {c['queued']} queued — {self._times()}"
         )
         parts: list[Any] = [head]
         running = [s for s in self.grid.states.values() if s.status == "running"]
         if running:
             table = Table(box=None, pad_edge=False, show_header=True)
             for col in ("job", "hash", "epoch", "step", "metric", "elapsed", "ETA", ""):
-                table.add_column(col)
+                table.add_column(col, no_wrap=col in ("hash", "epoch", "step", "elapsed", "ETA"))
             for st in running[:20]:
-                total = st.spec.recipe.get("epochs", "?")
-                step = f"{st.step}/{st.steps}" if st.steps else ""
+                total = int(st.spec.recipe.get("epochs", 0) or 0)
+                current = min(st.epoch + 1, total) if total else st.epoch + 1
+                step = f"{st.step}/{st.steps}" if st.steps and st.step else UNKNOWN
                 metric = f"{self.grid.primary[st.spec.task]} {st.metric:.2f}" if st.metric is not None else ""
                 flag = f"[yellow]resumed@{st.resumed_from}[/]" if st.resumed_from else ""
-                table.add_row(st.spec.label, st.spec.job_hash, f"{st.epoch}/{total}", step, metric,
-                              clock(self.job_elapsed(st)), clock(self.job_eta(st)), flag)  # fmt: skip
+                table.add_row(escape(st.spec.label), st.spec.job_hash, f"{current}/{total or '?'}", step, metric,
+                              clock(self.job_elapsed(st)), eta_text(self.job_eta(st)), flag)  # fmt: skip
+            if len(running) > 20:
+                table.add_row(f"… and {len(running) - 20} more running", "", "", "", "", "", "", "")
             parts.append(table)
-        finished = [s for s in self.grid.states.values() if s.status in ("finished", "failed")]
-        for st in finished[-8:]:
-            if st.status == "failed":
-                parts.append(f"[red]✗ {escape(st.spec.label)}[/]: {escape(st.reason[:100])}")
-            else:
-                metric = f" {st.metric:.2f}" if st.metric is not None else ""
-                parts.append(f"[dim]✓ {st.spec.label}{metric} ({clock(self.job_elapsed(st))})[/]")
-        if len(finished) > 8:
-            parts.append(f"[dim]… and {len(finished) - 8} more finished[/]")
         if self.grid.notice:
             parts.append(f"[yellow]{self.grid.notice}[/]")
         return Group(*parts)

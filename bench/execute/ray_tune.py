@@ -39,7 +39,7 @@ def _ray_trainable(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from bench.execute.events import Epoch, run_reporting, to_report
+    from bench.execute.events import Epoch, run_reporting, throttled_steps, to_report
     from bench.jobs.plugins import load_plugins
 
     load_plugins(config.get("imports"))  # entry points and the driver's --import modules, in this worker too
@@ -60,7 +60,7 @@ def _ray_trainable(config: dict[str, Any]) -> None:
             tune.report(to_report(event), checkpoint=tune.Checkpoint.from_directory(d))
 
     run_reporting(spec, config["output"], emit, claim_token=config.get("claim_token"), device=config["device"],
-                  log=print)  # fmt: skip
+                  log=print, on_step=throttled_steps(emit))  # fmt: skip
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:

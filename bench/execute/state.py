@@ -27,6 +27,7 @@ from typing import Any
 
 from rich.console import Console, Group
 
+from bench import clock
 from bench.execute import events as ev
 from bench.execute.integrity import damage_of, plan_repair
 from bench.execute.job_state import JobState
@@ -265,6 +266,8 @@ class GridRun:
         raise_pending()
         if isinstance(event, ev.Begin):
             self.on_begin(spec, event.resumed_after)
+        elif isinstance(event, ev.Step):
+            self.on_step(spec, event.epoch, event.step, event.steps, event.loss)
         elif isinstance(event, ev.Epoch):
             self.on_epoch(spec, event.epoch, event.metrics)
         elif isinstance(event, ev.Finished):
@@ -283,8 +286,8 @@ class GridRun:
                 st.run_id = self.tracker.start_job(spec, self.parent_id, self.device, st.reuse, workers=self.workers)
                 if st.reuse is not None:
                     st.logged = self.tracker.logged_epochs(st.run_id)
-        st.status, st.since = "running", time.monotonic()
-        st.t_start = st.t_epoch = time.monotonic()
+        st.status, st.since = "running", clock.now()
+        st.t_start = st.t_epoch = clock.now()
         st.epoch_times, st.t_end = [], None
         self.progress.job_started(st)
 
@@ -302,7 +305,7 @@ class GridRun:
         st = self.states[spec.job_hash]
         if st.run_id is None:
             self.on_start(spec)
-        st.t_epoch, st.epoch = time.monotonic(), done
+        st.t_epoch, st.epoch = clock.now(), done
         if done:
             st.resumed_from = done
             self.progress.job_resumed(st)
@@ -321,7 +324,7 @@ class GridRun:
             st.metric = float(metrics[key])
         if isinstance(metrics.get("train/loss"), int | float):
             st.loss = float(metrics["train/loss"])
-        now = time.monotonic()
+        now = clock.now()
         if st.t_epoch is not None:
             st.epoch_times.append(now - st.t_epoch)
         st.t_epoch, st.step = now, 0
@@ -364,8 +367,8 @@ class GridRun:
         self._fill_missing_epochs(st, read_result(wd))
         self.tracker.finish_job(st.run_id, summary, wd, self._model_logger(wd))
         self._to_cache(spec)
-        st.status, st.since = "finished", time.monotonic()
-        st.t_end = time.monotonic()
+        st.status, st.since = "finished", clock.now()
+        st.t_end = clock.now()
         key = f"best_{self.primary[spec.task]}"
         if isinstance(summary.get(key), int | float):
             st.metric = float(summary[key])
@@ -394,8 +397,8 @@ class GridRun:
         if storage:  # the job can resume after a re-run: leave its run resumable rather than FAILED
             st.status = "running"
             raise StorageFull(reason)
-        st.status, st.reason, st.since = "failed", reason, time.monotonic()
-        st.t_end = time.monotonic()
+        st.status, st.reason, st.since = "failed", reason, clock.now()
+        st.t_end = clock.now()
         self.tracker.fail_job(st.run_id, reason, job_dir(self.output, spec.job_hash))
         self._unclaim(spec)
         self.progress.job_failed(st)

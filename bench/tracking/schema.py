@@ -64,6 +64,9 @@ PARENT = "mlflow.parentRunId"
 
 #: The grid axes of a job run, as tags (the report's row and column keys).
 JOB_TAGS: tuple[str, ...] = ("task", "dataset", "teacher", "student", "method", "seed", "role")
+#: Tag of a job run: its setting without the seed, short enough for the MLflow UI's group label
+#: (``kd resnet20→resnet8 · colorshapes``); the UI's runs view groups by it (:mod:`bench.tracking.ui_view`).
+SETTING = "setting"
 #: Every tag a report reads; its frame has a column for each, empty where a run lacks it.
 REPORT_TAGS: tuple[str, ...] = (*JOB_TAGS, JOB_HASH, FAILURE_REASON, GIT_COMMIT, VERSION, RECIPE_PRESET, PARENT)
 
@@ -141,3 +144,11 @@ def trial_filter(tune_run: str | None = None) -> str:
     """The MLflow search filter of trial runs (of one tune run)."""
     out = f"tags.`{KIND}` = '{KIND_TRIAL}'"
     return out + (f" AND tags.`{PARENT}` = '{tune_run}'" if tune_run else "")
+
+
+def setting(role: str, method: str, teacher: str | None, student: str, dataset: str) -> str:
+    """A job's :data:`SETTING` tag: ``kd resnet20→resnet8 · colorshapes``, ``teacher resnet20 · colorshapes``."""
+    if role == "teacher":
+        return f"teacher {student} · {dataset}"
+    pair = f"{teacher}→{student}" if teacher else student
+    return f"{method} {pair} · {dataset}"

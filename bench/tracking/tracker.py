@@ -139,7 +139,7 @@ class Tracker:
             self.client.log_text(run_id, config_text, S.GRID_CONFIG_ARTIFACT)
             folder = self.output / "grids"
             folder.mkdir(exist_ok=True)
-            (folder / f"{tags[S.GRID_HASH]}.yaml").write_text(config_text)
+            (folder / f"{tags[S.GRID_HASH]}.yaml").write_text(config_text, encoding="utf-8")
         return run_id
 
     def close_stale(self, job_hashes: list[str]) -> str | None:
@@ -254,6 +254,7 @@ class Tracker:
         tags = {
             S.KIND: S.KIND_JOB,
             **axes,
+            S.SETTING: S.setting(spec.role, spec.method, spec.teacher, spec.student, spec.dataset),
             S.JOB_HASH: spec.job_hash,
             S.RECIPE_PRESET: recipe_preset(spec),
             S.OUTPUT: str(self.output),
@@ -387,7 +388,8 @@ class Tracker:
                     values: dict[str, Any], existing: Any | None = None) -> str:  # fmt: skip
         """A trial's run, a child of the tune run (``existing``: the run an interrupted attempt of it left, reopened).
 
-        Tagged with the job axes (``role`` = ``trial``) so the UI groups trials by method; never a job run.
+        Tagged with the job axes (``role`` = ``trial``) and a setting (``kd trial resnet20→resnet8 · colorshapes``) so
+        the UI groups a search's trials apart from the jobs; never a job run.
         """
         if existing is not None:
             self.client.update_run(existing.info.run_id, status="RUNNING")
@@ -396,6 +398,7 @@ class Tracker:
         tags = {
             S.KIND: S.KIND_TRIAL,
             **dict(zip(S.JOB_TAGS, values_text, strict=True)),
+            S.SETTING: S.setting("trial", f"{spec.method} trial", spec.teacher, spec.student, spec.dataset),
             S.JOB_HASH: spec.job_hash,
             S.SEARCH: search,
             S.TRIAL_ID: trial_id,

@@ -141,7 +141,7 @@ def test_ui_serves_the_run_store_on_localhost(tmp_path, monkeypatch):
 
     (tmp_path / "mlflow.db").write_bytes(b"")
     calls = []
-    monkeypatch.setattr(bench.tracking.ui_server, "serve", lambda cmd, url=None: calls.append(cmd) or 0)
+    monkeypatch.setattr(bench.tracking.ui_server, "serve", lambda cmd, *a, **kw: calls.append(cmd) or 0)
     result = _invoke("ui", "--output", str(tmp_path), "--port", "5123")
     assert result.exit_code == 0, result.output
     cmd = calls[0]

@@ -131,10 +131,18 @@ def test_the_mlflow_ui_opens_on_the_runs_in_diffbenchs_view(tmp_path, monkeypatc
     assert exp.tags[KIND_TAG] == KIND  # the model-training layout, not the GenAI overview
     view = json.loads(exp.tags[VIEW_TAG])
     assert "metrics.`best_top1`" in view["selectedColumns"] and "tags.`method`" in view["selectedColumns"]
-    assert [k["groupByData"] for k in view["groupBy"]["groupByKeys"]][-1] == "method"
-    job = client.search_runs([exp.experiment_id], "tags.`diffbench.kind` = 'job'")[0]
+    assert [k["groupByData"] for k in view["groupBy"]["groupByKeys"]] == ["setting"]  # one short group label
+    jobs = client.search_runs([exp.experiment_id], "tags.`diffbench.kind` = 'job'")
+    assert sorted(r.data.tags["setting"] for r in jobs) == ["kd resnet8→resnet8 · digits", "teacher resnet8 · digits",
+                                                             "vanilla resnet8 · digits"]  # fmt: skip
+    job = jobs[0]
     assert job.inputs.dataset_inputs[0].dataset.name == "digits"  # the Dataset column
-    monkeypatch.setattr(bench.tracking.ui_server, "serve", lambda cmd, url=None: 0)
+    def fake_serve(cmd, url, log, ready, prepare=None, **_kw):  # a server that answers at once
+        prepare()
+        ready(0.0)
+        return 0
+
+    monkeypatch.setattr(bench.tracking.ui_server, "serve", fake_serve)
     result = runner.invoke(app, ["ui", "--output", str(out), "--port", "5123"])
     assert result.exit_code == 0, result.output
     link = f"http://127.0.0.1:5123/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=diffbench"
