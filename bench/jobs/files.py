@@ -102,7 +102,10 @@ class StorageFull(RuntimeError):
 
 
 def describe_os_error(err: BaseException) -> str:
-    """``No space left on device (path)`` without the traceback's noise; the OS error a wrapper hides, if any."""
+    """``No space left on device (path)`` without the traceback's noise; the OS or SQLite error a wrapper hides (MLflow
+    and SQLAlchemy wrap SQLite's ``attempt to write a readonly database`` in their own words), if any."""
+    import sqlite3
+
     inner: BaseException | None = err
     for _ in range(8):
         if inner is None:
@@ -110,6 +113,9 @@ def describe_os_error(err: BaseException) -> str:
         if isinstance(inner, OSError) and inner.strerror:
             where = f" ({inner.filename})" if inner.filename else ""
             return f"{inner.strerror}{where}"
+        orig = getattr(inner, "orig", None)  # SQLAlchemy's DBAPIError keeps the driver's error here
+        if isinstance(inner, sqlite3.Error) or isinstance(orig, sqlite3.Error):
+            return f"SQLite: {first_line(orig if isinstance(orig, sqlite3.Error) else inner)}"
         inner = inner.__cause__ or inner.__context__
     return first_line(err)
 
