@@ -115,6 +115,22 @@ def generate(n: int, seed: int | tuple[int, ...] | list[int]) -> tuple[np.ndarra
     Labels cycle through the classes and are then shuffled, so every class has ``n // 20`` or one more images.
     ``seed`` may be a tuple (numpy's ``SeedSequence`` mixes all of it): :func:`splits` uses ``(seed, split)``.
     """
+    pixels, labels, _ = generate_with_hue(n, seed)
+    return pixels, labels
+
+
+def generate_with_hue(
+    n: int,
+    seed: int | tuple[int, ...] | list[int],
+    radius: tuple[float, float] = RADIUS,
+    jitter: float = JITTER,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`generate` plus each image's latent hue (``float64 [n]``, a fraction of the colour wheel): the one
+    generator draw that makes a label ambiguous (:func:`hue_posterior` turns it into the Bayes posterior).
+
+    ``radius`` (the shape's size range, pixels) and ``jitter`` (the largest offset of its centre) default to
+    colorshapes' own; other values draw the same random numbers in the same order, so only the geometry changes.
+    """
     rng = np.random.default_rng(seed)
     f32 = np.float32
     labels = np.arange(n, dtype=np.int64) % NUM_CLASSES
@@ -128,9 +144,9 @@ def generate(n: int, seed: int | tuple[int, ...] | list[int]) -> tuple[np.ndarra
     hue = np.mod(family / len(HUES) + rng.normal(0.0, HUE_SD, n), 1.0)
     value = np.minimum(background + rng.uniform(*CONTRAST, n), 1.0)
     colour = _hsv_to_rgb(hue, rng.uniform(0.5, 1.0, n), value)
-    cx = (size / 2 + rng.uniform(-JITTER, JITTER, n)).astype(f32)
-    cy = (size / 2 + rng.uniform(-JITTER, JITTER, n)).astype(f32)
-    radius = rng.uniform(*RADIUS, n).astype(f32)
+    cx = (size / 2 + rng.uniform(-jitter, jitter, n)).astype(f32)
+    cy = (size / 2 + rng.uniform(-jitter, jitter, n)).astype(f32)
+    r = rng.uniform(*radius, n).astype(f32)
     noise = rng.normal(0.0, NOISE, (n, 3, size, size)).astype(f32)
 
     img = np.broadcast_to((background[:, None] + cast)[:, :, None, None], (n, 3, size, size)).copy()
@@ -140,11 +156,33 @@ def generate(n: int, seed: int | tuple[int, ...] | list[int]) -> tuple[np.ndarra
             continue
         dx = grid[None, None, :] - cx[idx, None, None]
         dy = grid[None, :, None] - cy[idx, None, None]
-        alpha = np.clip(f32(0.5) - _signed_distance(name, dx, dy, radius[idx, None, None]), 0, 1)[:, None]
+        alpha = np.clip(f32(0.5) - _signed_distance(name, dx, dy, r[idx, None, None]), 0, 1)[:, None]
         img[idx] = img[idx] * (1 - alpha) + colour[idx, :, None, None] * alpha
     img += noise
     pixels = np.floor(np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)), labels
+    return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)), labels, hue
+
+
+def hue_posterior(hue: np.ndarray) -> np.ndarray:
+    """``p(hue family | latent hue)``, ``float64 [n, len(HUES)]``: the Bayes posterior of the generator.
+
+    Family ``f`` draws its hue as ``(f / len(HUES) + N(0, HUE_SD)) mod 1``, so the likelihood of a hue is a wrapped
+    normal around the family's centre (the terms one turn away are kept; further ones are below 1e-300) and the
+    families are equally likely. The shape of an image carries no information about its hue.
+    """
+    h = np.asarray(hue, dtype=np.float64)[:, None]
+    d = h - (np.arange(len(HUES)) / len(HUES))[None, :]
+    log_lik = np.logaddexp.reduce(np.stack([-((d + k) ** 2) / (2 * HUE_SD**2) for k in (-1, 0, 1)]), axis=0)
+    return np.exp(log_lik - np.logaddexp.reduce(log_lik, axis=1, keepdims=True))
+
+
+def bayes_log_likelihood(labels: np.ndarray, hue: np.ndarray) -> np.ndarray:
+    """``log p(label | shape, latent hue)`` per image (``float64 [n]``, <= 0): the log-probability an oracle that
+    knows the generator's latent shape and hue gives each image's label. Minus its mean over a split is the lowest
+    cross-entropy any classifier can expect there; a model's NLL minus it estimates the model's mean KL divergence
+    from the Bayes posterior (the labels are draws from that posterior)."""
+    post = hue_posterior(hue)
+    return np.log(post[np.arange(len(labels)), np.asarray(labels) % len(HUES)])
 
 
 def splits(seed: int = DATA_SEED) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -152,10 +190,10 @@ def splits(seed: int = DATA_SEED) -> tuple[tuple[np.ndarray, np.ndarray], tuple[
     return generate(NUM_TRAIN, (seed, 0)), generate(NUM_VAL, (seed, 1))
 
 
-def transform(train: bool) -> Callable:
+def transform(train: bool, mean: tuple[float, float, float] = MEAN, std: tuple[float, float, float] = STD) -> Callable:
     """CIFAR's augmentation (pad-4 random crop, horizontal flip: every shape is mirror-symmetric) for training,
-    none for validation; then ``ToTensor`` and this set's normalisation."""
-    norm = [T.ToTensor(), T.Normalize(MEAN, STD)]
+    none for validation; then ``ToTensor`` and the normalisation (this set's unless ``mean`` / ``std`` are given)."""
+    norm = [T.ToTensor(), T.Normalize(mean, std)]
     if train:
         return T.Compose([T.RandomCrop(IMAGE_SIZE, padding=4), T.RandomHorizontalFlip(), *norm])
     return T.Compose(norm)
@@ -169,7 +207,11 @@ class ColorShapes(MemoryImages):
         data: ``uint8 [N, 32, 32, 3]`` images.
         targets: labels (0..19), ``shape * 4 + hue family``.
         classes: class names (:data:`CLASSES`).
+        bayes_nll: the mean negative log-likelihood of the labels under the generator's Bayes posterior, on a split
+            that carries it (``colorshapes-few``'s validation split; the task then reports ``excess_nll``).
     """
+
+    bayes_nll: float | None = None
 
     def __init__(self, data: np.ndarray, targets: np.ndarray, transform: Callable | None = None) -> None:
         super().__init__(data, targets, list(CLASSES), transform)
@@ -192,8 +234,11 @@ __all__ = [
     "SHAPES",
     "STD",
     "ColorShapes",
+    "bayes_log_likelihood",
     "build",
     "generate",
+    "generate_with_hue",
+    "hue_posterior",
     "splits",
     "transform",
 ]

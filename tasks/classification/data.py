@@ -12,14 +12,18 @@ and ``label`` a Python ``int``, so one classification model and one collate func
   torchvision reference transforms.
 * ``colorshapes`` is a generated 20-class set (a shape in a hue family; :mod:`tasks.classification.colorshapes`
   says how and why): offline, deterministic, and hard enough on a CPU budget that a teacher is well ahead of
-  its student — the benchmark's embedded default.
+  its student.
+* ``colorshapes-few`` is colorshapes with larger objects where the students learn from a few labelled images per
+  class while their teacher learned from all 128 (:mod:`tasks.classification.colorshapes_few`): the recipe's
+  ``extra`` (``labelled_per_class``, ``repeat``) selects the students' split, the teacher's recipe has none.
 * ``digits`` is scikit-learn's bundled 8x8 digits, upsampled to CIFAR's 32x32 RGB shape, so the
   CIFAR architectures run offline with no files at all (every student saturates at ~99 %: a smoke test).
 * ``synthetic`` is random tensors, deterministic per index, for throughput runs.
 
-The in-memory sets (``cifar100``, ``colorshapes``, ``digits``, ``synthetic``) also implement the device-resident
-protocol of :mod:`tasks.classification.resident` (``resident_data()`` and ``resident_transform``), read from each
-split's own transform, so training can keep their images on the device and augment them there in batches.
+The in-memory sets (``cifar100``, ``colorshapes``, ``colorshapes-few``, ``digits``, ``synthetic``) also implement the
+device-resident protocol of :mod:`tasks.classification.resident` (``resident_data()`` and ``resident_transform``),
+read from each split's own transform, so training can keep their images on the device and augment them there in
+batches.
 
 Entry point: :func:`build_datasets`; per-dataset facts: :data:`DATASETS`.
 """
@@ -37,7 +41,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from methods.errors import UserError
-from tasks.classification import colorshapes
+from tasks.classification import colorshapes, colorshapes_few
 from tasks.classification.datasets import (
     CIFAR100_DIR,
     CIFAR100_FILES,
@@ -304,6 +308,21 @@ def _build_colorshapes(augment: bool) -> ClassificationData:
     return ClassificationData(train, val, d.num_classes, info)
 
 
+def _build_colorshapes_few(augment: bool, labelled_per_class: int | None, repeat: int | None) -> ClassificationData:
+    for what, v in (("labelled_per_class", labelled_per_class), ("repeat", repeat)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise UserError(f"colorshapes-few: {what} must be a positive integer, got {v!r}")
+    per_class_max = colorshapes.NUM_TRAIN // colorshapes.NUM_CLASSES
+    if labelled_per_class is not None and labelled_per_class > per_class_max:
+        raise UserError(f"colorshapes-few: labelled_per_class {labelled_per_class} is more than the {per_class_max} "
+                        "images per class of the training split")
+    train, val = colorshapes_few.build(augment, labelled_per_class, repeat or 1)
+    d = DATASETS["colorshapes-few"]
+    info = _info("colorshapes-few", None, train, val, d.image_size, d.mean, d.std, list(colorshapes.CLASSES))
+    info.update(labelled_per_class=labelled_per_class, repeat=repeat or 1, bayes_nll=val.bayes_nll)
+    return ClassificationData(train, val, d.num_classes, info)
+
+
 # -- synthetic ---------------------------------------------------------------------------------
 
 
@@ -396,6 +415,8 @@ def build_datasets(
     num_train: int | None = None,
     num_val: int | None = None,
     seed: int = 0,
+    labelled_per_class: int | None = None,
+    repeat: int | None = None,
 ) -> ClassificationData:
     """Build the train and validation sets of ``name``.
 
@@ -403,12 +424,14 @@ def build_datasets(
         name: one of :data:`DATASETS`.
         data_dir: the data folder (``cifar100``: the folder holding ``cifar-100-python/`` or that
             folder itself; ``imagenet``: the folder holding ``train/`` and ``val/``); ignored by
-            the embedded sets (``colorshapes``, ``digits``, ``synthetic``).
+            the embedded sets (``colorshapes``, ``colorshapes-few``, ``digits``, ``synthetic``).
         augment: apply the training augmentation to the train split (the validation split is never
             augmented). ``False`` gives the deterministic evaluation transform on both.
         image_size: ``imagenet``: crop size (default 224); ``synthetic``: image side (default 32).
         resize_size: ``imagenet`` validation resize (default ``image_size / 0.875``).
         num_classes, num_train, num_val, seed: ``synthetic`` only.
+        labelled_per_class, repeat: ``colorshapes-few`` only: the students' split (``None``: every training image
+            once, the teacher's split).
 
     Returns:
         ``(train, val, num_classes, info)`` as a :class:`ClassificationData`; ``num_classes`` is the
@@ -425,6 +448,8 @@ def build_datasets(
         return _build_digits(augment)
     if name == "colorshapes":
         return _build_colorshapes(augment)
+    if name == "colorshapes-few":
+        return _build_colorshapes_few(augment, labelled_per_class, repeat)
     if data_dir is None:
         raise UserError(f"{name}: needs a data directory (--data-dir); {DATASETS[name].description}")
     root = Path(data_dir).expanduser()

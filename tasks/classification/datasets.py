@@ -42,6 +42,13 @@ COLORSHAPES_IMAGE_SIZE = 32
 #: recomputes them from the data).
 COLORSHAPES_MEAN: tuple[float, float, float] = (0.2106, 0.2102, 0.2117)
 COLORSHAPES_STD: tuple[float, float, float] = (0.1726, 0.1775, 0.1758)
+#: ``colorshapes-few`` (:mod:`tasks.classification.colorshapes_few`): labelled images per class its students train
+#: on, and how often each is shown per epoch (640 images an epoch).
+COLORSHAPES_FEW_LABELLED_PER_CLASS = 4
+COLORSHAPES_FEW_REPEAT = 640 // (COLORSHAPES_FEW_LABELLED_PER_CLASS * len(COLORSHAPES_CLASSES))
+#: Mean / std of ``colorshapes-few``'s training split (``tests/tasks/test_classification_colorshapes_few.py``).
+COLORSHAPES_FEW_MEAN: tuple[float, float, float] = (0.2835, 0.2843, 0.2839)
+COLORSHAPES_FEW_STD: tuple[float, float, float] = (0.2435, 0.2537, 0.2506)
 
 # -- CIFAR-100 files ---------------------------------------------------------------------------
 
@@ -122,6 +129,17 @@ DATASETS: dict[str, DatasetInfo] = {
             needs_data_dir=False,
             configurable=False,
             description="generated 20-class shapes in 4 hue families, 2560 train / 1000 val (embedded, no files)",
+        ),
+        DatasetInfo(
+            name="colorshapes-few",
+            num_classes=len(COLORSHAPES_CLASSES),
+            image_size=COLORSHAPES_IMAGE_SIZE,
+            mean=COLORSHAPES_FEW_MEAN,
+            std=COLORSHAPES_FEW_STD,
+            needs_data_dir=False,
+            configurable=False,
+            description="colorshapes with larger objects; students see a few labelled images per class, the "
+            "teacher all 2560 (embedded, no files)",
         ),
         DatasetInfo(
             name="digits",

@@ -1,11 +1,14 @@
-"""Image classification, declared without torch: CIFAR-100 (mdistiller's zoo), ImageNet, colorshapes, digits, synthetic.
+"""Image classification, declared without torch: CIFAR-100 (mdistiller's zoo), ImageNet, colorshapes(-few), digits,
+synthetic.
 
 Recipes follow the papers: mdistiller's CIFAR-100 recipe (SGD 0.9, batch 64, 240 epochs, lr 0.05 or
 0.01 for MobileNetV2/ShuffleNet students, ×0.1 at 150/180/210, wd 5e-4) and the standard ImageNet
 one (100 epochs, step 30/60/90, wd 1e-4, batch 256 lr 0.1 or batch 512 lr 0.2; mdistiller's), and
 ``imagenet-diffkd``, DiffKD's official B1 recipe, which differs in its optimizer: Nesterov SGD and no
 weight decay on biases and BatchNorm weights. A fair table runs every method with one of them.
-``colorshapes`` (the embedded default) and ``digits`` have small CPU recipes that train in minutes.
+``colorshapes`` (the embedded default), ``colorshapes-few`` and ``digits`` have small CPU recipes that train in
+minutes; ``colorshapes-few`` trains its teacher with a recipe of its own (all 2560 labels, 12 epochs) and its
+students on a few labelled images per class (:mod:`tasks.classification.colorshapes_few` says why).
 
 Method defaults per data set: KD T=4, CE 0.1 / KD 0.9 on CIFAR-style data and T=1, 0.5 / 0.5 on
 ImageNet (mdistiller); DKD's per-pair β, T and warm-up from :func:`dkd_defaults`;
@@ -14,7 +17,8 @@ data none for teachers of ≤ 256 channels, and a 256-channel latent for wider o
 our assumption, the width the official code distils directly, since no official CIFAR config exists.
 DKD's warm-up is counted in epochs: mdistiller ramps it over 20 of its 240 CIFAR epochs (1/12 of training);
 on the 6-epoch ``colorshapes`` recipe the same fraction is half an epoch, so it is 1 epoch there (as in
-mdistiller's ImageNet configs) — with 20 the DKD term would never reach full weight.
+mdistiller's ImageNet configs) — with 20 the DKD term would never reach full weight; on the 24-epoch
+``colorshapes-few`` student recipe 1/12 is 2 epochs.
 
 Everything here is known from names alone (architectures from :mod:`.models.arch`, data-set facts from
 :mod:`.datasets`); :mod:`tasks.classification.task` implements it with torch.
@@ -27,7 +31,13 @@ from typing import Any
 
 from methods.errors import UserError
 from methods.taps import TapSpec
-from tasks.classification.datasets import CIFAR100_FILES, DATASETS, find_cifar100_root
+from tasks.classification.datasets import (
+    CIFAR100_FILES,
+    COLORSHAPES_FEW_LABELLED_PER_CLASS,
+    COLORSHAPES_FEW_REPEAT,
+    DATASETS,
+    find_cifar100_root,
+)
 from tasks.classification.models import arch as arch_table
 from tasks.recipe import Recipe
 from tasks.spec import TaskSpec, fingerprint_files, register_spec
@@ -53,6 +63,8 @@ IMAGENET_PAIRS = [("resnet34", "resnet18"), ("resnet50", "MobileNetV1")]
 #: The embedded sets: small CIFAR ResNets that train on 2 CPU cores in minutes.
 DIGITS_PAIRS = [("resnet20", "resnet8")]
 COLORSHAPES_PAIRS = [("resnet20", "resnet8")]
+#: DKD warm-up (epochs) on the embedded colorshapes sets: mdistiller's 1/12 of training, at least 1 (see above).
+DKD_WARMUP = {"colorshapes": 1, "colorshapes-few": 2}
 
 #: DiffKD: the latent width of the autoencoder in the official ImageNet (B1) configs.
 DIFFKD_AE_CHANNELS = 1024
@@ -117,13 +129,14 @@ class ClassificationSpec(TaskSpec):
 
     name = "classification"
     implementation = "tasks.classification.task:ClassificationTask"
-    datasets = ("colorshapes", "digits", "cifar100", "imagenet", "synthetic")
+    datasets = ("colorshapes", "colorshapes-few", "digits", "cifar100", "imagenet", "synthetic")
     default_dataset = "colorshapes"
     primary_metric = "top1"
     metrics = ("top1", "top5")
-    presets = ("cifar100", "imagenet", "imagenet-b512", "imagenet-diffkd", "colorshapes", "digits", "smoke")
+    presets = ("cifar100", "imagenet", "imagenet-b512", "imagenet-diffkd", "colorshapes", "colorshapes-few", "digits",
+               "smoke")  # fmt: skip
     #: in-memory data sets whose splits implement the protocol of :mod:`tasks.classification.resident`.
-    resident_datasets = ("cifar100", "colorshapes", "digits", "synthetic")
+    resident_datasets = ("cifar100", "colorshapes", "colorshapes-few", "digits", "synthetic")
 
     # -- models ------------------------------------------------------------------------------
     def archs(self) -> list[str]:
@@ -158,12 +171,14 @@ class ClassificationSpec(TaskSpec):
         return DATASETS[dataset].num_classes
 
     def default_pairs(self, dataset: str) -> list[tuple[str, str]]:
-        pairs = {"cifar100": CIFAR100_PAIRS, "imagenet": IMAGENET_PAIRS, "colorshapes": COLORSHAPES_PAIRS}
+        pairs = {"cifar100": CIFAR100_PAIRS, "imagenet": IMAGENET_PAIRS, "colorshapes": COLORSHAPES_PAIRS,
+                 "colorshapes-few": COLORSHAPES_PAIRS}
         return pairs.get(dataset, DIGITS_PAIRS)
 
     # -- recipes -----------------------------------------------------------------------------
     preset_datasets = {"cifar100": ("cifar100",), "imagenet": ("imagenet",), "imagenet-b512": ("imagenet",),
-                       "imagenet-diffkd": ("imagenet",), "colorshapes": ("colorshapes",), "digits": ("digits",),
+                       "imagenet-diffkd": ("imagenet",), "colorshapes": ("colorshapes",),
+                       "colorshapes-few": ("colorshapes-few",), "digits": ("digits",),
                        "smoke": ("digits", "synthetic")}  # fmt: skip
     preset_sources = {
         "cifar100": "megvii-research/mdistiller@a08d46f: configs/cifar100/*.yaml (SOLVER; lr 0.01 for the "
@@ -175,13 +190,14 @@ class ClassificationSpec(TaskSpec):
         "imagenet-diffkd": "hunto/image_classification_sota@6cb1441 (DiffKD's submodule): configs/strategies/distill/"
         "diffkd/diffkd_b1.yaml, lib/utils/optim.py (Nesterov, no weight decay on 1-D parameters)",
         "colorshapes": "diffbench's embedded data set (tasks/classification/colorshapes.py); no paper",
+        "colorshapes-few": "diffbench's embedded few-label set (tasks/classification/colorshapes_few.py); no paper",
         "digits": "diffbench's embedded smoke-test data set (scikit-learn's digits); no paper",
         "smoke": "diffbench: one epoch, to check the machinery; no paper",
     }
 
     def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
         preset = preset or {"cifar100": "cifar100", "imagenet": "imagenet", "synthetic": "smoke",
-                            "colorshapes": "colorshapes"}.get(dataset, "digits")
+                            "colorshapes": "colorshapes", "colorshapes-few": "colorshapes-few"}.get(dataset, "digits")
         if preset == "cifar100":
             return Recipe(epochs=240, batch_size=64, lr=0.01 if student in _LOW_LR_STUDENTS else 0.05,
                           weight_decay=5e-4, milestones=(150, 180, 210), num_workers=4)
@@ -200,6 +216,13 @@ class ClassificationSpec(TaskSpec):
             # or 64, and twice the updates learn faster. Short on purpose, so the default grid (3 seeds) takes minutes
             # on 2 cores: in 6 epochs resnet20 reaches the set's ~96 % ceiling and resnet8 does not (~70-80 %).
             return Recipe(epochs=6, batch_size=32, lr=0.05, weight_decay=5e-4, milestones=(4, 5), num_workers=0)
+        if preset == "colorshapes-few":
+            # The students of colorshapes-few: 80 labelled images shown 8 times an epoch (640, 40 steps of 16), 24
+            # epochs (960 steps, 15 360 images, the colorshapes recipe's count). lr 0.025 is the colorshapes recipe's
+            # 0.05 at batch 32 scaled linearly to batch 16 (DKD's beta 8 diverges at lr 0.2); evaluated every 4 epochs.
+            return Recipe(epochs=24, batch_size=16, lr=0.025, weight_decay=5e-4, milestones=(16, 20), eval_every=4,
+                          num_workers=0, extra={"labelled_per_class": COLORSHAPES_FEW_LABELLED_PER_CLASS,
+                                                "repeat": COLORSHAPES_FEW_REPEAT})
         if preset == "digits":
             # 1437 training images, 22 steps of 64 per epoch: a few seconds per epoch on 2 cores.
             return Recipe(epochs=12, batch_size=64, lr=0.05, weight_decay=5e-4, milestones=(8, 11), num_workers=0)
@@ -207,13 +230,21 @@ class ClassificationSpec(TaskSpec):
             return Recipe(epochs=1, batch_size=32, lr=0.05, weight_decay=5e-4, num_workers=0)
         raise UserError(f"unknown classification recipe preset {preset!r}; valid: {', '.join(self.presets)}")
 
+    def teacher_recipe(self, dataset: str, arch: str, preset: str | None = None) -> Recipe:
+        """``colorshapes-few``'s teacher learns from every label of the training split with the colorshapes recipe
+        run twice as long (12 epochs of 2560, batch 32, lr 0.05, decays at 8 and 10; no ``extra``, so the whole
+        split). Other data sets and presets: the student's recipe."""
+        if dataset == "colorshapes-few" and preset in (None, "colorshapes-few"):
+            return Recipe(epochs=12, batch_size=32, lr=0.05, weight_decay=5e-4, milestones=(8, 10), num_workers=0)
+        return self.recipe(dataset, arch, preset)
+
     def method_defaults(self, method: str, dataset: str, teacher: str, student: str) -> dict[str, Any]:
         imagenet = dataset == "imagenet"
         if method == "kd":
             return {"temperature": 1.0, "ce_weight": 0.5, "kd_weight": 0.5} if imagenet else {}
         if method == "dkd":
             out = dkd_defaults(teacher, student, dataset)
-            return {**out, "warmup": 1} if dataset == "colorshapes" else out  # see the module docstring
+            return {**out, "warmup": DKD_WARMUP[dataset]} if dataset in DKD_WARMUP else out  # see the module docstring
         if method == "diffkd":
             if imagenet:  # official B1 config: AE with a 1024-channel latent (even for R34's 512 channels)
                 return {"use_ae": True, "ae_channels": DIFFKD_AE_CHANNELS}

@@ -38,6 +38,7 @@ class ClassificationTask(ClassificationSpec, Task):
         bundle = cdata.build_datasets(
             dataset, data_dir, image_size=extra.get("image_size"), num_classes=extra.get("num_classes"),
             num_train=extra.get("num_train"), num_val=extra.get("num_val"),
+            labelled_per_class=extra.get("labelled_per_class"), repeat=extra.get("repeat"),
         )
         return DataBundle(bundle.train, bundle.val, bundle.num_classes, None, dict(bundle.info))
 
@@ -83,7 +84,11 @@ class ClassificationTask(ClassificationSpec, Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Iterable, device: torch.device) -> dict[str, float]:
-        """Top-1 and top-5 accuracy (percent) and mean cross-entropy over the whole loader."""
+        """Top-1 and top-5 accuracy (percent) and mean cross-entropy (``loss``, the NLL) over the whole loader.
+
+        A split that knows its labels' NLL under the Bayes posterior (``bayes_nll``: ``colorshapes-few``'s validation
+        split) adds ``excess_nll``, the model's NLL minus it: an estimate of the model's mean KL divergence from the
+        Bayes posterior (no extra pass; only when the loader covered every image of the split once)."""
         was_training = model.training
         model.eval()
         # Counts stay on the device (float64: exact for any data set size) and are read once at the end.
@@ -103,7 +108,12 @@ class ClassificationTask(ClassificationSpec, Task):
         correct1, correct5, loss_sum, total = all_reduce_sum(sums).tolist()  # over every rank's shard
         if total == 0:
             raise UserError("the validation split is empty")
-        return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total, "loss": loss_sum / total}
+        out = {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total, "loss": loss_sum / total}
+        data = getattr(loader, "dataset", None)
+        bayes_nll = getattr(data, "bayes_nll", None)
+        if bayes_nll is not None and int(total) == len(data):
+            out["excess_nll"] = out["loss"] - bayes_nll
+        return out
 
     def synthetic_batch(self, batch_size: int, num_classes: int, device: torch.device,
                         dataset: str | None = None, arch: str | None = None) -> Any:

@@ -80,6 +80,7 @@ def test_datasets_metadata():
         "cifar100": (100, 32),
         "imagenet": (1000, 224),
         "colorshapes": (20, 32),
+        "colorshapes-few": (20, 32),
         "digits": (10, 32),
     }
     assert DATASETS["synthetic"].configurable and not DATASETS["cifar100"].configurable
@@ -364,6 +365,6 @@ def test_synthetic_shapes_and_determinism():
 
 
 def test_unknown_dataset_lists_valid():
-    valid = "cifar100, imagenet, colorshapes, digits"
+    valid = "cifar100, imagenet, colorshapes, colorshapes-few, digits"
     with pytest.raises(UserError, match=f"unknown classification dataset 'cifar10'; valid: {valid}"):
         build_datasets("cifar10", "/tmp")

@@ -342,7 +342,7 @@ def test_synthetic_training_shuffles_without_augmenting():
 
 def test_task_hook(cifar):
     task = get_task("classification")
-    assert set(task.resident_datasets) == {"cifar100", "colorshapes", "digits", "synthetic"}
+    assert set(task.resident_datasets) == {"cifar100", "colorshapes", "colorshapes-few", "digits", "synthetic"}
     train = task.resident_loader(cifar.train, 5, device=torch.device("cpu"), train=True,
                                  generator=torch.Generator().manual_seed(0), world_size=2, rank=1)
     assert isinstance(train, ResidentLoader) and len(train) == 1 and train.drop_last  # 6 per rank: one batch
