@@ -192,7 +192,7 @@ PAPER_PRESETS: dict[str, PaperPreset] = {
         teachers={"fasterrcnn_r101": "faster_rcnn_r101_fpn_coco.pth"},
         teachers_from="a COCO-trained Faster R-CNN R101-FPN in torchvision's layout (torchvision publishes none; train "
         "one with diffbench train --task detection --dataset coco --student fasterrcnn_r101 --preset 2x "
-        "--student-checkpoint fasterrcnn_r101=resnet101-63fe2227.pth)",
+        "--student-checkpoint resnet101-63fe2227.pth)",
         students={"fasterrcnn_r50": "resnet50-0676ba61.pth"},
         students_from=_TV_FROM,
         notes=("not stated anywhere reachable: DiffKD's COCO detector, pair, schedule and loss weights; the preset "
