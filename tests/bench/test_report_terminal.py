@@ -122,3 +122,18 @@ def test_no_published_number_no_paper_column_or_legend():
     lb = report.leaderboard(runs_frame(PAIRS[:2], seeds=2), "best", published="never")
     text = "\n".join(printed(lb, 80))
     assert "paper" not in text.split("Cells:")[0] and "'paper'" not in text
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_reproduction_table_fits_without_splitting_a_number(lb, width):
+    from bench.report.reproduction import misses
+
+    console = Console(record=True, width=width, color_system=None)
+    console.print(report.to_rich(lb, reproduction=True))
+    lines = console.export_text().splitlines()
+    assert max(cell_len(line) for line in lines) <= width
+    shown = misses(lb).head(3)
+    assert len(shown), "the fixture has published numbers our seeds miss"
+    for r in shown.itertuples(index=False):
+        for token in (f"[{r.mean_ci_low:.2f}, {r.mean_ci_high:.2f}]", f"{r.published:.2f}", f"{r.diff:+.2f}"):
+            assert any(token in line for line in lines), (token, width)
