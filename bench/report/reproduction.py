@@ -225,23 +225,16 @@ def _html(lb: Leaderboard) -> str:
 
 
 def _latex(lb: Leaderboard) -> str:
-    from bench.report.render_latex import latex_escape
+    from bench.report.render_latex import label, latex_escape, table_float
 
     rows, more = _rows(lb)
-    head = " & ".join(latex_escape(h) for h in HEADER) + r" \\"
-    body = "\n".join(" & ".join(latex_escape(v) for v in r) + r" \\" for r in rows) or (
-        r"\multicolumn{" + str(len(HEADER)) + r"}{l}{no misses} \\"
-    )
+    body = [[latex_escape(v) for v in r] for r in rows] or [[r"\multicolumn{" + str(len(HEADER)) + r"}{l}{no misses}"]]
     notes = [*([f"… {more} more (the CSV and JSON formats list every cell)."] if more else []), RULE, RANKING]
     notes += _notes(lb)
-    block = "\n".join(f"\\par {latex_escape(line)}" for line in notes)
-    return (
-        "\\begin{table}[t]\n"
-        f"\\caption{{{latex_escape(headline(lb))}}}\n"
-        f"\\begin{{tabular}}{{rl{'r' * (len(HEADER) - 4)}ll}}\n\\toprule\n{head}\n\\midrule\n{body}\n"
-        "\\bottomrule\n\\end{tabular}\n"
-        f"\\begin{{minipage}}{{\\linewidth}}\\footnotesize\n{block}\n\\end{{minipage}}\n\\end{{table}}\n"
-    )
+    colfmt = f"rl{'r' * (len(HEADER) - 4)}ll"
+    head = [latex_escape(h) for h in HEADER]
+    key = label(lb.title, prefix="diffbench-reproduction")
+    return table_float(headline(lb), key, colfmt, head, body, [latex_escape(line) for line in notes])
 
 
 def to_rich(lb: Leaderboard) -> Any:
