@@ -172,7 +172,7 @@ def _gains(lb: Leaderboard, key: tuple[str, str, str], rows: list[Any], ax: Axes
     ends = [0.0, *(p[0] for p in points), *(c[1] for c in ci), *(c[2] for c in ci)]
     lo, hi = min(ends), max(ends)
     span = max(hi - lo, 0.5)
-    ax.set_xlim(lo - 0.08 * span, hi + 0.3 * span)  # zero always shown; room for the labels right of the intervals
+    ax.set_xlim(lo - 0.08 * span, hi + 0.45 * span)  # zero always shown; room for the labels right of the intervals
     if len(ys) > 1:
         ax.hlines(ys[1:] + 0.5, lo - span, hi + span, color="0.93", linewidth=0.5, zorder=0)  # row separators
 
