@@ -142,7 +142,8 @@ def test_html_to_file_with_short_o(results, tmp_path, monkeypatch):
 
 
 def test_format_from_suffix(results, tmp_path):
-    for name, start in (("r.md", "**"), ("r.json", "{"), ("r.csv", "task,dataset"), ("r.tex", "% Needs \\usepackage{booktabs")):
+    tex = "% Needs \\usepackage{booktabs"  # the LaTeX table starts with the packages it needs
+    for name, start in (("r.md", "**"), ("r.json", "{"), ("r.csv", "task,dataset"), ("r.tex", tex)):
         result = _run("--output", str(results), "-o", str(tmp_path / "sub" / name), "--grid", "ok")
         assert result.exit_code == 0, result.output
         assert (tmp_path / "sub" / name).read_text().startswith(start), name
