@@ -62,6 +62,11 @@ class Leaderboard:
         return not ((t["n"] > 0) & (t["method"] != TEACHER)).any() if len(t) else True
 
     @property
+    def shows_published(self) -> bool:
+        """Some cell shows a published number (else no legend line or figure marker explains one)."""
+        return bool(len(self.tidy)) and bool(self.tidy["published"].notna().any())
+
+    @property
     def methods(self) -> list[str]:
         """Method column labels in display order (without ``teacher``)."""
         return [m for m in sorted(set(self.tidy["method"]), key=method_rank) if m != TEACHER]
@@ -83,8 +88,8 @@ class Leaderboard:
         marks = ", ".join(f"{s} p < {p:g}" for p, s in reversed(SIG_VANILLA))
         lines = [
             f"Cells: mean ± sample std over seeds (n) of {metric} at the {self.epoch} epoch; gain over vanilla "
-            "(same recipe and starting weights) with its 95 % confidence interval [low, high]; "
-            "'paper' = the published number.",
+            "(same recipe and starting weights) with its 95 % confidence interval [low, high]"
+            + ("; 'paper' = the published number." if self.shows_published else "."),
             f"Tests: paired ({PAIRED_MARK} after the interval) when the method and vanilla ran the same seeds, each "
             "once, at least 2 (seed i of both started from the same weights and saw the same data order): the "
             "one-sample t-interval and two-sided t-test of the per-seed differences (scipy's ttest_rel); otherwise "
@@ -119,13 +124,18 @@ class Leaderboard:
             "--reproduction lists the verdicts."
         ]
 
-    def provenance_lines(self) -> list[str]:
-        out = [self.grid["line"] + "."] if self.grid else []
-        return out + provenance.lines(self.provenance)
+    def provenance_lines(self, heading: bool = True) -> list[str]:
+        """The grid the runs came from and the provenance sentences (:func:`bench.report.provenance.lines`).
 
-    def footer(self) -> list[str]:
-        """Legend, provenance and notes (failures, unfinished runs, hidden published numbers)."""
-        lines = self.legend() + self.provenance_lines()
+        ``heading=False``: for a page that prints them under its own "Provenance" heading, the sentences do not
+        start with the word again.
+        """
+        out = [self.grid["line"] + "."] if self.grid else []
+        return out + provenance.lines(self.provenance, heading=heading)
+
+    def notes_lines(self) -> list[str]:
+        """Failed and unfinished runs left out, then the notes: what :meth:`footer` adds after the provenance."""
+        lines = []
         if len(self.failed):
             shown = [
                 f"{r.method} {pair_label(r.teacher, r.student)} s{r.seed}: {r.failure_reason or 'no reason recorded'}"
@@ -138,6 +148,10 @@ class Leaderboard:
                 "Not finished, left out: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.unfinished.items()))
             )
         return lines + self.notes
+
+    def footer(self) -> list[str]:
+        """Legend, provenance and notes (failures, unfinished runs, hidden published numbers)."""
+        return self.legend() + self.provenance_lines() + self.notes_lines()
 
 
 def pair_label(teacher: str, student: str) -> str:

@@ -74,10 +74,10 @@ def cell_parts(r: Any) -> list[tuple[str, str]]:
     return parts
 
 
-def text_cell(r: Any, pm: str = "±") -> str:
-    """The cell as one line of plain text (Markdown, the display table)."""
+def join_parts(parts: list[tuple[str, str]], pm: str = "±") -> str:
+    """Pieces as plain text: marks glued to the piece before them, ``pm`` before the std, spaces elsewhere."""
     out = ""
-    for kind, text in cell_parts(r):
+    for kind, text in parts:
         if kind in GLUED:
             out += text
         elif kind == "std":
@@ -85,6 +85,39 @@ def text_cell(r: Any, pm: str = "±") -> str:
         else:
             out += (" " if out else "") + text
     return out
+
+
+def text_cell(r: Any, pm: str = "±") -> str:
+    """The cell as one line of plain text (Markdown, the display table)."""
+    return join_parts(cell_parts(r), pm)
+
+
+#: The line of a multi-line cell each piece kind belongs to (:func:`cell_lines`).
+LINE_OF: dict[str, str] = {
+    "mean": "score", "std": "score", "n": "score", "none": "score",
+    "gain": "gain", "ci": "gain", "test": "gain", "sig": "gain", "why": "gain",
+    "vs": "vs", "vtest": "vs", "vsig": "vs",
+    "published": "paper", "verdict": "paper",
+}  # fmt: skip
+
+
+def cell_lines(r: Any, split_ci: bool = False) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The cell's pieces as the lines a multi-line rendering shows, each ``(line kind, pieces)``.
+
+    Lines, in order and only when they have pieces: ``score`` (``72.47 ± 0.26 (n=3)`` or ``— (…)``), ``gain``
+    (``+0.99 [+0.71, +1.27]ᵖ**``), ``vs`` (``vs dkd -0.50ᵖ†``), ``paper`` (``paper 73.08 ✓``). ``split_ci``: the
+    interval (with its marks) or the reason it is missing goes on a line of its own, kind ``ci``, so a narrow
+    column holds ``+0.99`` over ``[+0.71, +1.27]ᵖ**`` and no line is wider than an interval.
+    """
+    lines: list[tuple[str, list[tuple[str, str]]]] = []
+    for kind, text in cell_parts(r):
+        line = "ci" if split_ci and kind in ("ci", "why") else LINE_OF[kind]
+        if kind in GLUED and lines:  # a mark stays on the line of the piece it is glued to
+            line = lines[-1][0]
+        if not lines or lines[-1][0] != line:
+            lines.append((line, []))
+        lines[-1][1].append((kind, text))
+    return lines
 
 
 def pivot(tidy: pd.DataFrame) -> tuple[pd.DataFrame, list[str], str]:

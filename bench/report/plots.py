@@ -1,15 +1,21 @@
-"""Plots that do not exaggerate: absolute scores from zero beside the gain over vanilla with 95 % CIs.
+"""Plots that do not exaggerate: absolute scores from zero, then the gain over vanilla with 95 % CIs.
 
-One row per cell (pair · method), two panels sharing the rows:
+Per task/data set (their metrics do not share a scale), two panels, one above the other:
 
-* left, the absolute score as a bar that starts at zero (seed std as a whisker, the published number
-  as a diamond, the teacher in grey): a 0.3-point difference looks like one, not like a landslide;
-* right, a forest plot of the gain over vanilla with its 95 % interval (paired or Welch), zero marked: this is
-  where differences are read, together with their uncertainty. A cell with one seed is drawn hollow
-  and labelled "n=1, no CI" rather than with an interval it does not have.
+* the absolute score of every cell (pair · method) as a bar that starts at zero (seed std as a whisker, the
+  published number as a diamond where one is shown, the teacher in grey): a 0.3-point difference looks like
+  one, not like a landslide;
+* a forest plot of the gain over vanilla with its 95 % interval (paired or Welch), zero marked, for the cells that
+  have a gain (not the teacher's or vanilla's own rows): this is where differences are read, together with their
+  uncertainty. A cell with one seed is drawn hollow and labelled "n=1, no CI" rather than with an interval it does
+  not have.
 
-One panel pair per task/data set, since their metrics do not share a scale. matplotlib's object API
-with the Agg canvas is used, never pyplot's global state (safe in a CLI, a Ray worker or a notebook).
+The figure is sized for a page: :data:`WIDTH_IN` wide at :data:`DPI` (so the HTML report shows it at its natural
+size in an 800-pixel window), its height grows with the rows, and its text is set in points that stay readable
+there (:data:`FONT_PT`). A row is labelled with its method, and its pair too when the panel holds several (else the
+title names the pair); a long sweep label wraps between its words and its row grows to hold it. Titles and markers
+name only what is drawn. matplotlib's object API with the Agg canvas is
+used, never pyplot's global state (safe in a CLI, a Ray worker or a notebook).
 """
 
 from __future__ import annotations
@@ -26,15 +32,30 @@ from bench.report.board import method_rank, pair_label
 from bench.report.schema import TEACHER, VANILLA
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from bench.report.board import Leaderboard
 
-_ROW_IN = 0.28  # inches per cell row
+#: Figure width in inches and the resolution at which one figure pixel is one CSS pixel of the HTML page.
+WIDTH_IN = 7.5
+DPI = 100
+#: Text sizes in points: tick labels and value labels, titles. At :data:`DPI` 9 pt is 12.5 px.
+FONT_PT = 9.0
+TITLE_PT = 10.0
+_ROW_IN = 0.26  # inches per cell row (at least)
+_LINE_IN = FONT_PT * 1.25 / 72  # inches per line of a wrapped row label
+_LABEL_CHARS = 36  # a row label wraps past this many characters (between words)
+_PANEL_IN = 1.1  # inches per panel for its two title lines, axis label and ticks
 
 
 def _finite(x: Any) -> bool:
     return isinstance(x, int | float) and not math.isnan(x)
+
+
+def _has_gain(r: Any) -> bool:
+    """A row the forest plot shows: a method with a gain (the teacher's and vanilla's rows have none to show)."""
+    return r.method != TEACHER and r.base_method != VANILLA and r.n > 0 and _finite(r.gain)
 
 
 def figure(lb: Leaderboard) -> Figure:
@@ -44,82 +65,120 @@ def figure(lb: Leaderboard) -> Figure:
 
     tidy = lb.tidy
     groups = list(tidy.groupby(["task", "dataset", "metric"], sort=False)) if not tidy.empty else []
-    heights = [max(2, len(g)) * _ROW_IN + 1.0 for _, g in groups] or [2.0]
-    fig = Figure(figsize=(12.0, sum(heights) + 0.4), layout="constrained")
+    panels: list[tuple[str, tuple[str, str, str], list[Any], _Rows]] = []
+    for key, g in groups:
+        rows = list(g.itertuples(index=False))
+        panels.append(("score", key, rows, _Rows(rows)))
+        gains = [r for r in rows if _has_gain(r)]
+        if gains:
+            panels.append(("gain", key, gains, _Rows(gains)))
+    heights = [len(rows) * p.pitch + _PANEL_IN for _, _, rows, p in panels] or [2.0]
+    fig = Figure(figsize=(WIDTH_IN, sum(heights)), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    if not groups:
+    if not panels:
         ax = fig.add_subplot()
-        ax.text(0.5, 0.5, "no finished runs", ha="center", va="center")
+        ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", fontsize=TITLE_PT)
         ax.set_axis_off()
         return fig
     labels = [m for m in sorted(tidy["method"].unique(), key=method_rank) if m != TEACHER]
     colors = {m: f"C{i % 10}" for i, m in enumerate(labels)} | {TEACHER: "0.6"}
-    axes = fig.subplots(len(groups), 2, squeeze=False, height_ratios=heights, width_ratios=[1, 1.15], sharey="row")
-    for (key, g), (ax_abs, ax_gain) in zip(groups, axes, strict=True):
-        _panel(lb, key, g, ax_abs, ax_gain, colors)
+    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for (kind, key, rows, names), ax in zip(panels, axes, strict=True):
+        names.axis(ax)
+        (_scores if kind == "score" else _gains)(lb, key, rows, ax, colors, names.where(key))
     return fig
 
 
-def _panel(lb: Leaderboard, key: tuple[str, str, str], g: Any, ax_abs: Any, ax_gain: Any, colors: dict) -> None:
-    """One task/data set: bars from zero on the left, the gain forest on the right (one artist per kind)."""
-    task, dataset, metric = key
-    rows = list(g.itertuples(index=False))
-    ys = np.arange(len(rows))[::-1]  # first row on top
-    ticks = ["\n".join(textwrap.wrap(f"{pair_label(r.teacher, r.student)} · {r.method}", 44)) for r in rows]
+class _Rows:
+    """A panel's row labels: the method alone when every row has the same pair (named in the title instead),
+    else ``teacher→student · method``; wrapped between words (after a sweep label's commas), never inside one."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        pairs = {pair_label(r.teacher, r.student) for r in rows if r.method != TEACHER}
+        self.pair = next(iter(pairs)) if len(pairs) == 1 else None
+        self.ticks = [
+            "\n".join(textwrap.wrap(text, _LABEL_CHARS, break_long_words=False, break_on_hyphens=False))
+            for text in (
+                ("teacher score" if r.method == TEACHER else r.method)
+                if self.pair
+                else f"{pair_label(r.teacher, r.student)} · {r.method}"
+                for r in rows
+            )
+        ]
+        lines = max(t.count("\n") + 1 for t in self.ticks)
+        self.pitch = max(_ROW_IN, lines * _LINE_IN + 0.08)  # inches per row: a wrapped label never meets the next
+
+    def axis(self, ax: Axes) -> None:
+        """One y position per row, the first on top."""
+        ys = np.arange(len(self.ticks))[::-1]
+        ax.set_yticks(ys, self.ticks, fontsize=FONT_PT)
+        ax.set_ylim(-0.7, len(self.ticks) - 0.3)
+        ax.tick_params(axis="x", labelsize=FONT_PT)
+
+    def where(self, key: tuple[str, str, str]) -> str:
+        """The panel's task · data set, and its pair when every row has the same one."""
+        return " · ".join([key[0], key[1], *([self.pair] if self.pair else [])])
+
+
+def _scores(lb: Leaderboard, key: tuple[str, str, str], rows: list[Any], ax: Axes, colors: dict, where: str) -> None:
+    """Bars from zero with the seed std; the published number as a diamond where one is shown."""
+    metric = key[2]
+    ys = np.arange(len(rows))[::-1]
     color = [colors.get(r.method, "C0") for r in rows]
     have = np.array([r.n > 0 and _finite(r.mean) for r in rows], dtype=bool)
     mean = np.array([r.mean if h else 0.0 for r, h in zip(rows, have, strict=True)], dtype=float)
     err = np.array([r.std if h and _finite(r.std) else 0.0 for r, h in zip(rows, have, strict=True)], dtype=float)
-    ax_abs.barh(ys[have], mean[have], xerr=err[have], color=np.array(color)[have], height=0.7, capsize=2,
-                alpha=0.9, error_kw={"elinewidth": 1})  # fmt: skip
-    for y, m, e, h in zip(ys, mean, err, have, strict=True):
+    ax.barh(ys[have], mean[have], xerr=err[have], color=np.array(color)[have], height=0.7, capsize=2, alpha=0.9,
+            error_kw={"elinewidth": 1})  # fmt: skip
+    for r, y, m, e, h in zip(rows, ys, mean, err, have, strict=True):
         text, x = (f" {m:.2f}", m + e) if h else (" n=0, no finished run", 0.0)
-        ax_abs.text(x, y, text, va="center", fontsize="x-small", color="black" if h else "0.4")
+        if _finite(r.published):  # the number starts right of the published diamond, not under it
+            x = max(x, r.published)
+        ax.annotate(text, (x, y), xytext=(4 if _finite(r.published) else 0, 0), textcoords="offset points",
+                    va="center", fontsize=FONT_PT, color="black" if h else "0.4")  # fmt: skip
     pub = [(r.published, y) for r, y in zip(rows, ys, strict=True) if _finite(r.published)]
     if pub:
-        ax_abs.plot(*zip(*pub, strict=True), marker="D", color="black", markersize=4, linestyle="none")
+        ax.plot(*zip(*pub, strict=True), marker="D", color="black", markersize=4, linestyle="none")
     hi = max([*(mean + err), *(p for p, _ in pub), 1.0])
-    ax_abs.set_xlim(0, hi * 1.12)
-    ax_abs.set_yticks(ys, ticks, fontsize="small")
-    ax_abs.set_ylim(-0.7, len(rows) - 0.3)
-    ax_abs.set_xlabel(f"{metric}, {lb.epoch} epoch (from 0)")
-    ax_abs.set_title(f"{task} · {dataset}: mean, seed std, ◆ published", loc="left", fontsize="medium")
-    _gains(ax_gain, ys, rows, color)
-    ax_gain.axvline(0.0, color="black", linewidth=1.0)
-    ax_gain.set_xlabel(f"gain over vanilla ({metric} points)")
-    ax_gain.set_title("gain, 95 % CI (paired or Welch); ○ n=1: no CI", loc="left", fontsize="medium")
-    ax_gain.tick_params(axis="y", left=False)
-    lo, top = ax_gain.get_xlim()
-    span = max(abs(lo), abs(top), 0.5)
-    ax_gain.set_xlim(-span * 1.25, span * 1.25)
-    ax_gain.hlines(ys[1:] + 0.5, -span * 2, span * 2, color="0.93", linewidth=0.5, zorder=0)  # row separators
+    ax.set_xlim(0, hi * 1.15)
+    ax.set_xlabel(f"{metric}, {lb.epoch} epoch (from 0)", fontsize=FONT_PT)
+    shown = "mean, seed std" + (", ◆ published" if pub else "")
+    ax.set_title(f"{where}\n{shown}", loc="left", fontsize=TITLE_PT)
 
 
-def _gains(ax: Any, ys: np.ndarray, rows: list[Any], color: list[str]) -> None:
-    """Gain points with their CI whiskers; hollow points labelled "n=1, no CI"; vanilla's zero as a tick."""
+def _gains(lb: Leaderboard, key: tuple[str, str, str], rows: list[Any], ax: Axes, colors: dict, where: str) -> None:
+    """Gain points with their CI whiskers, hollow points labelled "n=1, no CI", zero (vanilla) marked."""
+    metric = key[2]
+    ys = np.arange(len(rows))[::-1]
     ci, points = [], []
-    for y, r, c in zip(ys, rows, color, strict=True):
-        if r.base_method == VANILLA and r.n > 0:
-            ax.plot(0.0, y, marker="|", color="0.5", markersize=8)
-        if r.method == TEACHER or r.base_method == VANILLA or not _finite(r.gain):
-            continue
+    for y, r in zip(ys, rows, strict=True):
+        c = colors.get(r.method, "C0")
         has_ci = _finite(r.gain_ci_low)
         if has_ci:
             ci.append((y, r.gain_ci_low, r.gain_ci_high, c))
         points.append((r.gain, y, c if has_ci else "white", c))
         label = f" {r.gain:+.2f}{r.sig_vs_vanilla}" + ("" if has_ci else f" ({r.note or 'no CI'})")
         x = r.gain_ci_high if has_ci else r.gain
-        ax.annotate(label, (x, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize="x-small")
+        ax.annotate(label, (x, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=FONT_PT)
     if ci:
         y, lo, hi, c = zip(*ci, strict=True)
         ax.hlines(y, lo, hi, colors=c, linewidth=2)
-    if points:
-        x, y, face, edge = zip(*points, strict=True)
-        ax.scatter(x, y, s=36, facecolors=face, edgecolors=edge, zorder=3)
+    x, y, face, edge = zip(*points, strict=True)
+    ax.scatter(x, y, s=36, facecolors=face, edgecolors=edge, zorder=3)
+    ax.axvline(0.0, color="black", linewidth=1.0)
+    ax.set_xlabel(f"gain over vanilla ({metric} points)", fontsize=FONT_PT)
+    hollow = "; ○ n=1: no CI" if len(ci) < len(points) else ""
+    ax.set_title(f"{where}\ngain over vanilla, 95 % CI (paired or Welch){hollow}", loc="left", fontsize=TITLE_PT)
+    ends = [0.0, *(p[0] for p in points), *(c[1] for c in ci), *(c[2] for c in ci)]
+    lo, hi = min(ends), max(ends)
+    span = max(hi - lo, 0.5)
+    ax.set_xlim(lo - 0.08 * span, hi + 0.45 * span)  # zero always shown; room for the labels right of the intervals
+    if len(ys) > 1:
+        ax.hlines(ys[1:] + 0.5, lo - span, hi + span, color="0.93", linewidth=0.5, zorder=0)  # row separators
 
 
-def plot_png(lb: Leaderboard, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes (what the HTML report embeds)."""
+def plot_png(lb: Leaderboard, dpi: int = DPI) -> bytes:
+    """The figure as PNG bytes; ``dpi`` above :data:`DPI` draws it sharper for high-density screens."""
     buf = io.BytesIO()
     figure(lb).savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()

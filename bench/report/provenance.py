@@ -110,8 +110,12 @@ def _recipe_text(rec: dict[str, Any]) -> str:
     return f"{name} ({fields})"
 
 
-def lines(records: list[dict[str, Any]]) -> list[str]:
-    """Each provenance record as one sentence, plus a warning per mixed recipe or commit."""
+def lines(records: list[dict[str, Any]], heading: bool = True) -> list[str]:
+    """Each provenance record as one sentence, plus a warning per mixed recipe or commit.
+
+    ``heading=False`` leaves out the word "Provenance" the sentences start with, for a page that heads them
+    with it already.
+    """
     out: list[str] = []
     for rec in records:
         where = f"{rec['task']}/{rec['dataset']}"
@@ -120,7 +124,7 @@ def lines(records: list[dict[str, Any]]) -> list[str]:
         code = f"diffbench {'/'.join(versions)}, commit {', '.join(commits)}"
         first, last = rec["first_run"] or "?", rec["last_run"] or "?"
         dates = f"runs {first} UTC" if first == last else f"runs {first} – {last} UTC"
-        text = f"Provenance {where}: {rec['runs']} run(s), {_recipe_text(rec)}; {code}; {dates}."
+        text = f"{'Provenance ' if heading else ''}{where}: {rec['runs']} run(s), {_recipe_text(rec)}; {code}; {dates}."
         if rec["teachers"] is not None:
             text = text[:-1] + f"; teachers: {_recipe_text(rec['teachers'])}."
         out.append(text)

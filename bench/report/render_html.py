@@ -1,9 +1,13 @@
 """The HTML rendering: one standalone page (table, legend, provenance, the figure embedded as base64).
 
 Embedding the image keeps the report one file that can be mailed or attached to an issue, and means
-``--format html`` never leaves a PNG behind in the results folder. The table wraps to the page
-width (cells break lines instead of scrolling off the page); with the MLflow UI address known, each
-row's student and each cell's ``(n=…)`` link to their runs.
+``--format html`` never leaves a PNG behind in the results folder. Cells are lines (score, gain and interval,
+``--vs``, paper: :func:`~bench.report.cells.cell_lines`) of tokens that never break inside (a number, an interval
+with its marks, a name); lines wrap only between tokens, method labels only at ``[``, ``,`` and ``=``. A table
+wider than the window scrolls sideways in its own box, so the page never does. The figure is drawn at twice its
+display resolution and shown at its natural size (:data:`~bench.report.plots.WIDTH_IN` inches at 100 px per inch),
+so its text stays as large as the page's at any window width down to 800 px. With the MLflow UI address known,
+each row's student and each cell's ``(n=…)`` link to their runs.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.report.cells import NAME_COLUMNS, cell_parts, pivot, row_runs, runs_url
+from bench.report.cells import GLUED, NAME_COLUMNS, cell_lines, pivot, row_runs, runs_url
 from methods.errors import UserError
 
 if TYPE_CHECKING:
@@ -25,84 +29,93 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 1.
        color: #222; padding: 0 1rem; }
 h1 { font-size: 1.35rem; }
 h2 { font-size: 1.05rem; margin-top: 1.6rem; }
-div.scroll { overflow-x: auto; }  /* only when even the wrapped table is wider than the window */
-table.leaderboard { border-collapse: collapse; font-size: 0.88rem; margin: 0.8rem 0; width: 100%;
-                    table-layout: auto; }
-table.leaderboard th, table.leaderboard td { border-bottom: 1px solid #ddd; padding: 0.35rem 0.45rem;
-                    text-align: right; vertical-align: top; white-space: normal; overflow-wrap: break-word; }
-table.leaderboard .tok { white-space: nowrap; }
-table.leaderboard th { background: #f4f4f4; border-bottom: 2px solid #999; overflow-wrap: anywhere; }
-table.leaderboard td.name, table.leaderboard th.name { text-align: left; }
+div.scroll { overflow-x: auto; }  /* a table wider than the window scrolls in its box; the page does not */
+table.leaderboard { border-collapse: collapse; font-size: 0.88rem; margin: 0.8rem 0; }
+table.leaderboard th, table.leaderboard td { border-bottom: 1px solid #ddd; padding: 0.35rem 0.5rem;
+                    text-align: right; vertical-align: top; }
+/* words break only where a space or a <wbr> allows it, never inside ("studen-t") */
+table.leaderboard th { background: #f4f4f4; border-bottom: 2px solid #999; word-break: keep-all;
+                    overflow-wrap: normal; }
+table.leaderboard .name { text-align: left; white-space: nowrap; }
 table.leaderboard tr:hover td { background: #fafafa; }
+.tok { white-space: nowrap; }
+.line { display: block; }
 .mean { font-weight: 600; }
 .n { color: #666; font-size: 0.8em; }
 .noci { color: #a15c00; font-weight: 600; }
-.gain { display: block; }
 .gain.pos { color: #1a7f37; }
 .gain.neg { color: #b42318; }
-.ci { color: #555; font-size: 0.85em; }
+.ci { color: #555; font-size: 0.9em; }
 .sig { font-weight: 700; }
-.vs { display: block; color: #0b6b8a; font-size: 0.9em; }
-.paper { display: block; color: #777; font-style: italic; font-size: 0.85em; }
+.vs { color: #0b6b8a; font-size: 0.9em; }
+.paper { color: #777; font-style: italic; font-size: 0.9em; }
 .verdict { font-style: normal; font-weight: 700; }
 .none { color: #a15c00; }
 ul.notes { color: #444; font-size: 0.85rem; padding-left: 1.2rem; }
 ul.notes li { margin: 0.2rem 0; }
 img.plot { max-width: 100%; height: auto; border: 1px solid #eee; }
+@media (max-width: 60rem) {  /* a narrow window: a denser table, so five methods fit 800 px without scrolling */
+  body { padding: 0 0.5rem; }
+  table.leaderboard { font-size: 0.78rem; }
+  table.leaderboard th, table.leaderboard td { padding: 0.3rem 0.25rem; }
+  .ci { white-space: normal; }  /* only where the columns need it: "[+0.71," over "+1.27]", numbers whole */
+}
 """
+
+#: Piece kinds written into the token before them (no line break between): the marks, and the verdict after
+#: the published number.
+_HTML_GLUED = (*GLUED, "verdict")
+#: Piece kinds that may wrap between their words (a long reason); every other piece is one unbreakable token.
+_WORDS = ("none", "why")
 
 
 def _e(s: Any) -> str:
     return html.escape(str(s))
 
 
-def _a(text: str, url: str | None, cls: str) -> str:
-    inner = f'<span class="{cls} tok">{text}</span>'
+def _link(inner: str, url: str | None) -> str:
     return f'<a href="{_e(url)}" target="_blank" rel="noopener">{inner}</a>' if url else inner
 
 
+def _piece(kind: str, text: str, url: str | None) -> str:
+    """One piece as HTML (its class says what it is; ``(n=…)`` and ``—`` link to the cell's runs)."""
+    t = _e(text)
+    if kind == "std":
+        return f"± {t}"
+    if kind == "n":
+        return _link(f'<span class="{"noci" if "no CI" in text else "n"}">{t}</span>', url)
+    if kind == "none":
+        return _link(f'<span class="none">{t}</span>', url)
+    if kind == "why":
+        return f'<span class="noci">{t}</span>'
+    if kind in ("test", "vtest"):
+        return f'<span class="test" title="paired">{t}</span>'
+    if kind == "verdict":
+        return f' <span class="verdict">{t}</span>'
+    cls = {"mean": "mean", "ci": "ci", "sig": "sig", "vsig": "sig"}.get(kind)
+    return f'<span class="{cls}">{t}</span>' if cls else t
+
+
 def _cell(r: Any, ui_url: str | None) -> str:
-    """One cell: the score line, then the gain, the ``--vs`` difference and the paper's number as blocks."""
+    """One cell: a block per line (score, gain and interval, ``--vs``, paper), tokens that never break inside."""
     url = runs_url(ui_url, r.experiment_id, r.run_ids) if ui_url else None
-    head: list[str] = []
-    blocks: dict[str, list[str]] = {"gain": [], "vs": [], "paper": []}
-    for kind, text in cell_parts(r):
-        t = _e(text)
-        if kind == "mean":
-            head.append(f'<span class="mean tok">{t}</span>')
-        elif kind == "std":
-            head.append(f' <span class="tok">± {t}</span>')
-        elif kind == "n":
-            head.append(" " + _a(t, url, "noci" if "no CI" in text else "n"))
-        elif kind == "none":
-            head.append(_a(t, url, "none"))
-        elif kind == "gain":
-            blocks["gain"].append(f'<span class="tok">{t}</span>')
-        elif kind == "ci":  # "[low," and "high]" may go on two lines, a number never breaks
-            low, _, high = t.partition(" ")
-            blocks["gain"].append(
-                f' <span class="ci"><span class="tok">{low}</span> <span class="tok">{high}</span></span>'
-            )
-        elif kind == "why":
-            blocks["gain"].append(f' <span class="noci">{t}</span>')
-        elif kind in ("sig", "vsig"):
-            blocks["gain" if kind == "sig" else "vs"].append(f'<span class="sig">{t}</span>')
-        elif kind in ("test", "vtest"):
-            blocks["gain" if kind == "test" else "vs"].append(f'<span class="test" title="paired">{t}</span>')
-        elif kind == "vs":
-            words, _, number = t.rpartition(" ")
-            blocks["vs"].append(f'<span class="tok">{words}</span> <span class="tok">{number}</span>')
-        elif kind == "verdict":
-            blocks["paper"].append(f' <span class="verdict">{t}</span>')
-        else:
-            blocks["paper"].append(f'<span class="tok">{t}</span>')
-    classes = {"gain": f"gain {'neg' if r.gain < 0 else 'pos'}", "vs": "vs", "paper": "paper"}
-    return "".join(head) + "".join(f'<span class="{classes[k]}">{"".join(v)}</span>' for k, v in blocks.items() if v)
+    out = []
+    for line, parts in cell_lines(r):
+        tokens: list[tuple[str, str]] = []  # (first kind, html)
+        for kind, text in parts:
+            if kind in _HTML_GLUED and tokens:
+                tokens[-1] = (tokens[-1][0], tokens[-1][1] + _piece(kind, text, url))
+            else:
+                tokens.append((kind, _piece(kind, text, url)))
+        words = " ".join(h if k in _WORDS else f'<span class="tok">{h}</span>' for k, h in tokens)
+        cls = f"gain {'neg' if r.gain < 0 else 'pos'}" if line == "gain" else line
+        out.append(f'<span class="line {cls}">{words}</span>')
+    return "".join(out)
 
 
 def _breakable(label: str) -> str:
-    """A method label that may wrap after ``[``, ``,`` and ``=`` (sweep labels are long), nowhere else."""
-    return re.sub(r"([\[,=])", r"\1<wbr>", _e(label))
+    """A method label that may wrap after ``[``, ``,``, ``=`` and ``_`` (sweep labels are long), inside no word."""
+    return re.sub(r"([\[,=_])", r"\1<wbr>", _e(label))
 
 
 def html_table(lb: Leaderboard, ui_url: str | None = None) -> str:
@@ -145,23 +158,26 @@ def html_report(
         embed_plot: draw and embed the figure when ``plot_path`` is not given.
     """
     png: bytes | None = None
+    width = ""
     if plot_path is not None:
         p = Path(plot_path)
         if not p.is_file():
             raise UserError(f"plot {p} does not exist (call plot() first)")
         png = p.read_bytes()
     elif embed_plot and not lb.tidy.empty:
-        from bench.report.plots import plot_png
+        from bench.report.plots import DPI, WIDTH_IN, plot_png
 
-        png = plot_png(lb)
+        png = plot_png(lb, dpi=2 * DPI)  # shown at half its pixels: sharp on high-density screens
+        width = f' width="{round(WIDTH_IN * DPI)}"'
     img = ""
     if png is not None:
         data = base64.b64encode(png).decode("ascii")
-        img = f'<h2>Figure</h2>\n<img class="plot" alt="scores from zero and gains over vanilla with 95 % CIs" ' \
-              f'src="data:image/png;base64,{data}">'  # fmt: skip
+        img = f'<h2>Figure</h2>\n<img class="plot"{width} alt="scores from zero and gains over vanilla with 95 % ' \
+              f'CIs" src="data:image/png;base64,{data}">'  # fmt: skip
     legend = "".join(f"<li>{_e(line)}</li>" for line in lb.legend())
-    prov = "".join(f"<li>{_e(line)}</li>" for line in lb.provenance_lines())
-    notes = "".join(f"<li>{_e(line)}</li>" for line in lb.footer()[len(lb.legend()) + len(lb.provenance_lines()) :])
+    # Under its own heading, a provenance sentence does not start with "Provenance" again.
+    prov = "".join(f"<li>{_e(line)}</li>" for line in lb.provenance_lines(heading=False))
+    notes = "".join(f"<li>{_e(line)}</li>" for line in lb.notes_lines())
     title = _e(lb.title)
     sections = [
         f"<h1>diffbench leaderboard — {title}</h1>",

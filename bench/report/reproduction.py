@@ -225,40 +225,83 @@ def _html(lb: Leaderboard) -> str:
 
 
 def _latex(lb: Leaderboard) -> str:
-    from bench.report.render_latex import latex_escape
+    from bench.report.render_latex import label, latex_escape, table_float
 
     rows, more = _rows(lb)
-    head = " & ".join(latex_escape(h) for h in HEADER) + r" \\"
-    body = "\n".join(" & ".join(latex_escape(v) for v in r) + r" \\" for r in rows) or (
-        r"\multicolumn{" + str(len(HEADER)) + r"}{l}{no misses} \\"
-    )
+    body = [[latex_escape(v) for v in r] for r in rows] or [[r"\multicolumn{" + str(len(HEADER)) + r"}{l}{no misses}"]]
     notes = [*([f"… {more} more (the CSV and JSON formats list every cell)."] if more else []), RULE, RANKING]
     notes += _notes(lb)
-    block = "\n".join(f"\\par {latex_escape(line)}" for line in notes)
-    return (
-        "\\begin{table}[t]\n"
-        f"\\caption{{{latex_escape(headline(lb))}}}\n"
-        f"\\begin{{tabular}}{{rl{'r' * (len(HEADER) - 4)}ll}}\n\\toprule\n{head}\n\\midrule\n{body}\n"
-        "\\bottomrule\n\\end{tabular}\n"
-        f"\\begin{{minipage}}{{\\linewidth}}\\footnotesize\n{block}\n\\end{{minipage}}\n\\end{{table}}\n"
-    )
+    colfmt = f"rl{'r' * (len(HEADER) - 4)}ll"
+    head = [latex_escape(h) for h in HEADER]
+    key = label(lb.title, prefix="diffbench-reproduction")
+    return table_float(headline(lb), key, colfmt, head, body, [latex_escape(line) for line in notes])
 
 
 def to_rich(lb: Leaderboard) -> Any:
-    """The terminal rendering: the headline, the worst misses as a table, the rule and notes as its caption."""
-    from rich.console import Group
-    from rich.markup import escape
-    from rich.table import Table
-    from rich.text import Text
+    """The terminal rendering: the headline, the worst misses as a table that fits the console, the rule and notes.
 
-    rows, more = _rows(lb)
-    caption = [*([f"… {more} more (--format csv or json lists every cell)."] if more else []), RULE, RANKING]
-    caption += _notes(lb)
-    if not rows:
-        return Group(Text(headline(lb), style="bold"), *(Text(line) for line in caption))
-    table = Table(title=escape(headline(lb)), caption=escape("\n".join(caption)), caption_justify="left")
-    for i, h in enumerate(HEADER):
-        table.add_column(escape(h), justify="left" if i in (1, 7, 8) else "right", overflow="fold")
-    for r in rows:
-        table.add_row(*(Text(v, style="red" if i == 7 else "") for i, v in enumerate(r)))
-    return table
+    The table is printed in the first layout that fits (:func:`bench.report.render_rich.first_fitting`): one line per
+    miss, else (80 columns) each miss on a few lines (the cell's method, teacher and ``→ student``; ours over our
+    interval; the paper's number over the verdict; the difference over the half-widths; the source wrapping between
+    words). No number, interval or name is broken across lines.
+    """
+    return _Terminal(lb)
+
+
+class _Terminal:
+    def __init__(self, lb: Leaderboard) -> None:
+        self.lb = lb
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.text import Text
+
+        from bench.report.render_rich import first_fitting
+
+        rows, more = _rows(self.lb)
+        yield Text(headline(self.lb), style="bold")
+        if rows:
+            yield first_fitting(console, options, [("wide", self._wide(rows)), ("narrow", self._narrow())])[1]
+        caption = [*([f"… {more} more (--format csv or json lists every cell)."] if more else []), RULE, RANKING]
+        for line in caption + _notes(self.lb):
+            yield Text(line)
+
+    def _wide(self, rows: list[list[str]]) -> Any:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table()
+        for i, h in enumerate(HEADER):
+            table.add_column(Text(h), justify="left" if i in (1, 7, 8) else "right", no_wrap=i != 8)
+        for r in rows:
+            table.add_row(*(Text(v, style="red" if i == 7 else "") for i, v in enumerate(r)))
+        return table
+
+    def _narrow(self) -> Any:
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
+        m = misses(self.lb).head(SHOWN)
+        where = {(r.task, r.dataset, r.metric) for r in m.itertuples()}
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        if len(where) == 1:
+            table.title = Text("{}/{}, {}".format(*next(iter(where))))
+        heads = ["#", "cell", "ours (n)\n95 % interval", "paper\nverdict", "ours − paper\nhalf-widths", "source"]
+        for i, h in enumerate(heads):
+            table.add_column(Text(h), justify="left" if i in (1, 5) else "right", no_wrap=i != 5,
+                             max_width=24 if i == 5 else None)  # fmt: skip
+        for i, r in enumerate(m.itertuples(index=False), start=1):
+            cell = ["teacher score" if r.method == TEACHER else r.method]
+            cell += [r.teacher, f"→ {r.student}"] if r.teacher else [r.student]
+            if len(where) > 1:
+                cell.append(f"{r.task}/{r.dataset}, {r.metric}")
+            table.add_row(
+                Text(str(i)),
+                Text("\n".join(cell)),
+                Text(f"{r.mean:.2f} (n={r.n})\n[{r.mean_ci_low:.2f}, {r.mean_ci_high:.2f}]"),
+                Text(f"{r.published:.2f}\n") + Text(r.verdict, style="red"),
+                Text(f"{r.diff:+.2f}\n{_half_widths(r.half_widths)}"),
+                Text(r.source or ""),
+                end_section=True,
+            )
+        return table

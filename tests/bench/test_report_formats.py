@@ -65,8 +65,12 @@ def test_tables_for_people(lb, fmt):
         from bench.report.render_latex import latex_escape as esc
     else:
         esc = html.escape if fmt == "html" else (lambda s: s)  # noqa: E731
-    for needle in (N1, N0_FAILED, f"({N0})", LEGEND, PROVENANCE, "n=1, no CI: one finished seed"):
+    # HTML heads the provenance sentences with "Provenance" once, so they do not start with the word again.
+    prov = PROVENANCE.removeprefix("Provenance ") if fmt == "html" else PROVENANCE
+    for needle in (N1, N0_FAILED, f"({N0})", LEGEND, prov, "n=1, no CI: one finished seed"):
         assert esc(needle) in text, (fmt, needle)
+    if fmt == "html":
+        assert text.count("Provenance") == 1 and "<h2>Provenance</h2>" in text
 
 
 def test_terminal(lb):
