@@ -20,10 +20,11 @@ prints one table per task, data set and metric (their metrics do not share a sca
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from bench.report.cells import cell_lines, pivot, row_runs, runs_url
+from bench.report.fitting import first_fitting
 from bench.report.schema import REPRODUCED, TEACHER, TEACHER_COLUMN, VERDICT_MARKS
 
 if TYPE_CHECKING:
@@ -37,9 +38,7 @@ if TYPE_CHECKING:
 #: ``[`` and ``,``.
 LABEL_WIDTH = 18
 #: Far wider than any terminal: the width a layout is measured at to learn its natural width.
-_UNBOUNDED = 100_000
 #: A layout: ``(name, table, …)``.
-Layout = TypeVar("Layout", bound=tuple)
 
 
 def to_rich(lb: Leaderboard, ui_url: str | None = None, reproduction: bool = False) -> Any:
@@ -222,26 +221,6 @@ class TerminalTable:
                 style = ""
             t.append(sep + text, style=style)
         return t
-
-
-def first_fitting(console: Console, options: ConsoleOptions, layouts: Iterable[Layout]) -> Layout:
-    """The first ``(name, table, …)`` whose table's natural width fits ``options.max_width``.
-
-    A table's natural width is what it measures when nothing constrains it: its ``no_wrap`` columns at their
-    longest line. When none fits, the last is returned with every column allowed to wrap (between words,
-    folding only a word longer than its column) and ``-wrapped`` added to its name.
-    """
-    from rich.measure import Measurement
-
-    unbounded = options.update_width(_UNBOUNDED)
-    layout = None
-    for layout in layouts:
-        if Measurement.get(console, unbounded, layout[1]).maximum <= options.max_width:
-            return layout
-    assert layout is not None, "no layout to choose from"
-    for column in layout[1].columns:
-        column.no_wrap, column.overflow = False, "fold"
-    return (f"{layout[0]}-wrapped", *layout[1:])
 
 
 def _join_texts(lines: list[Text]) -> Text:

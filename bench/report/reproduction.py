@@ -240,7 +240,7 @@ def _latex(lb: Leaderboard) -> str:
 def to_rich(lb: Leaderboard) -> Any:
     """The terminal rendering: the headline, the worst misses as a table that fits the console, the rule and notes.
 
-    The table is printed in the first layout that fits (:func:`bench.report.render_rich.first_fitting`): one line per
+    The table is printed in the first layout that fits (:func:`bench.report.fitting.first_fitting`): one line per
     miss, else (80 columns) each miss on a few lines (the cell's method, teacher and ``→ student``; ours over our
     interval; the paper's number over the verdict; the difference over the half-widths; the source wrapping between
     words). No number, interval or name is broken across lines.
@@ -255,7 +255,7 @@ class _Terminal:
     def __rich_console__(self, console: Any, options: Any) -> Any:
         from rich.text import Text
 
-        from bench.report.render_rich import first_fitting
+        from bench.report.fitting import first_fitting
 
         rows, more = _rows(self.lb)
         yield Text(headline(self.lb), style="bold")
