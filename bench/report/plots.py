@@ -47,6 +47,9 @@ _ROW_IN = 0.26  # inches per cell row (at least)
 _LINE_IN = FONT_PT * 1.25 / 72  # inches per line of a wrapped row label
 _LABEL_CHARS = 36  # a row label wraps past this many characters (between words)
 _PANEL_IN = 1.1  # inches per panel for its two title lines, axis label and ticks
+#: Rows drawn per panel at most: a panel of hundreds of cells is neither readable nor quick to draw (240 rows took
+#: 13 s and 106 inches); past it the panel shows its first rows and its title says how many the table holds.
+MAX_ROWS = 48
 
 
 def _finite(x: Any) -> bool:
@@ -68,10 +71,10 @@ def figure(lb: Leaderboard) -> Figure:
     panels: list[tuple[str, tuple[str, str, str], list[Any], _Rows]] = []
     for key, g in groups:
         rows = list(g.itertuples(index=False))
-        panels.append(("score", key, rows, _Rows(rows)))
+        panels.append(("score", key, rows[:MAX_ROWS], _Rows(rows[:MAX_ROWS], len(rows))))
         gains = [r for r in rows if _has_gain(r)]
         if gains:
-            panels.append(("gain", key, gains, _Rows(gains)))
+            panels.append(("gain", key, gains[:MAX_ROWS], _Rows(gains[:MAX_ROWS], len(gains))))
     heights = [len(rows) * p.pitch + _PANEL_IN for _, _, rows, p in panels] or [2.0]
     fig = Figure(figsize=(WIDTH_IN, sum(heights)), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
@@ -93,7 +96,8 @@ class _Rows:
     """A panel's row labels: the method alone when every row has the same pair (named in the title instead),
     else ``teacher→student · method``; wrapped between words (after a sweep label's commas), never inside one."""
 
-    def __init__(self, rows: list[Any]) -> None:
+    def __init__(self, rows: list[Any], total: int | None = None) -> None:
+        self.hidden = (total or len(rows)) - len(rows)  # rows past MAX_ROWS, left to the table
         pairs = {pair_label(r.teacher, r.student) for r in rows if r.method != TEACHER}
         self.pair = next(iter(pairs)) if len(pairs) == 1 else None
         self.ticks = [
@@ -116,8 +120,11 @@ class _Rows:
         ax.tick_params(axis="x", labelsize=FONT_PT)
 
     def where(self, key: tuple[str, str, str]) -> str:
-        """The panel's task · data set, and its pair when every row has the same one."""
-        return " · ".join([key[0], key[1], *([self.pair] if self.pair else [])])
+        """The panel's task · data set, and its pair when every row has the same one; how many rows it leaves out."""
+        where = " · ".join([key[0], key[1], *([self.pair] if self.pair else [])])
+        if self.hidden:
+            where += f" (first {len(self.ticks)} of {len(self.ticks) + self.hidden} rows; the table has all)"
+        return where
 
 
 def _scores(lb: Leaderboard, key: tuple[str, str, str], rows: list[Any], ax: Axes, colors: dict, where: str) -> None:

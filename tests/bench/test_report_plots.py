@@ -61,3 +61,14 @@ def test_the_html_legend_and_provenance_say_only_what_the_page_shows(lb):
     page = report.render(lb, "html")
     assert ("&#x27;paper&#x27;" in page) == lb.shows_published
     assert page.count("Provenance") == 1 and "<h2>Provenance</h2>" in page
+
+
+def test_a_panel_of_many_cells_draws_its_first_rows_and_says_how_many_the_table_has(monkeypatch, lb):
+    from bench.report import plots
+
+    monkeypatch.setattr(plots, "MAX_ROWS", 5)
+    fig = figure(lb)
+    scores, gains = fig.axes
+    assert len(scores.get_yticklabels()) == len(gains.get_yticklabels()) == 5
+    assert f"first 5 of {len(lb.tidy)} rows" in scores.get_title(loc="center") + scores.get_title(loc="left")
+    assert "first 5 of 8 rows" in gains.get_title(loc="center") + gains.get_title(loc="left")
