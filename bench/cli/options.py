@@ -55,6 +55,22 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+#: The release until which an old spelling that changed meaning is refused with its new spelling (then it is gone).
+OLD_SPELLINGS_UNTIL = "0.2"
+
+
+def refuse_file_as_output(command: str, output: Path | None, suffixes: Sequence[str], writes: str) -> None:
+    """Refuse ``-o/--output FILE`` where ``FILE`` has a suffix of ``suffixes`` and is no folder: before 0.1.x ``-o``
+    meant the file some commands write; it is the results folder in every command now, and a written file is
+    ``--out FILE``. One line, naming the new spelling (``writes``: what ``--out`` writes, e.g. ``the page``).
+
+    Kept until :data:`OLD_SPELLINGS_UNTIL`; a results folder named like ``x.html`` that exists is still accepted.
+    """
+    if output is None or Path(output).suffix.lower() not in {s.lower() for s in suffixes} or Path(output).is_dir():
+        return
+    raise UserError(f"{command}: -o/--output is the results folder since 0.1.x; write {writes} with --out {output}")
+
+
 def load_plugins(modules: list[str] | None) -> None:
     """Entry-point plugins and ``--import`` modules: loaded by the commands that use the registries, never at
     ``--help``."""
@@ -143,8 +159,8 @@ CONFIG = [
 
 #: Where results go and how they are tracked (every command that trains or reads runs).
 OUTPUT = [
-    option("output", Path, Path("results"), "--output", "-o", help="Output folder (jobs, MLflow store, reports).",
-           panel=TRACK),
+    option("output", Path, Path("results"), "--output", "-o", panel=TRACK,
+           help="Results folder: the MLflow store and the jobs' files (every command's -o)."),
     option("tracking_uri", str | None, None, "--tracking-uri", help="MLflow server; default: OUTPUT/mlflow.db.",
            panel=TRACK),
     option("experiment", str, "diffbench", "--experiment", help="MLflow experiment name.", panel=TRACK),
