@@ -179,9 +179,10 @@ GRID_FLAGS = [
     option("seeds", str | None, None, "--seeds", help="A count (3: seeds 0,1,2) or a comma list of seeds (0,5,7).",
            panel=GRID),
     option("preset", str | None, None, "--preset", panel=GRID,
-           help="Named grid: default, smoke, cifar100, imagenet, detection, segmentation."),
-    option("recipe", str | None, None, "--recipe", help="The task's recipe preset (diffbench list presets).",
-           panel=RECIPE),
+           help="Grid preset: default, smoke, cifar100, imagenet, detection, segmentation or paper:<table> "
+           "(a whole grid; a recipe is --recipe; diffbench list presets)."),
+    option("recipe", str | None, None, "--recipe", panel=RECIPE,
+           help="The task's recipe preset: epochs, batch, lr... (diffbench list presets; train calls it --preset)."),
     option("teacher_checkpoint", list[str] | None, None, "--teacher-checkpoint", panel=GRID,
            help="ARCH=PATH: use these teacher weights."),
     option("student_checkpoint", list[str] | None, None, "--student-checkpoint", panel=GRID,

@@ -117,7 +117,11 @@ def grid_from_preset(name: str) -> GridSpec:
         p = paper_preset(name.removeprefix(PAPER_PREFIX))
         return GridSpec(**p.grid, paper=name)
     if name not in GRID_PRESETS:
-        raise unknown("grid preset", name, preset_names())
+        from tasks.spec import task_names
+
+        recipe_of = [t for t in task_names() if name in task_spec(t).presets]
+        hint = f"('{name}' is a {recipe_of[0]} recipe preset: --recipe {name})" if recipe_of else ""
+        raise unknown("grid preset", name, preset_names(), hint)
     return GridSpec(**GRID_PRESETS[name])
 
 
@@ -127,8 +131,10 @@ def _check_paper_files(grid: GridSpec) -> None:
     if p is None:
         return
     parts = []
-    for flag, files, given, where in (("--teacher-checkpoint", p.teachers, grid.teacher_checkpoints, p.teachers_from),
-                                      ("--student-checkpoint", p.students, grid.student_checkpoints, p.students_from)):
+    for flag, files, given, where in (
+        ("--teacher-checkpoint", p.teachers, grid.teacher_checkpoints, p.teachers_from),
+        ("--student-checkpoint", p.students, grid.student_checkpoints, p.students_from),
+    ):
         missing = [f"{flag} {arch}={file}" for arch, file in files.items() if arch not in given]
         if missing:
             parts.append(f"{' '.join(missing)} ({where})")
@@ -162,8 +168,14 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
             f"--set names method(s) {', '.join(extra_sets)} that the grid does not run "
             f"(methods: {', '.join(methods) or 'vanilla only'})"
         )
-    common = {"task": grid.task, "dataset": dataset, "data_dir": grid.data_dir, "preset": grid.preset, "device": device,
-              "scale_lr": grid.scale_lr}
+    common = {
+        "task": grid.task,
+        "dataset": dataset,
+        "data_dir": grid.data_dir,
+        "preset": grid.preset,
+        "device": device,
+        "scale_lr": grid.scale_lr,
+    }
 
     inits = {arch: student_init(path) for arch, path in grid.student_checkpoints.items()}
     trained = {t for t, _ in pairs if t not in grid.teacher_checkpoints} | {s for _, s in pairs}
