@@ -9,6 +9,7 @@ Every name and value is checked before torch is imported (:mod:`bench.jobs`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,8 @@ def grid_of(p: dict[str, Any]) -> Any:
         grid = grid_from_preset("default")  # a plain `diffbench run`, perhaps with --methods, --epochs...: 3 seeds
     else:
         grid = GridSpec(task=p.get("task") or "classification")
+    if p.get("task") and p["task"] != grid.task and not p.get("dataset"):
+        grid = replace(grid, dataset=None)  # the preset's data set belongs to its task: the new task's default
     sets = parse_sets(p.get("sets"))
     recipe, teacher_recipe = recipe_overrides(p, sets)
     return grid.merged(

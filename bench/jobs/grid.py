@@ -54,6 +54,9 @@ class GridSpec:
     paper: str | None = None
     #: ``linear``: scale the preset's lr with the batch (``--scale-lr``); ``None``: the recipe's lr.
     scale_lr: str | None = None
+    #: a smoke grid (``--preset smoke``): small whatever the data set: without ``pairs``, only the data set's
+    #: smallest default pair; one epoch (the task's ``smoke`` recipe, else ``epochs=1``) unless the flags say more.
+    smoke: bool = False
 
     def merged(self, **changes: Any) -> GridSpec:
         """A copy with the non-empty ``changes`` applied (dicts are merged, not replaced)."""
@@ -151,7 +154,12 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
     _check_paper_files(grid)
     dataset = grid.dataset or task.default_dataset
     task.check_names(dataset)
-    pairs = list(grid.pairs) or list(task.default_pairs(dataset))
+    if grid.pairs:
+        pairs = list(grid.pairs)
+    elif grid.smoke:
+        pairs = [p for p in [task.smallest_pair(dataset)] if p is not None]
+    else:
+        pairs = list(task.default_pairs(dataset))
     if not pairs:
         raise UserError(f"task {grid.task!r} has no default pairs for {dataset!r}; give --pairs teacher:student")
     seed_list = seeds_of(grid.seeds)
@@ -168,11 +176,16 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
             f"--set names method(s) {', '.join(extra_sets)} that the grid does not run "
             f"(methods: {', '.join(methods) or 'vanilla only'})"
         )
+    preset, recipe = grid.preset, dict(grid.recipe)
+    if grid.smoke and preset == "smoke" and preset not in task.presets:
+        preset = None  # a task without a smoke recipe: its default recipe, for one epoch (below)
+    if grid.smoke and preset != "smoke":
+        recipe = {"epochs": 1, **recipe}  # --epochs still wins
     common = {
         "task": grid.task,
         "dataset": dataset,
         "data_dir": grid.data_dir,
-        "preset": grid.preset,
+        "preset": preset,
         "device": device,
         "scale_lr": grid.scale_lr,
     }
@@ -200,7 +213,7 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
             teacher_refs[teacher], teacher_paths[teacher] = file_identity(path)
         else:
             tjob = resolve_job(**common, student=teacher, role="teacher", **init_of(teacher),
-                               recipe_overrides={**grid.recipe, **grid.teacher_recipe})  # fmt: skip
+                               recipe_overrides={**recipe, **grid.teacher_recipe})  # fmt: skip
             jobs.append(tjob)
             teacher_refs[teacher] = f"job:{tjob.job_hash}"
     unused = sorted(set(grid.teacher_checkpoints) - {t for t, _ in pairs})
@@ -208,7 +221,7 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
         raise UserError(f"--teacher-checkpoint given for {', '.join(unused)}, which no pair uses as teacher")
     for student in dict.fromkeys(s for _, s in pairs):
         for seed in seed_list:
-            jobs.append(resolve_job(**common, student=student, seed=seed, recipe_overrides=grid.recipe,
+            jobs.append(resolve_job(**common, student=student, seed=seed, recipe_overrides=recipe,
                                     **init_of(student)))  # fmt: skip
     for teacher, student in pairs:
         for method in methods:
@@ -222,7 +235,7 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
                         teacher_path=teacher_paths.get(teacher),
                         method=method,
                         seed=seed,
-                        recipe_overrides=grid.recipe,
+                        recipe_overrides=recipe,
                         hparam_overrides=grid.sets.get(method),
                         **init_of(student),
                     )

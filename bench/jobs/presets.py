@@ -25,7 +25,8 @@ from methods.errors import unknown
 GRID_PRESETS: dict[str, dict[str, Any]] = {
     # colorshapes (tasks/classification/colorshapes.py), resnet20 -> resnet8, 3 seeds: the methods differ there.
     "default": {"task": "classification", "dataset": "colorshapes", "seeds": 3},
-    "smoke": {"task": "classification", "dataset": "digits", "preset": "smoke"},
+    # one pair (the data set's smallest), one seed, one epoch, whatever --task/--dataset say (GridSpec.smoke).
+    "smoke": {"task": "classification", "dataset": "digits", "preset": "smoke", "smoke": True},
     "cifar100": {"task": "classification", "dataset": "cifar100", "preset": "cifar100"},
     "imagenet": {"task": "classification", "dataset": "imagenet", "preset": "imagenet"},
     "detection": {"task": "detection"},

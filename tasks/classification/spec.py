@@ -161,6 +161,11 @@ class ClassificationSpec(TaskSpec):
         pairs = {"cifar100": CIFAR100_PAIRS, "imagenet": IMAGENET_PAIRS, "colorshapes": COLORSHAPES_PAIRS}
         return pairs.get(dataset, DIGITS_PAIRS)
 
+    def smallest_pair(self, dataset: str) -> tuple[str, str] | None:
+        """ImageNet: resnet50 -> MobileNetV1 (25.6 M + 4.2 M parameters; resnet34 -> resnet18: 21.8 M + 11.7 M);
+        elsewhere the first default pair (CIFAR-100: resnet56 -> resnet20, 0.86 M + 0.28 M, the smallest)."""
+        return ("resnet50", "MobileNetV1") if dataset == "imagenet" else super().smallest_pair(dataset)
+
     # -- recipes -----------------------------------------------------------------------------
     preset_datasets = {"cifar100": ("cifar100",), "imagenet": ("imagenet",), "imagenet-b512": ("imagenet",),
                        "imagenet-diffkd": ("imagenet",), "colorshapes": ("colorshapes",), "digits": ("digits",),

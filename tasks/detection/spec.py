@@ -152,6 +152,10 @@ class DetectionSpec(TaskSpec):
             return [tv_archs.PAIRS["cpu"]]
         return [tv_archs.PAIRS[k] for k in ("r101_r18", "r101_r50", "r50_mbv2")]
 
+    def smallest_pair(self, dataset: str) -> tuple[str, str] | None:
+        """COCO: Faster R-CNN R50 -> MobileNetV2 (the others have an R101 teacher); shapes: its one pair."""
+        return tv_archs.PAIRS["r50_mbv2"] if dataset != "shapes" else super().smallest_pair(dataset)
+
     # -- recipes and method defaults ---------------------------------------------------------
     def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
         """``1x``/``2x`` (COCO; mdistiller's solver for ``d2_*``) and ``cpu`` (``shapes``, a CPU grid in minutes;

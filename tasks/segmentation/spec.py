@@ -203,6 +203,10 @@ class SegmentationSpec(TaskSpec):
             return [("deeplabv3_tiny_t", "deeplabv3_tiny_s")]
         return list(REAL_PAIRS)
 
+    def smallest_pair(self, dataset: str) -> tuple[str, str] | None:
+        """Cityscapes and ADE20K: DeepLabV3-R101 -> DeepLabV3-MobileNetV3 (every real pair has an R101 teacher)."""
+        return super().smallest_pair(dataset) if dataset == "shapes" else ("deeplabv3_r101", "deeplabv3_mbv3")
+
     def default_num_classes(self, dataset: str) -> int:
         return len(self._dataset(dataset)["classes"])
 
