@@ -13,7 +13,7 @@ import typer
 
 from bench.cli.options import console, err_console, refuse_file_as_output, user_errors
 from bench.jobs.overrides import split_list
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 
 
 def _report_filters(**given: Any) -> str:
@@ -101,9 +101,9 @@ def report(
             check_out_file(path)
     fmt = rep.format_for(out, fmt)
     if published not in rep.PUBLISHED_MODES:
-        raise UserError(f"--published {published!r}: valid are {', '.join(rep.PUBLISHED_MODES)}")
+        raise unknown("--published", published, rep.PUBLISHED_MODES)
     if epoch not in rep.EPOCHS:
-        raise UserError(f"--epoch {epoch!r}: valid are {', '.join(rep.EPOCHS)}")
+        raise unknown("--epoch", epoch, rep.EPOCHS)
     if task is not None:
         from tasks.spec import task_spec
 

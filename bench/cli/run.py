@@ -42,7 +42,7 @@ from bench.cli.options import (
 from bench.execute.signals import exit_code
 from bench.jobs.overrides import RECIPE_SCOPES, parse_checkpoints, parse_sets, recipe_overrides, split_list
 from methods import catalog
-from methods.errors import UserError
+from methods.errors import UserError, did_you_mean
 
 RUN_ONLY = [
     option("rerun", bool, False, "--rerun", panel=RUN,
@@ -202,7 +202,8 @@ def train_job(p: dict[str, Any]) -> Any:
     sets = parse_sets(p.get("sets"))
     other = sorted(set(sets) - {method, *RECIPE_SCOPES})
     if other:
-        raise UserError(f"--set names {', '.join(other)}, but this job trains {method!r}")
+        guess = did_you_mean(other, [method])
+        raise UserError(f"--set names {', '.join(other)}, but this job trains {method!r}{guess}")
     recipe, _teacher = recipe_overrides(p, sets)
     ref, path = file_identity(ckpt) if ckpt is not None else (None, None)
     init, init_path = student_init(p["student_checkpoint"]) if p.get("student_checkpoint") else (None, None)

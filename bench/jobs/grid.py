@@ -15,7 +15,7 @@ from typing import Any
 from bench.jobs.presets import GRID_PRESETS, PAPER_PREFIX, paper_preset, preset_names
 from bench.jobs.spec import RANDOM_INIT, VANILLA, JobSpec, file_identity, resolve_job
 from methods import catalog
-from methods.errors import UserError, unknown
+from methods.errors import UserError, did_you_mean, unknown
 from tasks.recipe import Recipe
 from tasks.spec import task_spec
 
@@ -169,12 +169,12 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
     valid_recipe = {f.name for f in fields(Recipe)}
     bad = sorted((set(grid.recipe) | set(grid.teacher_recipe)) - valid_recipe)
     if bad:
-        raise UserError(f"unknown recipe setting(s) {', '.join(bad)}; valid: {', '.join(sorted(valid_recipe))}")
+        raise unknown("recipe setting(s)", bad, sorted(valid_recipe))
     extra_sets = sorted(set(grid.sets) - set(methods))
     if extra_sets:
         raise UserError(
             f"--set names method(s) {', '.join(extra_sets)} that the grid does not run "
-            f"(methods: {', '.join(methods) or 'vanilla only'})"
+            f"(methods: {', '.join(methods) or 'vanilla only'}){did_you_mean(extra_sets, methods)}"
         )
     preset, recipe = grid.preset, dict(grid.recipe)
     if grid.smoke and preset == "smoke" and preset not in task.presets:

@@ -25,9 +25,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 from methods.taps import TapSpec
-from tasks.classification.datasets import CIFAR100_FILES, DATASETS, find_cifar100_root
+from tasks.classification.datasets import CIFAR100_FILES, DATASETS, expected_layout, find_cifar100_root
 from tasks.classification.models import arch as arch_table
 from tasks.recipe import Recipe
 from tasks.spec import TaskSpec, fingerprint_files, register_spec
@@ -145,7 +145,8 @@ class ClassificationSpec(TaskSpec):
             return super().data_fingerprint(dataset, data_dir, recipe)
         root = Path(data_dir).expanduser()
         if not root.is_dir():
-            raise UserError(f"{dataset}: data directory {root} does not exist or is not a folder")
+            layout = expected_layout(dataset)
+            raise UserError(f"{dataset}: data directory {root} does not exist or is not a folder; {layout}")
         if dataset == "cifar100":
             pickles = find_cifar100_root(root)
             return f"cifar100:{fingerprint_files(*(pickles / f for f in CIFAR100_FILES))}"
@@ -154,7 +155,7 @@ class ClassificationSpec(TaskSpec):
 
     def default_num_classes(self, dataset: str) -> int:
         if dataset not in DATASETS:
-            raise UserError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+            raise unknown("dataset", dataset, DATASETS)
         return DATASETS[dataset].num_classes
 
     def default_pairs(self, dataset: str) -> list[tuple[str, str]]:
@@ -210,7 +211,7 @@ class ClassificationSpec(TaskSpec):
             return Recipe(epochs=12, batch_size=64, lr=0.05, weight_decay=5e-4, milestones=(8, 11), num_workers=0)
         if preset == "smoke":
             return Recipe(epochs=1, batch_size=32, lr=0.05, weight_decay=5e-4, num_workers=0)
-        raise UserError(f"unknown classification recipe preset {preset!r}; valid: {', '.join(self.presets)}")
+        raise unknown("classification recipe preset", preset, self.presets)
 
     def method_defaults(self, method: str, dataset: str, teacher: str, student: str) -> dict[str, Any]:
         imagenet = dataset == "imagenet"

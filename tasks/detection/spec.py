@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 from methods.taps import TapSpec
 from tasks.detection import archs as tv_archs
 from tasks.detection import d2
@@ -176,7 +176,7 @@ class DetectionSpec(TaskSpec):
                 warmup_factor=0.001,
                 num_workers=0,
             )
-        raise UserError(f"unknown detection recipe preset {preset!r}; valid: {', '.join(self.presets)}")
+        raise unknown("detection recipe preset", preset, self.presets)
 
     def teacher_recipe(self, dataset: str, arch: str, preset: str | None = None) -> Recipe:
         """``cpu``: :data:`CPU_TEACHER_EPOCHS` with decays at :data:`CPU_TEACHER_MILESTONES`; COCO: the student's."""

@@ -106,3 +106,70 @@ def test_smoke_keeps_the_flags_given():
     jobs = json.loads(result.stdout)["jobs"]
     assert len(jobs) == 2 + 2 * 2 + 2 * 2  # two teachers; vanilla and kd per pair, 2 seeds each
     assert {j["recipe"]["epochs"] for j in jobs} == {3}
+
+
+# -- every typed name gets a "did you mean" ---------------------------------------------------------------------------
+DRY = ["--dry-run"]
+
+
+@pytest.mark.parametrize(
+    ("args", "suggestion"),
+    [
+        (["run", "--methods", "kd,dkdd", *DRY], "did you mean 'dkd'"),
+        (["run", "--task", "detecton", *DRY], "did you mean 'detection'?"),
+        (["run", "--dataset", "cifar10", *DRY], "did you mean 'cifar100'?"),
+        (["run", "--pairs", "resnet20:resnt8", *DRY], "did you mean 'resnet8'"),
+        (["run", "--preset", "smok", *DRY], "did you mean 'smoke'?"),
+        (["run", "--recipe", "digts", *DRY], "did you mean 'digits'?"),
+        (["run", "--methods", "dkd", "--set", "dkd.betta=3", *DRY], "did you mean 'beta'?"),
+        (["run", "--set", "recipe.momentumm=0.5", *DRY], "did you mean 'momentum'?"),
+        (["run", "--executor", "rya", *DRY], "did you mean 'ray'?"),
+        (["run", "--precision", "bf61", *DRY], "did you mean 'bf16'?"),
+        (["run", "--compile", "onn", *DRY], "did you mean 'on'?"),
+        (["run", "--data-pipeline", "devise", *DRY], "did you mean 'device'?"),
+        (["run", "--sync-bn", "of", *DRY], "did you mean 'off'?"),
+        (["report", "--format", "htm"], "did you mean 'html'?"),
+        (["report", "--epoch", "lst"], "did you mean 'last'?"),
+        (["report", "--published", "alway"], "did you mean 'always'?"),
+        (["report", "--task", "segmentaton"], "did you mean 'segmentation'?"),
+        (["export", "0123456789ab", "--format", "onx"], "did you mean 'onnx'?"),
+        (["list", "presetss"], "did you mean 'presets'?"),
+        (
+            ["train", "--student", "resnet8", "--recipe-preset", "x"],
+            "unknown option '--recipe-preset'; did you mean '--preset'?",
+        ),
+        (["rnu"], "unknown command 'rnu'; did you mean 'run'?"),
+    ],
+)
+def test_misspelt_name_is_one_line_with_a_suggestion(args, suggestion):
+    _one_line_error(_invoke(*args), suggestion)
+
+
+def test_no_suggestion_without_a_close_name():
+    out = _one_line_error(_invoke("run", "--executor", "slurm", *DRY), "unknown executor 'slurm'", "valid: ray, local")
+    assert "did you mean" not in out
+
+
+# -- every error in one voice -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["eval"], "error: eval needs --checkpoint (see "),
+        (["export"], "error: export needs SOURCE (see "),
+        (["run", "--epochs", "many", *DRY], "error: invalid value for '--epochs'"),
+        (["report", "--epoch"], "error: option '--epoch' requires an argument"),
+    ],
+)
+def test_usage_errors_speak_like_every_other_error(args, line):
+    out = _one_line_error(_invoke(*args))
+    assert out.startswith(line), out
+    assert "Missing" not in out and "╭" not in out and not out.split("(see")[0].strip().endswith("."), out
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_cifar100_folder_missing_or_empty_names_the_layout(tmp_path, state):
+    folder = tmp_path / "cifar"
+    if state == "empty":
+        folder.mkdir()
+    out = _one_line_error(_invoke("run", "--preset", "smoke", "--dataset", "cifar100", "--data-dir", str(folder), *DRY))
+    assert "expected the official python-version archive extracted (cifar-100-python/{train,test,meta})" in out, out
