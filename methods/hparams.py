@@ -129,16 +129,12 @@ def check_value(method: str, hp: HParam, value: Any) -> None:
 
 def check(method: str, declared: Mapping[str, HParam], values: Mapping[str, Any]) -> None:
     """Refuse unknown names (with a "did you mean"), wrong types, non-finite and out-of-range values."""
-    from methods.errors import close_matches
+    from methods.errors import unknown
 
-    unknown = sorted(set(values) - set(declared))
-    if unknown:
-        close = close_matches(unknown[0], declared)
-        guess = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-        raise UserError(
-            f"method {method!r} has no hyper-parameter(s) {', '.join(unknown)}{guess}; "
-            f"valid: {', '.join(sorted(declared))}"
-        )
+    names = sorted(set(values) - set(declared))
+    if names:
+        err = unknown("hyper-parameter(s)", names if len(names) > 1 else names[0], sorted(declared))
+        raise UserError(f"method {method!r}: {err}")
     for key, value in values.items():
         check_value(method, declared[key], value)
 

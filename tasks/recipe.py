@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 
 #: ``Recipe.precision`` values: autocast dtypes (``fp16`` adds a gradient scaler).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -131,10 +131,10 @@ class Recipe:
                 f"warmup_epochs={self.warmup_epochs})"
             )
         if self.schedule not in ("step", "poly", "cosine"):
-            raise UserError(f"unknown lr schedule {self.schedule!r}; valid: step, poly, cosine")
+            raise unknown("lr schedule", self.schedule, ("step", "poly", "cosine"))
         for name, valid in (("precision", PRECISIONS), ("compile", COMPILE_MODES), ("data_pipeline", PIPELINES)):
             if getattr(self, name) not in valid:
-                raise UserError(f"recipe {name} {getattr(self, name)!r} is not valid; valid: {', '.join(valid)}")
+                raise unknown(f"recipe {name}", getattr(self, name), valid)
         for name in ("channels_last", "sync_bn"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise UserError(f"recipe {name} must be true, false or null (auto), got {getattr(self, name)!r}")

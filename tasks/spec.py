@@ -128,6 +128,12 @@ class TaskSpec(ABC):
         """``(teacher, student)`` pairs a grid on ``dataset`` runs when the user names none."""
         return []
 
+    def smallest_pair(self, dataset: str) -> tuple[str, str] | None:
+        """The default pair with the fewest parameters (teacher and student together): the one pair a smoke grid
+        runs. The first default pair unless a task says otherwise; ``None`` when there is no default pair."""
+        pairs = self.default_pairs(dataset)
+        return pairs[0] if pairs else None
+
     def method_defaults(self, method: str, dataset: str, teacher: str, student: str) -> dict[str, Any]:
         """Hyper-parameters a method gets on this task/dataset/pair unless the user overrides them."""
         return {}

@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 
 from bench.cli import checkpoints, doctor, listing, report, run, speed, tune
 from bench.cli.options import console, error_line
+from methods.errors import did_you_mean, unknown
 
 
 class _OneLineErrors(TyperGroup):
@@ -55,11 +56,36 @@ class _OneLineErrors(TyperGroup):
             else:
                 ctx = getattr(err, "ctx", None)
                 hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-                error_line(err.format_message() + hint)
+                try:
+                    message = _our_voice(err, ctx)
+                except Exception:  # another Click/Typer version's internals: its own message, as it is
+                    message = err.format_message()
+                error_line(message + hint)
                 rv = err.exit_code
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _our_voice(err: Exception, ctx: Any) -> str:
+    """A Click usage error in the voice of every other error line: lower case, no full stop, an unknown option or
+    command with the one "did you mean" of :func:`methods.errors.unknown`, a missing option as ``CMD needs --X``."""
+    kind = type(err).__name__
+    param = getattr(err, "param", None)
+    if kind == "NoSuchOption" and ctx is not None:
+        options = [o for p in ctx.command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("-")]
+        return f"unknown option {err.option_name!r}{did_you_mean(err.option_name, options)}"  # type: ignore[attr-defined]
+    if kind == "NoSuchCommand" or (ctx is not None and str(err.format_message()).startswith("No such command")):
+        name = getattr(err, "command_name", None) or str(err.format_message()).split("'")[1]
+        commands = list(getattr(ctx.command, "commands", {})) if ctx is not None else []
+        return str(unknown("command", name, commands))
+    if kind == "MissingParameter" and param is not None and ctx is not None:
+        needed = "/".join(param.opts) if param.param_type_name == "option" else str(param.name).upper()
+        return f"{ctx.info_name} needs {needed}"
+    message = str(err.format_message()).strip()
+    if message[:1].isupper() and message[1:2].islower():
+        message = message[0].lower() + message[1:]
+    return message.removesuffix(".")
 
 
 app = typer.Typer(

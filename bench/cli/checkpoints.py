@@ -19,10 +19,15 @@ from bench.cli.options import (
     console,
     err_console,
     load_plugins,
+    refuse_file_as_output,
     user_errors,
 )
 from bench.jobs.overrides import split_list
 from methods.errors import UserError
+
+#: The suffixes of the files ``export`` writes (:data:`bench.engine.export.FORMATS`, which imports torch): such an
+#: ``-o/--output`` value is the old spelling of ``--out``.
+EXPORT_SUFFIXES = (".pth", ".pt", ".pt2", ".onnx")
 
 
 @user_errors
@@ -77,14 +82,17 @@ def export_cmd(
     ],
     formats: Annotated[
         list[str] | None,
-        typer.Option("--format", help="mdistiller | state_dict | torchscript | pt2 | onnx (comma list or repeated; "
-                     "default: all, ONNX where onnxscript is installed)."),
+        typer.Option(
+            "--format",
+            help="mdistiller | state_dict | torchscript | pt2 | onnx (comma list or repeated; "
+            "default: all, ONNX where onnxscript is installed).",
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder for the files (default: here), or the file for one format.")
     ] = None,
     output: Annotated[
-        Path, typer.Option("--output", help="Output folder of `diffbench run`, where a job hash is looked up.")
+        Path, typer.Option("--output", "-o", help="Results folder of `diffbench run`, where a job hash is looked up.")
     ] = Path("results"),
     last: Annotated[bool, typer.Option("--last", help="The last epoch's student (student.pt), not the best.")] = False,
     input_size: Annotated[
@@ -98,7 +106,9 @@ def export_cmd(
     Each file is loaded back with its own loader and its logits compared with the student's on a fixed
     batch (the max difference is printed). Traced formats (TorchScript, pt2, ONNX) output the logits for
     images at the data set's training size with any batch; detection students export as weights only.
+    A job hash is looked up in the results folder -o/--output; the files go to --out.
     """
+    refuse_file_as_output("export", output, EXPORT_SUFFIXES, "the exported file(s)")
     load_plugins(imports)
     from bench.engine.export import export_files
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.cli.options import NUMERIC
 from bench.jobs.compat import RENAMED_CONFIG_KEYS
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 
 #: Options that never come from a file.
 _NOT_IN_FILES = {"config", "help"}
@@ -93,14 +93,13 @@ def effective(ctx: Any, config: Path | None) -> dict[str, Any]:
     data = read_yaml(config)
     data.pop("resolved", None)  # what a written-out config records for the reader, not an option
     options = _options(ctx.command)
-    unknown = sorted(set(data) - set(options))
-    if unknown:
-        hints = [f"{k} (now {RENAMED_CONFIG_KEYS[k]})" for k in unknown if k in RENAMED_CONFIG_KEYS]
-        raise UserError(
-            f"config {str(config)!r}: unknown key(s) {', '.join(unknown)}"
-            + (f"; renamed: {', '.join(hints)}" if hints else "")
-            + f"; valid (the command's flags): {', '.join(sorted(options))}"
-        )
+    unknown_keys = sorted(set(data) - set(options))
+    if unknown_keys:
+        hints = [f"{k} (now {RENAMED_CONFIG_KEYS[k]})" for k in unknown_keys if k in RENAMED_CONFIG_KEYS]
+        names = unknown_keys if len(unknown_keys) > 1 else unknown_keys[0]
+        renamed = f"; renamed: {', '.join(hints)}" if hints else ""
+        err = unknown("key(s)", names, sorted(options), f"(the command's flags){renamed}")
+        raise UserError(f"config {str(config)!r}: {err}")
     for key, value in data.items():
         param = options[key]
         if _given_on_command_line(ctx, param.name):

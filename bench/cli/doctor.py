@@ -17,7 +17,7 @@ from bench.tracking.schema import EXPERIMENT
 
 @user_errors
 def doctor(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder of `diffbench run`.")] = Path("results"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Results folder of a run.")] = Path("results"),
     tracking_uri: Annotated[
         str | None, typer.Option("--tracking-uri", help="MLflow server or store; default: OUTPUT/mlflow.db.")
     ] = None,

@@ -23,11 +23,18 @@ def list_cmd(
     task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
     imports: ImportOpt = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object on stdout (presets: every recipe resolved, every grid "
-                           "expanded, with their sources).")
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON object on stdout (presets: every recipe resolved, every grid expanded, with their sources).",
+        ),
     ] = False,
 ) -> None:
-    """List methods, architectures, data sets, recipe presets or tasks."""
+    """List methods, architectures, data sets, presets or tasks.
+
+    Presets are of two kinds: grid presets (`diffbench run --preset NAME`) and each task's recipe presets
+    (`diffbench run --recipe NAME`, `diffbench train --preset NAME`).
+    """
     if what not in WHAT:
         raise unknown("thing to list", what, WHAT)
     load_plugins(imports)
@@ -48,17 +55,31 @@ def list_cmd(
             t = task_spec(name)
             console.print(f"{name}: datasets {', '.join(t.datasets)}; metric {t.primary_metric}")
     else:
-        if what == "presets" and task is None:
-            from bench.jobs.presets import preset_names
-
-            console.print(f"[bold]grids[/] (diffbench run --preset): {', '.join(preset_names())}")
-            console.print("[bold]recipes[/] (diffbench run --recipe, diffbench train --preset):")
+        if what == "presets":
+            _grid_presets(tasks)
+            console.print("[bold]recipe presets[/]: one job's training recipe (epochs, batch, lr, schedule), for "
+                          "[bold]diffbench run --recipe NAME[/] and [bold]diffbench train --preset NAME[/]; per task:",
+                          highlight=False)  # fmt: skip
         for name in tasks:
             t = task_spec(name)
             items = {"archs": t.archs(), "datasets": list(t.datasets), "presets": list(t.presets)}[what]
-            console.print(f"[bold]{name}[/]: {', '.join(items)}")
+            console.print(f"{'  ' if what == 'presets' else ''}[bold]{name}[/]: {', '.join(items)}")
             if what == "archs" and name == "classification" and importlib.util.find_spec("timm"):
                 console.print("  and timm/<model> for any timm model (timm is installed)", highlight=False)
+
+
+def _grid_presets(tasks: list[str]) -> None:
+    """The grid presets of ``tasks`` (``run --preset``): diffbench's own, then the papers' tables."""
+    from bench.jobs.presets import GRID_PRESETS, PAPER_PREFIX, PAPER_PRESETS
+
+    console.print("[bold]grid presets[/]: a whole grid (task, data set, pairs, methods, seeds, recipe), for "
+                  "[bold]diffbench run --preset NAME[/] only:", highlight=False)  # fmt: skip
+    ours = [n for n, g in GRID_PRESETS.items() if g["task"] in tasks]
+    papers = [f"{PAPER_PREFIX}{n}" for n, p in PAPER_PRESETS.items() if p.grid["task"] in tasks]
+    if ours:
+        console.print(f"  [bold]diffbench[/]: {', '.join(ours)}", highlight=False)
+    if papers:
+        console.print(f"  [bold]papers[/] (each needs the paper's weights files): {', '.join(papers)}", highlight=False)
 
 
 def _as_json(what: str, tasks: list[str]) -> dict:

@@ -55,6 +55,22 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+#: The release until which an old spelling that changed meaning is refused with its new spelling (then it is gone).
+OLD_SPELLINGS_UNTIL = "0.2"
+
+
+def refuse_file_as_output(command: str, output: Path | None, suffixes: Sequence[str], writes: str) -> None:
+    """Refuse ``-o/--output FILE`` where ``FILE`` has a suffix of ``suffixes`` and is no folder: before 0.1.x ``-o``
+    meant the file some commands write; it is the results folder in every command now, and a written file is
+    ``--out FILE``. One line, naming the new spelling (``writes``: what ``--out`` writes, e.g. ``the page``).
+
+    Kept until :data:`OLD_SPELLINGS_UNTIL`; a results folder named like ``x.html`` that exists is still accepted.
+    """
+    if output is None or Path(output).suffix.lower() not in {s.lower() for s in suffixes} or Path(output).is_dir():
+        return
+    raise UserError(f"{command}: -o/--output is the results folder since 0.1.x; write {writes} with --out {output}")
+
+
 def load_plugins(modules: list[str] | None) -> None:
     """Entry-point plugins and ``--import`` modules: loaded by the commands that use the registries, never at
     ``--help``."""
@@ -191,8 +207,8 @@ def output_folder(value: Any) -> Path:
 
 #: Where results go and how they are tracked (every command that trains or reads runs).
 OUTPUT = [
-    option("output", Path, Path("results"), "--output", "-o", help="Output folder (jobs, MLflow store, reports).",
-           panel=TRACK, parser=output_folder, metavar="PATH"),
+    option("output", Path, Path("results"), "--output", "-o", panel=TRACK, parser=output_folder, metavar="PATH",
+           help="Results folder: the MLflow store and the jobs' files (every command's -o)."),
     option("tracking_uri", str | None, None, "--tracking-uri", help="MLflow server; default: OUTPUT/mlflow.db.",
            panel=TRACK),
     option("experiment", str, "diffbench", "--experiment", help="MLflow experiment name.", panel=TRACK),
@@ -211,9 +227,10 @@ GRID_FLAGS = [
     option("seeds", str | None, None, "--seeds", help="A count (3: seeds 0,1,2) or a comma list of seeds (0,5,7).",
            panel=GRID),
     option("preset", str | None, None, "--preset", panel=GRID,
-           help="Named grid: default, smoke, cifar100, imagenet, detection, segmentation."),
-    option("recipe", str | None, None, "--recipe", help="The task's recipe preset (diffbench list presets).",
-           panel=RECIPE),
+           help="Grid preset: default, smoke, cifar100, imagenet, detection, segmentation or paper:<table> "
+           "(a whole grid; a recipe is --recipe; diffbench list presets)."),
+    option("recipe", str | None, None, "--recipe", panel=RECIPE,
+           help="The task's recipe preset: epochs, batch, lr... (diffbench list presets; train calls it --preset)."),
     option("teacher_checkpoint", list[str] | None, None, "--teacher-checkpoint", panel=GRID,
            help="ARCH=PATH: use these teacher weights."),
     option("student_checkpoint", list[str] | None, None, "--student-checkpoint", panel=GRID,

@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-from bench.cli.options import console, err_console, user_errors
+from bench.cli.options import console, err_console, refuse_file_as_output, user_errors
 from bench.jobs.overrides import split_list
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 
 
 def _report_filters(**given: Any) -> str:
@@ -64,7 +64,7 @@ def report(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Write the report to this file (.md .csv .html .tex .json), not stdout."),
+        typer.Option("--out", help="Write the report to this file (.md .csv .html .tex .json), not stdout."),
     ] = None,
     plot_path: Annotated[
         Path | None, typer.Option("--plot", help="Also write the figure (scores from zero, gains with 95 % CIs), PNG.")
@@ -74,7 +74,10 @@ def report(
     ] = None,
     reference: Annotated[Path | None, typer.Option("--reference", help="Published numbers CSV.")] = None,
     output: Annotated[
-        Path, typer.Option("--output", help="Results folder of `diffbench run` (its MLflow store is read).")
+        Path,
+        typer.Option(
+            "--output", "-o", help="Results folder of `diffbench run` (its MLflow store is read, never written)."
+        ),
     ] = Path("results"),
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server URI.")] = None,
     experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "diffbench",
@@ -88,23 +91,26 @@ def report(
 ) -> None:
     """Leaderboards from MLflow: mean ± std over seeds, gain over vanilla with 95 % CI and t-test, provenance.
 
-    Prints a terminal table, or writes --format/--out (the format follows the suffix of --out). HTML
-    embeds its figure and goes to stdout without --out; nothing is written into the results folder.
+    Reads the results folder -o/--output; prints a terminal table, or writes --out FILE (the format follows
+    its suffix, or --format). HTML embeds its figure and goes to stdout without --out; nothing is written
+    into the results folder.
     Exit code 2 with one error line when no run matches.
     """
     from bench import report as rep
     from bench.report.output import check_out_file, write_text
     from bench.tracking.store import check_server, default_tracking_uri, fail_fast_http
 
+    page = "the page" if output.suffix.lower() in (".html", ".htm") else "the report"
+    refuse_file_as_output("report", output, (*rep.SUFFIX_FORMATS, ".png"), page)
     fail_fast_http()
     for path in (out, plot_path):
         if path is not None:
             check_out_file(path)
     fmt = rep.format_for(out, fmt)
     if published not in rep.PUBLISHED_MODES:
-        raise UserError(f"--published {published!r}: valid are {', '.join(rep.PUBLISHED_MODES)}")
+        raise unknown("--published", published, rep.PUBLISHED_MODES)
     if epoch not in rep.EPOCHS:
-        raise UserError(f"--epoch {epoch!r}: valid are {', '.join(rep.EPOCHS)}")
+        raise unknown("--epoch", epoch, rep.EPOCHS)
     if task is not None:
         from tasks.spec import task_spec
 

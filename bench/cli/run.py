@@ -9,6 +9,7 @@ Every name and value is checked before torch is imported (:mod:`bench.jobs`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from bench.cli.options import (
 from bench.execute.signals import acknowledge, exit_code, interrupts, shutdown_ray
 from bench.jobs.overrides import RECIPE_SCOPES, parse_checkpoints, parse_sets, recipe_overrides, split_list
 from methods import catalog
-from methods.errors import UserError
+from methods.errors import UserError, did_you_mean
 
 RUN_ONLY = [
     option("rerun", bool, False, "--rerun", panel=RUN,
@@ -64,8 +65,8 @@ TRAIN_FLAGS = [
            help="Teacher weights (mdistiller, torchvision or ours)."),
     option("student_checkpoint", str | None, None, "--student-checkpoint", panel=GRID,
            help="The student's starting weights (a whole model or an ImageNet backbone), or 'random'."),
-    option("preset", str | None, None, "--preset", help="Recipe preset (see `diffbench list presets`).",
-           panel=RECIPE),
+    option("preset", str | None, None, "--preset", panel=RECIPE,
+           help="The task's recipe preset, as run's --recipe (not a grid preset; see `diffbench list presets`)."),
     num_option("seed", int, 0, "--seed", help="The job's random seed (0..2^32-1).", panel=GRID, integer=True,
                low=0, high=2**32 - 1),
     *RECIPE_FLAGS,
@@ -90,6 +91,8 @@ def grid_of(p: dict[str, Any]) -> Any:
         grid = grid_from_preset("default")  # a plain `diffbench run`, perhaps with --methods, --epochs...: 3 seeds
     else:
         grid = GridSpec(task=p.get("task") or "classification")
+    if p.get("task") and p["task"] != grid.task and not p.get("dataset"):
+        grid = replace(grid, dataset=None)  # the preset's data set belongs to its task: the new task's default
     sets = parse_sets(p.get("sets"))
     recipe, teacher_recipe = recipe_overrides(p, sets)
     return grid.merged(
@@ -254,7 +257,8 @@ def train_job(p: dict[str, Any]) -> Any:
     sets = parse_sets(p.get("sets"))
     other = sorted(set(sets) - {method, *RECIPE_SCOPES})
     if other:
-        raise UserError(f"--set names {', '.join(other)}, but this job trains {method!r}")
+        guess = did_you_mean(other, [method])
+        raise UserError(f"--set names {', '.join(other)}, but this job trains {method!r}{guess}")
     recipe, _teacher = recipe_overrides(p, sets)
     ref, path = file_identity(ckpt) if ckpt is not None else (None, None)
     init, init_path = student_init(p["student_checkpoint"]) if p.get("student_checkpoint") else (None, None)

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -18,11 +18,11 @@ def pick_device(device: str | None) -> torch.device:
     if device.startswith("cuda:") and device[5:].isdigit() and int(device[5:]) >= torch.cuda.device_count():
         raise UserError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
+        raise unknown("device", device, ("auto", "cpu", "cuda", "cuda:N"))
     try:
         return torch.device(device)
     except RuntimeError:
-        raise UserError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from None
+        raise unknown("device", device, ("auto", "cpu", "cuda", "cuda:N")) from None
 
 
 def available_cpus() -> int:

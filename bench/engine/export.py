@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from bench.engine.build import init_kind
-from methods.errors import UserError, first_line
+from methods.errors import UserError, first_line, unknown
 
 #: Export formats and the suffix each file gets when ``--out`` is a folder.
 FORMATS: dict[str, str] = {
@@ -161,7 +161,7 @@ def logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 def export(student: Student, fmt: str, out: Path, example: torch.Tensor | None = None) -> Path:
     """Write ``student`` to ``out`` in ``fmt`` (see :data:`FORMATS`); returns ``out``."""
     if fmt not in FORMATS:
-        raise UserError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+        raise unknown("export format", fmt, FORMATS)
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -276,7 +276,7 @@ def export_files(
     notes: list[str] = []
     bad = [f for f in formats or [] if f not in FORMATS]
     if bad:
-        raise UserError(f"unknown export format {bad[0]!r}; valid: {', '.join(FORMATS)}")
+        raise unknown("export format", bad[0], FORMATS)
     student = load_student(find_student_file(source, output, last))
     if not formats:
         formats = list(FORMATS)

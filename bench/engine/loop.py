@@ -32,7 +32,7 @@ from bench.engine.step import NonFinite, Stepper
 from bench.jobs.compat import needs_device_resolution
 from bench.jobs.files import CHECKPOINT, LOG, RESULT, STUDENT, STUDENT_BEST, describe_os_error, is_write_error, job_dir
 from bench.jobs.spec import JobSpec
-from methods.errors import UserError
+from methods.errors import unknown
 from methods.taps import Progress
 from tasks.recipe import Recipe
 
@@ -98,7 +98,7 @@ def lr_factor(recipe: Recipe, iteration: int, iters_per_epoch: int) -> float:
     elif recipe.schedule == "cosine":
         factor = 0.5 * (1 + math.cos(math.pi * min(iteration, total) / total))
     else:
-        raise UserError(f"unknown lr schedule {recipe.schedule!r}; valid: step, poly, cosine")
+        raise unknown("lr schedule", recipe.schedule, ("step", "poly", "cosine"))
     if recipe.warmup_epochs and epochs_done < recipe.warmup_epochs:
         alpha = epochs_done / recipe.warmup_epochs
         factor *= recipe.warmup_factor * (1 - alpha) + alpha

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.tracking.schema import EXPERIMENT
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 
 EXECUTORS = ("ray", "local")
 DEVICES = "auto, cpu, cuda, cuda:N"
@@ -96,7 +96,7 @@ class RunOptions:
             raise UserError(f"--output {str(self.output)[:60]!r} {problem}")
         object.__setattr__(self, "output", Path(self.output))
         if self.executor not in EXECUTORS:
-            raise UserError(f"unknown executor {self.executor!r}; valid: {', '.join(EXECUTORS)}")
+            raise unknown("executor", self.executor, EXECUTORS)
         if self.max_failures < 0:
             raise UserError(f"--max-failures must be >= 0, got {self.max_failures}")
         d = self.device

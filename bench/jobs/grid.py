@@ -16,7 +16,7 @@ from bench.jobs.presets import GRID_PRESETS, PAPER_PREFIX, paper_preset, preset_
 from bench.jobs.spec import RANDOM_INIT, VANILLA, JobSpec, file_identity, resolve_job
 from bench.jobs.values import SEED_MAX, number
 from methods import catalog
-from methods.errors import UserError, unknown
+from methods.errors import UserError, did_you_mean, unknown
 from tasks.recipe import Recipe
 from tasks.spec import task_spec
 
@@ -58,6 +58,9 @@ class GridSpec:
     paper: str | None = None
     #: ``linear``: scale the preset's lr with the batch (``--scale-lr``); ``None``: the recipe's lr.
     scale_lr: str | None = None
+    #: a smoke grid (``--preset smoke``): small whatever the data set: without ``pairs``, only the data set's
+    #: smallest default pair; one epoch (the task's ``smoke`` recipe, else ``epochs=1``) unless the flags say more.
+    smoke: bool = False
 
     def merged(self, **changes: Any) -> GridSpec:
         """A copy with the non-empty ``changes`` applied (dicts are merged, not replaced)."""
@@ -135,7 +138,11 @@ def grid_from_preset(name: str) -> GridSpec:
         p = paper_preset(name.removeprefix(PAPER_PREFIX))
         return GridSpec(**p.grid, paper=name)
     if name not in GRID_PRESETS:
-        raise unknown("grid preset", name, preset_names())
+        from tasks.spec import task_names
+
+        recipe_of = [t for t in task_names() if name in task_spec(t).presets]
+        hint = f"('{name}' is a {recipe_of[0]} recipe preset: --recipe {name})" if recipe_of else ""
+        raise unknown("grid preset", name, preset_names(), hint)
     return GridSpec(**GRID_PRESETS[name])
 
 
@@ -145,8 +152,10 @@ def _check_paper_files(grid: GridSpec) -> None:
     if p is None:
         return
     parts = []
-    for flag, files, given, where in (("--teacher-checkpoint", p.teachers, grid.teacher_checkpoints, p.teachers_from),
-                                      ("--student-checkpoint", p.students, grid.student_checkpoints, p.students_from)):
+    for flag, files, given, where in (
+        ("--teacher-checkpoint", p.teachers, grid.teacher_checkpoints, p.teachers_from),
+        ("--student-checkpoint", p.students, grid.student_checkpoints, p.students_from),
+    ):
         missing = [f"{flag} {arch}={file}" for arch, file in files.items() if arch not in given]
         if missing:
             parts.append(f"{' '.join(missing)} ({where})")
@@ -163,7 +172,12 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
     _check_paper_files(grid)
     dataset = grid.dataset or task.default_dataset
     task.check_names(dataset)
-    pairs = list(grid.pairs) or list(task.default_pairs(dataset))
+    if grid.pairs:
+        pairs = list(grid.pairs)
+    elif grid.smoke:
+        pairs = [p for p in [task.smallest_pair(dataset)] if p is not None]
+    else:
+        pairs = list(task.default_pairs(dataset))
     if not pairs:
         raise UserError(f"task {grid.task!r} has no default pairs for {dataset!r}; give --pairs teacher:student")
     seed_list = seeds_of(grid.seeds)
@@ -173,15 +187,26 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
     valid_recipe = {f.name for f in fields(Recipe)}
     bad = sorted((set(grid.recipe) | set(grid.teacher_recipe)) - valid_recipe)
     if bad:
-        raise UserError(f"unknown recipe setting(s) {', '.join(bad)}; valid: {', '.join(sorted(valid_recipe))}")
+        raise unknown("recipe setting(s)", bad, sorted(valid_recipe))
     extra_sets = sorted(set(grid.sets) - set(methods))
     if extra_sets:
         raise UserError(
             f"--set names method(s) {', '.join(extra_sets)} that the grid does not run "
-            f"(methods: {', '.join(methods) or 'vanilla only'})"
+            f"(methods: {', '.join(methods) or 'vanilla only'}){did_you_mean(extra_sets, methods)}"
         )
-    common = {"task": grid.task, "dataset": dataset, "data_dir": grid.data_dir, "preset": grid.preset, "device": device,
-              "scale_lr": grid.scale_lr}
+    preset, recipe = grid.preset, dict(grid.recipe)
+    if grid.smoke and preset == "smoke" and preset not in task.presets:
+        preset = None  # a task without a smoke recipe: its default recipe, for one epoch (below)
+    if grid.smoke and preset != "smoke":
+        recipe = {"epochs": 1, **recipe}  # --epochs still wins
+    common = {
+        "task": grid.task,
+        "dataset": dataset,
+        "data_dir": grid.data_dir,
+        "preset": preset,
+        "device": device,
+        "scale_lr": grid.scale_lr,
+    }
 
     inits = {arch: student_init(path) for arch, path in grid.student_checkpoints.items()}
     trained = {t for t, _ in pairs if t not in grid.teacher_checkpoints} | {s for _, s in pairs}
@@ -206,7 +231,7 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
             teacher_refs[teacher], teacher_paths[teacher] = file_identity(path)
         else:
             tjob = resolve_job(**common, student=teacher, role="teacher", **init_of(teacher),
-                               recipe_overrides={**grid.recipe, **grid.teacher_recipe})  # fmt: skip
+                               recipe_overrides={**recipe, **grid.teacher_recipe})  # fmt: skip
             jobs.append(tjob)
             teacher_refs[teacher] = f"job:{tjob.job_hash}"
     unused = sorted(set(grid.teacher_checkpoints) - {t for t, _ in pairs})
@@ -214,7 +239,7 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
         raise UserError(f"--teacher-checkpoint given for {', '.join(unused)}, which no pair uses as teacher")
     for student in dict.fromkeys(s for _, s in pairs):
         for seed in seed_list:
-            jobs.append(resolve_job(**common, student=student, seed=seed, recipe_overrides=grid.recipe,
+            jobs.append(resolve_job(**common, student=student, seed=seed, recipe_overrides=recipe,
                                     **init_of(student)))  # fmt: skip
     for teacher, student in pairs:
         for method in methods:
@@ -228,7 +253,7 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
                         teacher_path=teacher_paths.get(teacher),
                         method=method,
                         seed=seed,
-                        recipe_overrides=grid.recipe,
+                        recipe_overrides=recipe,
                         hparam_overrides=grid.sets.get(method),
                         **init_of(student),
                     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 
 #: ``--set`` scopes that are not method names.
 RECIPE_SCOPES = ("recipe", "teacher")
@@ -63,13 +63,20 @@ def speed_settings(flags: Mapping[str, Any]) -> dict[str, Any]:
     for flag, key in (("--channels-last", "channels_last"), ("--sync-bn", "sync_bn")):
         value = flags.get(key)
         if value not in (None, "auto", "on", "off"):
-            raise UserError(f"{flag} {value!r}: expected auto, on or off")
+            raise unknown(f"{flag} value", value, ("auto", "on", "off"))
         if value is not None:
             out[key] = {"on": True, "off": False, "auto": None}[value]
-    if flags.get("compile_mode"):
-        out["compile"] = {"on": "default"}.get(flags["compile_mode"], flags["compile_mode"])
-    for key in ("precision", "data_pipeline"):
+    from tasks.recipe import COMPILE_MODES, PIPELINES, PRECISIONS
+
+    compile_mode = flags.get("compile_mode")
+    if compile_mode:
+        if compile_mode not in ("on", *COMPILE_MODES):
+            raise unknown("--compile mode", compile_mode, ("off", "on", *COMPILE_MODES[1:]))
+        out["compile"] = {"on": "default"}.get(compile_mode, compile_mode)
+    for flag, key, valid in (("--precision", "precision", PRECISIONS), ("--data-pipeline", "data_pipeline", PIPELINES)):
         if flags.get(key):
+            if flags[key] not in valid:
+                raise unknown(flag, flags[key], valid)
             out[key] = flags[key]
     return out
 

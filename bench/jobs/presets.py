@@ -31,7 +31,8 @@ GRID_PRESETS: dict[str, dict[str, Any]] = {
     # students see 4 per class; not the default: its vanilla student is not at a plateau within the budget (2x the
     # steps moved it +3.2 points, 3 seeds; README, "What the default can and cannot tell").
     "colorshapes-few": {"task": "classification", "dataset": "colorshapes-few", "seeds": 3},
-    "smoke": {"task": "classification", "dataset": "digits", "preset": "smoke"},
+    # one pair (the data set's smallest), one seed, one epoch, whatever --task/--dataset say (GridSpec.smoke).
+    "smoke": {"task": "classification", "dataset": "digits", "preset": "smoke", "smoke": True},
     "cifar100": {"task": "classification", "dataset": "cifar100", "preset": "cifar100"},
     "imagenet": {"task": "classification", "dataset": "imagenet", "preset": "imagenet"},
     "detection": {"task": "detection"},

@@ -24,7 +24,7 @@ if [[ -z $browser ]]; then
 fi
 
 mkdir -p "$out"
-diffbench report --output "$results" -o "$out/report.html" "$@"
+diffbench report --output "$results" --out "$out/report.html" "$@"
 profile=$(mktemp -d)
 trap 'rm -rf "$profile"' EXIT
 sandbox=()

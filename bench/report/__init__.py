@@ -45,7 +45,7 @@ from bench.report.schema import (
     TEACHER_COLUMN,
     TIDY_COLUMNS,
 )
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -62,7 +62,7 @@ def render(lb: Leaderboard, fmt: str, *, ui_url: str | None = None, reproduction
     """
     if reproduction:
         if fmt not in FORMATS:
-            raise UserError(f"unknown report format {fmt!r}; valid: {', '.join(FORMATS)}")
+            raise unknown("report format", fmt, FORMATS)
         from bench.report import reproduction as repro
 
         return repro.render(lb, fmt)
@@ -81,7 +81,7 @@ def render(lb: Leaderboard, fmt: str, *, ui_url: str | None = None, reproduction
         return html_report(lb, ui_url=ui_url)
     if fmt == "latex":
         return render_latex(lb)
-    raise UserError(f"unknown report format {fmt!r}; valid: {', '.join(FORMATS)}")
+    raise unknown("report format", fmt, FORMATS)
 
 
 def format_for(out: Path | None, fmt: str | None) -> str | None:
@@ -92,7 +92,7 @@ def format_for(out: Path | None, fmt: str | None) -> str | None:
     """
     if fmt is not None:
         if fmt not in FORMATS:
-            raise UserError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+            raise unknown("format", fmt, FORMATS)
         return fmt
     if out is None:
         return None

@@ -39,7 +39,7 @@ from bench.report.schema import (
 )
 from bench.report.stats import mark, one_sample, welch
 from bench.tracking import schema as S
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 
 #: Tag ``bench.tracking.tracker`` sets on a job run that a later run of the same job replaced.
 SUPERSEDED_TAG = f"tags.{S.SUPERSEDED}"
@@ -363,9 +363,9 @@ def leaderboard(
             ``vs`` method with no finished run.
     """
     if epoch not in EPOCHS:
-        raise UserError(f"epoch {epoch!r}: valid are {', '.join(EPOCHS)}")
+        raise unknown("--epoch", epoch, EPOCHS)
     if published not in PUBLISHED_MODES:
-        raise UserError(f"--published {published!r}: valid are {', '.join(PUBLISHED_MODES)}")
+        raise unknown("--published", published, PUBLISHED_MODES)
     grid = runs.attrs.get("grid")
     pair_set = _parse_pairs(pairs)
     method_set = {m.strip() for m in methods} if methods is not None else None
@@ -376,9 +376,9 @@ def leaderboard(
         w = w[w["task"] == task]
     if dataset is not None:
         w = w[w["dataset"] == dataset]
-    unknown = sorted(set(w["task"].unique()) - set(PRIMARY_METRIC))
-    if unknown:
-        raise UserError(f"task {unknown[0]!r} has no known primary metric; known: {', '.join(PRIMARY_METRIC)}")
+    no_metric = sorted(set(w["task"].unique()) - set(PRIMARY_METRIC))
+    if no_metric:
+        raise UserError(f"task {no_metric[0]!r} has no known primary metric; known: {', '.join(PRIMARY_METRIC)}")
 
     finished = _latest_per_job(w[w["status"] == "FINISHED"])
     done_hashes = finished.loc[finished["job_hash"] != "", "job_hash"].unique()  # an array: isin() takes it as is

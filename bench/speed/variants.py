@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from bench.jobs.spec import VANILLA
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 from tasks.recipe import COMPILE_MODES, Recipe
 
 #: ``--channels-last`` / ``--compile`` spellings of the CLI, as recipe values.
@@ -56,15 +56,15 @@ def expand_variants(
     for v in channels_last or ("auto",):
         key = v if isinstance(v, bool) or v is None else str(v).lower()
         if key not in (True, False, None) and key not in _CHANNELS_LAST:
-            raise UserError(f"--channels-last {v!r}: expected auto, on or off")
+            raise unknown("--channels-last value", v, ("auto", "on", "off"))
         cls_.append(key if key in (True, False, None) else _CHANNELS_LAST[key])  # type: ignore[index]
     comps = [_COMPILE_ALIASES.get(c, c) for c in (compiles or ("off",))]
     for c in comps:
         if c not in COMPILE_MODES:
-            raise UserError(f"--compile {c!r}: expected off, on or one of {', '.join(COMPILE_MODES[1:])}")
+            raise unknown("--compile mode", c, ("off", "on", *COMPILE_MODES[1:]))
     for p in precisions or ("auto",):
         if p not in ("auto", "fp32", "bf16", "fp16"):
-            raise UserError(f"--precision {p!r}: expected auto, fp32, bf16 or fp16")
+            raise unknown("--precision", p, ("auto", "fp32", "bf16", "fp16"))
     out: list[Variant] = []
     for p, cl, c in itertools.product(precisions or ("auto",), cls_, comps):
         r = Recipe(epochs=1, batch_size=1, lr=1.0, precision=p, channels_last=cl, compile=c).resolved(device_type, True)

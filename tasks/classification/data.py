@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 from tasks.classification import colorshapes, colorshapes_few
 from tasks.classification.datasets import (
     CIFAR100_DIR,
@@ -53,6 +53,7 @@ from tasks.classification.datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DatasetInfo,
+    expected_layout,
 )
 from tasks.classification.datasets import find_cifar100_root as _find_cifar100_root
 from tasks.classification.memory import MemoryImages
@@ -219,7 +220,7 @@ def _build_imagenet(data_dir: Path, augment: bool, image_size: int, resize_size:
     for split in ("train", "val"):
         if not (data_dir / split).is_dir():
             raise UserError(
-                f"imagenet: {data_dir} has no {split}/ folder; expected train/ and val/ with one sub-folder per class"
+                f"imagenet: {data_dir} has no {split}/ folder; {expected_layout('imagenet')}"
             )
     train = _image_folder(data_dir / "train", imagenet_transform(augment, image_size, resize_size))
     val = _image_folder(data_dir / "val", imagenet_transform(False, image_size, resize_size))
@@ -441,7 +442,7 @@ def build_datasets(
         UserError: unknown ``name``, a missing ``data_dir``, or a missing or malformed data folder.
     """
     if name not in DATASETS:
-        raise UserError(f"unknown classification dataset {name!r}; valid: {', '.join(DATASETS)}")
+        raise unknown("classification dataset", name, DATASETS)
     if name == "synthetic":
         return _build_synthetic(image_size, num_classes, num_train, num_val, seed)
     if name == "digits":
@@ -454,7 +455,7 @@ def build_datasets(
         raise UserError(f"{name}: needs a data directory (--data-dir); {DATASETS[name].description}")
     root = Path(data_dir).expanduser()
     if not root.is_dir():
-        raise UserError(f"{name}: data directory {root} does not exist or is not a folder")
+        raise UserError(f"{name}: data directory {root} does not exist or is not a folder; {expected_layout(name)}")
     if name == "cifar100":
         return _build_cifar100(root, augment)
     size = DATASETS["imagenet"].image_size if image_size is None else image_size

@@ -64,10 +64,17 @@ def find_cifar100_root(data_dir: Path) -> Path:
             return cand
     cand = data_dir / CIFAR100_DIR if (data_dir / CIFAR100_DIR).is_dir() else data_dir
     missing = next(f for f in CIFAR100_FILES if not (cand / f).is_file())
-    raise UserError(
-        f"cifar100: {data_dir} has no {CIFAR100_DIR}/{missing} pickle; expected the official python-version "
-        f"archive extracted ({CIFAR100_DIR}/{{{','.join(CIFAR100_FILES)}}})"
-    )
+    raise UserError(f"cifar100: {data_dir} has no {CIFAR100_DIR}/{missing} pickle; {expected_layout('cifar100')}")
+
+
+def expected_layout(dataset: str) -> str:
+    """The folder layout ``--data-dir`` must have for ``dataset``, as the end of an error line (``""`` for data sets
+    that need no folder): the same words whether the folder is missing, empty or incomplete."""
+    if dataset == "cifar100":
+        return f"expected the official python-version archive extracted ({CIFAR100_DIR}/{{{','.join(CIFAR100_FILES)}}})"
+    if dataset == "imagenet":
+        return "expected train/ and val/ with one sub-folder per class"
+    return ""
 
 
 # -- the table ---------------------------------------------------------------------------------

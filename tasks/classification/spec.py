@@ -29,13 +29,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 from methods.taps import TapSpec
 from tasks.classification.datasets import (
     CIFAR100_FILES,
     COLORSHAPES_FEW_LABELLED_PER_CLASS,
     COLORSHAPES_FEW_REPEAT,
     DATASETS,
+    expected_layout,
     find_cifar100_root,
 )
 from tasks.classification.models import arch as arch_table
@@ -158,7 +159,8 @@ class ClassificationSpec(TaskSpec):
             return super().data_fingerprint(dataset, data_dir, recipe)
         root = Path(data_dir).expanduser()
         if not root.is_dir():
-            raise UserError(f"{dataset}: data directory {root} does not exist or is not a folder")
+            layout = expected_layout(dataset)
+            raise UserError(f"{dataset}: data directory {root} does not exist or is not a folder; {layout}")
         if dataset == "cifar100":
             pickles = find_cifar100_root(root)
             return f"cifar100:{fingerprint_files(*(pickles / f for f in CIFAR100_FILES))}"
@@ -167,13 +169,18 @@ class ClassificationSpec(TaskSpec):
 
     def default_num_classes(self, dataset: str) -> int:
         if dataset not in DATASETS:
-            raise UserError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+            raise unknown("dataset", dataset, DATASETS)
         return DATASETS[dataset].num_classes
 
     def default_pairs(self, dataset: str) -> list[tuple[str, str]]:
         pairs = {"cifar100": CIFAR100_PAIRS, "imagenet": IMAGENET_PAIRS, "colorshapes": COLORSHAPES_PAIRS,
                  "colorshapes-few": COLORSHAPES_PAIRS}
         return pairs.get(dataset, DIGITS_PAIRS)
+
+    def smallest_pair(self, dataset: str) -> tuple[str, str] | None:
+        """ImageNet: resnet50 -> MobileNetV1 (25.6 M + 4.2 M parameters; resnet34 -> resnet18: 21.8 M + 11.7 M);
+        elsewhere the first default pair (CIFAR-100: resnet56 -> resnet20, 0.86 M + 0.28 M, the smallest)."""
+        return ("resnet50", "MobileNetV1") if dataset == "imagenet" else super().smallest_pair(dataset)
 
     # -- recipes -----------------------------------------------------------------------------
     preset_datasets = {"cifar100": ("cifar100",), "imagenet": ("imagenet",), "imagenet-b512": ("imagenet",),
@@ -228,7 +235,7 @@ class ClassificationSpec(TaskSpec):
             return Recipe(epochs=12, batch_size=64, lr=0.05, weight_decay=5e-4, milestones=(8, 11), num_workers=0)
         if preset == "smoke":
             return Recipe(epochs=1, batch_size=32, lr=0.05, weight_decay=5e-4, num_workers=0)
-        raise UserError(f"unknown classification recipe preset {preset!r}; valid: {', '.join(self.presets)}")
+        raise unknown("classification recipe preset", preset, self.presets)
 
     def teacher_recipe(self, dataset: str, arch: str, preset: str | None = None) -> Recipe:
         """``colorshapes-few``'s teacher learns from every label of the training split with the colorshapes recipe

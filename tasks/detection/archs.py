@@ -7,7 +7,7 @@ without importing torchvision. The FPN levels are the taps: Faster R-CNN has ``P
 
 from __future__ import annotations
 
-from methods.errors import UserError
+from methods.errors import unknown
 
 #: arch name -> (detector family, backbone name).
 ARCHS: dict[str, tuple[str, str]] = {
@@ -60,7 +60,7 @@ def family(arch: str) -> str:
 def entry(arch: str) -> tuple[str, str]:
     """``(family, backbone name)`` of ``arch``; ``UserError`` listing the valid names otherwise."""
     if arch not in ARCHS:
-        raise UserError(f"unknown detection arch {arch!r}; valid: {', '.join(ARCHS)}")
+        raise unknown("detection arch", arch, ARCHS)
     return ARCHS[arch]
 
 

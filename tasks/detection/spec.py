@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 from methods.taps import TapSpec
 from tasks.detection import archs as tv_archs
 from tasks.detection import d2, recipes
@@ -160,13 +160,17 @@ class DetectionSpec(TaskSpec):
                     f"fine-tuning setup ({_finetune_setup(arch)})")  # fmt: skip
         return None
 
+    def smallest_pair(self, dataset: str) -> tuple[str, str] | None:
+        """COCO: Faster R-CNN R50 -> MobileNetV2 (the others have an R101 teacher); shapes: its one pair."""
+        return tv_archs.PAIRS["r50_mbv2"] if dataset != "shapes" else super().smallest_pair(dataset)
+
     # -- recipes and method defaults ---------------------------------------------------------
     def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
         """``1x``/``2x`` (COCO: mmdetection's schedules for torchvision's archs, mdistiller's detectron2 solver for
         ``d2_*``) and ``cpu`` (``shapes``, diffbench's own); values and sources in :mod:`.recipes`."""
         recipe = recipes.preset(preset or ("cpu" if dataset == "shapes" else "1x"), student)
         if recipe is None:
-            raise UserError(f"unknown detection recipe preset {preset!r}; valid: {', '.join(self.presets)}")
+            raise unknown("detection recipe preset", preset, self.presets)
         return recipe
 
     def teacher_recipe(self, dataset: str, arch: str, preset: str | None = None) -> Recipe:

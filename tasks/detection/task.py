@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 from tasks.base import DataBundle, PairedOutput, Recipe, TapRecorder, Task
 from tasks.detection import backend_torchvision as tv
 from tasks.detection import d2
@@ -132,7 +132,7 @@ class DetectionTask(DetectionSpec, Task):
             if not root.is_dir():
                 raise UserError(f"data folder {str(root)!r} does not exist")
         else:
-            raise UserError(f"unknown detection dataset {dataset!r}; valid: {', '.join(self.datasets)}")
+            raise unknown("detection dataset", dataset, self.datasets)
 
         def split(name: str) -> tuple[Path, Path]:
             if f"{name}_ann" in extra:

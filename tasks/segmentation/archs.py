@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from methods.errors import UserError
+from methods.errors import unknown
 
 #: Spatial reduction of every backbone's last stage and of the logits.
 OUTPUT_STRIDE = 8
@@ -113,4 +113,4 @@ def arch_spec(arch: str) -> ArchSpec:
     try:
         return ARCHS[arch]
     except KeyError:
-        raise UserError(f"unknown segmentation arch {arch!r}; valid: {', '.join(sorted(ARCHS))}") from None
+        raise unknown("segmentation arch", arch, sorted(ARCHS)) from None

@@ -41,7 +41,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from methods.errors import UserError
+from methods.errors import unknown
 from methods.taps import TapSpec
 from tasks.recipe import Recipe
 from tasks.segmentation import datasets as D
@@ -203,6 +203,10 @@ class SegmentationSpec(TaskSpec):
             return [("deeplabv3_tiny_t", "deeplabv3_tiny_s")]
         return list(REAL_PAIRS)
 
+    def smallest_pair(self, dataset: str) -> tuple[str, str] | None:
+        """Cityscapes and ADE20K: DeepLabV3-R101 -> DeepLabV3-MobileNetV3 (every real pair has an R101 teacher)."""
+        return super().smallest_pair(dataset) if dataset == "shapes" else ("deeplabv3_r101", "deeplabv3_mbv3")
+
     def default_num_classes(self, dataset: str) -> int:
         return len(self._dataset(dataset)["classes"])
 
@@ -212,7 +216,7 @@ class SegmentationSpec(TaskSpec):
         try:
             return DATASETS[dataset]
         except KeyError:
-            raise UserError(f"unknown segmentation dataset {dataset!r}; valid: {', '.join(DATASETS)}") from None
+            raise unknown("segmentation dataset", dataset, DATASETS) from None
 
     # -- recipes and method defaults ---------------------------------------------------------
     def recipe(self, dataset: str, student: str, preset: str | None = None) -> Recipe:
@@ -221,12 +225,12 @@ class SegmentationSpec(TaskSpec):
         cfg = self._dataset(dataset)
         if dataset == "shapes":
             if preset not in (None, "cpu"):
-                raise UserError(f"unknown preset {preset!r} for shapes; valid: cpu")
+                raise unknown("recipe preset for shapes", preset, ("cpu",))
             return self._cpu_recipe(student)
         valid = [name for name, per in PRESETS.items() if dataset in per]
         preset = preset or DEFAULT_PRESET[dataset]
         if preset not in valid:
-            raise UserError(f"unknown preset {preset!r} for {dataset}; valid: {', '.join(valid)}")
+            raise unknown(f"recipe preset for {dataset}", preset, valid)
         p = PRESETS[preset][dataset]
         epochs = iterations_to_epochs(p.iterations, p.batch, cfg["train_images"])
         return Recipe(

@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 from tasks.base import DataBundle, PairedOutput, Recipe, Task, all_reduce_sum
 from tasks.segmentation import data as D
 from tasks.segmentation.metrics import confusion_counts, segmentation_metrics
@@ -232,7 +232,7 @@ class SegmentationTask(SegmentationSpec, Task):
             return full_res_logits(model, images)
         if cfg["mode"] == "slide":
             return slide_logits(model, images, tuple(cfg["crop"]), tuple(cfg["stride"]))
-        raise UserError(f"unknown segmentation eval mode {cfg['mode']!r}; valid: whole, slide")
+        raise unknown("segmentation eval mode", cfg["mode"], ("whole", "slide"))
 
     def synthetic_batch(self, batch_size: int, num_classes: int, device: torch.device, **_: Any) -> Any:
         """Random images and labels (10% ignore) at the real crop: 512x1024 for 19 classes (Cityscapes),

@@ -72,7 +72,7 @@ def test_flags_win_over_the_file(tmp_path):
     [
         ("task: [unclosed", "not valid YAML at line 1"),
         ("- a\n- b\n", "expected a mapping"),
-        ("tsk: classification\n", "unknown key(s) tsk"),
+        ("tsk: classification\n", "unknown key(s) 'tsk'; did you mean 'task'?"),
         ("teacher_checkpoints: {a: b}\n", "now teacher_checkpoint"),
         ("epochs: many\n", "epochs"),
         ("pairs: [resnet20]\n", "expected teacher:student"),

@@ -48,9 +48,9 @@ def test_expansion_is_deterministic():
         (GridSpec(methods=("kdd",)), "unknown method 'kdd'"),
         (GridSpec(pairs=(("resnet20", "resnet9"),)), "unknown architecture 'resnet9'"),
         (GridSpec(dataset="mnist"), "unknown dataset 'mnist'"),
-        (GridSpec(methods=("dkd",), sets={"dkd": {"betta": 1}}), "no hyper-parameter(s) betta"),
+        (GridSpec(methods=("dkd",), sets={"dkd": {"betta": 1}}), "'betta'; did you mean 'beta'?"),
         (GridSpec(methods=("kd",), sets={"dkd": {"beta": 1}}), "does not run"),
-        (GridSpec(recipe={"epoch": 3}), "unknown recipe setting(s) epoch"),
+        (GridSpec(recipe={"epoch": 3}), "unknown recipe setting(s) 'epoch'; did you mean 'epochs'?"),
         (GridSpec(teacher_checkpoints={"resnet20": "/nonexistent.pth"}), "not found"),
         (GridSpec(seeds=0), "at least 1"),
         (

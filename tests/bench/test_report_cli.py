@@ -1,4 +1,5 @@
-"""``diffbench report`` on the command line: bad input is one ``error:`` line and exit 2; -o is the file.
+"""``diffbench report`` on the command line: bad input is one ``error:`` line and exit 2; -o/--output is the
+results folder, --out the file written.
 
 The bad-input table holds every way issue 13 found to make ``report`` print a traceback or exit 0
 with nothing to show, plus the other one-line refusals of the command.
@@ -82,7 +83,7 @@ BAD_INPUTS = [
     ("bad epoch", ["--epoch", "middle"], None, ["--epoch 'middle'"]),
     ("bad --published", ["--published", "sometimes"], None, ["--published 'sometimes'"]),
     ("bad format", ["--format", "docx"], None, ["unknown format 'docx'"]),
-    ("suffix names no format", ["-o", "TMP/report.txt"], None, ["cannot tell the format", "--format"]),
+    ("suffix names no format", ["--out", "TMP/report.txt"], None, ["cannot tell the format", "--format"]),
     ("missing reference", ["--reference", "TMP/none.csv"], None, ["reference file", "does not exist"]),
     ("no store", ["--output", "TMP"], None, ["no MLflow store at"]),
     ("garbage mlflow.db", ["--output", "TMP"], _garbage, ["is not an MLflow store: file is not a database"]),
@@ -90,8 +91,15 @@ BAD_INPUTS = [
     ("empty mlflow.db", ["--output", "TMP"], _empty_file, ["is not an MLflow store: the database is empty"]),
     ("store without runs", ["--output", "TMP"], _empty_store, ["no diffbench job runs in experiment 'diffbench'"]),
     ("bad tracking URI", ["--tracking-uri", "foo://bar"], None, ["cannot read the MLflow store foo://bar"]),
-    ("--out is a folder", ["-o", "TMP"], None, ["is a folder"]),
-    ("--out under a file", ["-o", "RESULTS/mlflow.db/report.md"], None, ["is a file, not a folder"]),
+    ("--out is a folder", ["--out", "TMP"], None, ["is a folder"]),
+    ("--out under a file", ["--out", "RESULTS/mlflow.db/report.md"], None, ["is a file, not a folder"]),
+    (
+        "old -o FILE",
+        ["-o", "TMP/report.html"],
+        None,
+        ["report: -o/--output is the results folder since 0.1.x; write the page with --out", "report.html"],
+    ),
+    ("old --output FILE", ["--output", "TMP/r.csv"], None, ["-o/--output is the results folder", "--out"]),
     ("--plot under a file", ["--plot", "RESULTS/mlflow.db/x.png"], None, ["is a file, not a folder"]),
 ]
 
@@ -102,7 +110,7 @@ def test_bad_input_is_one_line_and_exit_2(results, tmp_path, args, make, needles
         make(tmp_path)
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()}
     args = [a.replace("TMP", str(tmp_path)).replace("RESULTS", str(results)) for a in args]
-    if "--output" not in args and "--tracking-uri" not in args:
+    if not {"--output", "-o", "--tracking-uri"} & set(args):
         args += ["--output", str(results)]
     result = _run(*args)
     out = result.output.strip()
@@ -117,7 +125,7 @@ def test_bad_input_is_one_line_and_exit_2(results, tmp_path, args, make, needles
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
 def test_out_where_nothing_can_be_created(results):
     """The early check passes (/proc is a folder), the write fails: still one line, exit 2."""
-    result = _run("--output", str(results), "-o", "/proc/diffbench-report/report.md")
+    result = _run("--output", str(results), "--out", "/proc/diffbench-report/report.md")
     assert result.exit_code == 2 and result.output.startswith("error: cannot write --out"), result.output
     assert len(result.output.strip().splitlines()) == 1
 
@@ -127,14 +135,14 @@ def test_out_in_read_only_folder(results, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
-    result = _run("--output", str(results), "-o", str(ro / "report.md"))
+    result = _run("--output", str(results), "--out", str(ro / "report.md"))
     assert result.exit_code == 2 and "no write permission" in result.output
 
 
-def test_html_to_file_with_short_o(results, tmp_path, monkeypatch):
-    """Issue 11: `report --format html -o report.html` writes the page; no PNG lands anywhere."""
+def test_html_to_file(results, tmp_path, monkeypatch):
+    """`report -o RESULTS --format html --out report.html` writes the page; no PNG lands anywhere."""
     monkeypatch.chdir(tmp_path)
-    result = _run("--output", str(results), "--format", "html", "-o", "report.html", "--grid", "ok")
+    result = _run("-o", str(results), "--format", "html", "--out", "report.html", "--grid", "ok")
     assert result.exit_code == 0, result.output
     page = (tmp_path / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
@@ -144,7 +152,7 @@ def test_html_to_file_with_short_o(results, tmp_path, monkeypatch):
 def test_format_from_suffix(results, tmp_path):
     tex = "% Needs \\usepackage{booktabs"  # the LaTeX table starts with the packages it needs
     for name, start in (("r.md", "**"), ("r.json", "{"), ("r.csv", "task,dataset"), ("r.tex", tex)):
-        result = _run("--output", str(results), "-o", str(tmp_path / "sub" / name), "--grid", "ok")
+        result = _run("--output", str(results), "--out", str(tmp_path / "sub" / name), "--grid", "ok")
         assert result.exit_code == 0, result.output
         assert (tmp_path / "sub" / name).read_text().startswith(start), name
 
@@ -211,7 +219,7 @@ def test_reproduction_json_and_csv(results, repro_reference, tmp_path):
     import pandas as pd
 
     args = ["--output", str(results), "--grid", "ok", "--reference", str(repro_reference), "--reproduction"]
-    result = _run(*args, "-o", str(tmp_path / "repro.json"))
+    result = _run(*args, "--out", str(tmp_path / "repro.json"))
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "repro.json").read_text())
     assert doc["summary"] == {"cells": 2, "reproduced": 1, "below": 1, "above": 0, "undecided": 0}

@@ -366,5 +366,6 @@ def test_synthetic_shapes_and_determinism():
 
 def test_unknown_dataset_lists_valid():
     valid = "cifar100, imagenet, colorshapes, colorshapes-few, digits"
-    with pytest.raises(UserError, match=f"unknown classification dataset 'cifar10'; valid: {valid}"):
+    match = f"unknown classification dataset 'cifar10'; did you mean 'cifar100'\\? valid: {valid}"
+    with pytest.raises(UserError, match=match):
         build_datasets("cifar10", "/tmp")

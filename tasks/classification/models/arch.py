@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from methods.errors import UserError
+from methods.errors import unknown
 from methods.taps import TapSpec
 from tasks.classification.models.configs import (
     RESNET_CONFIGS,
@@ -151,7 +151,7 @@ def get_arch(arch: str) -> Arch:
         return ARCHS[arch]
     if is_timm(arch):
         return resolve(TIMM_RESOLVER)(arch)
-    raise UserError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)} (or timm/<model> with timm installed)")
+    raise unknown("architecture", arch, ARCHS, "(or timm/<model> with timm installed)")
 
 
 def tap_specs(arch: str, num_classes: int) -> dict[str, TapSpec]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from methods.errors import UserError
+from methods.errors import UserError, unknown
 
 #: Every arch name of this backend starts with it: it is how the detection task picks the backend.
 PREFIX = "d2_"
@@ -98,5 +98,5 @@ def require(what: str) -> None:
 def entry(arch: str) -> D2Arch:
     """The table entry of ``arch``; ``UserError`` listing the valid names otherwise."""
     if arch not in ARCHS:
-        raise UserError(f"unknown detectron2 arch {arch!r}; valid: {', '.join(ARCHS)}")
+        raise unknown("detectron2 arch", arch, ARCHS)
     return ARCHS[arch]
