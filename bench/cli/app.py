@@ -132,7 +132,24 @@ app.command("speed")(speed.speed)
 
 
 def main() -> None:  # pragma: no cover - console-script entry
-    app()
+    """The ``diffbench`` process. After an interrupt was handled (exit 130 or 143: runs marked, lock released, Ray
+    stopped) the process ends at once with that code: Python's own shutdown would take seconds (torch, MLflow, Ray's
+    core) with the signal handlers reset to the defaults, so a second Ctrl-C there killed the process by SIGINT
+    instead of ending it in one line, and a SIGTERM during ``ray.init`` ended in an abort from Ray's exit hooks."""
+    try:
+        app()
+    except SystemExit as done:
+        from bench.execute.signals import EXIT_INTERRUPTED, EXIT_TERMINATED
+
+        if done.code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+            import logging
+            import os
+
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            logging.shutdown()
+            os._exit(done.code)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover
