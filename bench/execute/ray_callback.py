@@ -58,19 +58,25 @@ class PendingWatch:
         )
 
 
+def keep_fatal(holder: str) -> Callable[[Callable], Callable]:
+    """A Tune callback method decorator: what the method raises is kept on ``self.<holder>.fatal`` (the grid's
+    :class:`GridRun`, a search's state) before Tune re-raises it wrapped, so the driver can raise the original."""
 
-def _fatal_on_error(method: Callable) -> Callable:
-    """Keep what a driver-side handler raised on the grid (``GridRun.fatal``): Tune re-raises it wrapped."""
+    def decorate(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as err:
+                getattr(self, holder).fatal = err
+                raise
 
-    @functools.wraps(method)
-    def wrapper(self: DriverCallback, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except Exception as err:
-            self.grid.fatal = err
-            raise
+        return wrapper
 
-    return wrapper
+    return decorate
+
+
+_fatal_on_error = keep_fatal("grid")
 
 
 #: Driver-side objects of the Tune callbacks of this process, by key (see DriverCallback).

@@ -8,7 +8,6 @@ has too.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bench.execute.events import KEY
+from bench.execute.ray_callback import keep_fatal
 from bench.jobs.files import StorageFull
 from bench.jobs.spec import JobSpec
 from bench.jobs.tuning import Search, describe_values, trial_job
@@ -92,16 +92,7 @@ def register(name: str, state: SearchState) -> None:
     _STATES[name] = state
 
 
-def _fatal_on_error(method: Callable) -> Callable:
-    @functools.wraps(method)
-    def wrapper(self: TrialCallback, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except Exception as err:
-            self.state.fatal = err
-            raise
-
-    return wrapper
+_fatal_on_error = keep_fatal("state")
 
 
 class TrialCallback(tune.Callback):
@@ -179,8 +170,13 @@ class TrialCallback(tune.Callback):
             return
         metrics = {f"{S.HOLDOUT_PREFIX}{k[4:]}": float(v) for k, v in result.items()
                    if k.startswith("val/") and isinstance(v, int | float)}  # fmt: skip
-        metrics.update({k: float(v) for k, v in result.items()
-                        if (k.startswith("train/") or k in ("lr", "epoch_time_s")) and isinstance(v, int | float)})
+        metrics.update(
+            {
+                k: float(v)
+                for k, v in result.items()
+                if (k.startswith("train/") or k in ("lr", "epoch_time_s")) and isinstance(v, int | float)
+            }
+        )
         metrics[S.SCORE] = score
         st.tracker.log_epoch(rec.run_id, epoch, metrics)
         rec.logged.add(epoch)
@@ -203,8 +199,11 @@ class TrialCallback(tune.Callback):
             last = max(rec.scores, default=0)
             reason = f"stopped early by {st.scheduler} after epoch {last}"
         wall = rec.wall_before + (time.monotonic() - rec.t_start)
-        metrics = {"wall_s": wall, "device_hours": wall / 3600 * st.device_share, "epochs_run": max(rec.scores,
-                                                                                                     default=0)}
+        metrics = {
+            "wall_s": wall,
+            "device_hours": wall / 3600 * st.device_share,
+            "epochs_run": max(rec.scores, default=0),
+        }
         best = rec.best
         if best is not None and math.isfinite(best):
             metrics[S.BEST_SCORE] = best
