@@ -138,8 +138,18 @@ def rows(records: list[dict[str, Any]]) -> list[list[str]]:
     out = []
     for r in records:
         winner = f"{_values(r['winner'])} (trial {r['winner_trial']})" if r["winner"] else "-"
-        out.append([r["search"], str(r["trials"]), str(r["completed"]), str(r["stopped"]), str(r["failed"]),
-                    _curve(r["best_by_trial"]), winner, f"{r['cost']:.3g} {r.get('cost_unit') or 'device-hours'}"])
+        out.append(
+            [
+                r["search"],
+                str(r["trials"]),
+                str(r["completed"]),
+                str(r["stopped"]),
+                str(r["failed"]),
+                _curve(r["best_by_trial"]),
+                winner,
+                f"{r['cost']:.3g} {r.get('cost_unit') or 'device-hours'}",
+            ]
+        )
     return out
 
 
@@ -177,17 +187,59 @@ def render_json(records: list[dict[str, Any]]) -> str:
 
 
 def to_rich(records: list[dict[str, Any]]) -> Any:
+    """One table per tune run, in the first layout that fits the console (:func:`~.fitting.first_fitting`): a row per
+    search with whole pieces on their own lines (the search as method / pair, one winning value per line), else one
+    small field/value table per search. No number, name or value is cut."""
     from rich.console import Group
-    from rich.table import Table
 
-    parts = []
+    parts: list[Any] = []
     for head in headers(records):
         run = head.split()[2]
-        table = Table(title=head, title_justify="left")
-        for col in COLUMNS:
-            table.add_column(col)
-        for r, row in zip(records, rows(records), strict=True):
-            if r["tune_run"] == run:
-                table.add_row(*row)
-        parts.append(table)
+        mine = [(r, row) for r, row in zip(records, rows(records), strict=True) if r["tune_run"] == run]
+        parts.append(_Fitted(head, mine))
     return Group(*parts)
+
+
+def _lines(column: int, cell: str) -> str:
+    """A cell's text broken into whole pieces: the search as method / pair, winning values one per line."""
+    if column == 0:
+        return cell.replace(" ", "\n", 1)
+    if column == 6:
+        return cell.replace(", ", ",\n").replace(" (trial", "\n(trial")
+    return cell
+
+
+class _Fitted:
+    """A tune run's searches, measured on the console: the widest layout that fits it."""
+
+    def __init__(self, head: str, rows: list[tuple[dict[str, Any], list[str]]]) -> None:
+        self.head, self.rows = head, rows
+
+    def _wide(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=self.head, title_justify="left")
+        for col in COLUMNS:
+            table.add_column(col, no_wrap=True)
+        for _, row in self.rows:
+            table.add_row(*(_lines(i, cell) for i, cell in enumerate(row)))
+        return table
+
+    def _narrow(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=self.head, title_justify="left", show_header=False)
+        table.add_column("field", no_wrap=True)
+        table.add_column("value", no_wrap=True)
+        for n, (_, row) in enumerate(self.rows):
+            if n:
+                table.add_section()
+            for i, (col, cell) in enumerate(zip(COLUMNS, row, strict=True)):
+                name = {5: "best after each trial", 6: "winning values"}.get(i, col)
+                table.add_row(name, _lines(i, cell) if i in (0, 6) else cell)
+        return table
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from bench.report.fitting import first_fitting
+
+        yield first_fitting(console, options, [("wide", self._wide()), ("narrow", self._narrow())])[1]
