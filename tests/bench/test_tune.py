@@ -143,7 +143,10 @@ def _finished_trials(db: Path) -> int:
 
 def test_a_killed_search_resumes_without_repeating_finished_trials(ray_cluster, tmp_path):
     out = tmp_path / "out"
-    args = [*TINY, "--methods", "kd", "--trials", "3", "--epochs", "2", "--output", str(out)]
+    # Every trial runs its 6 epochs (no early stopping), one at a time, so the search still runs when its first trial
+    # has completed. With ASHA and 2 epochs the first trial to complete was often the last one: an idle machine then
+    # finished the search and the final grid before the kill came.
+    args = [*TINY, "--methods", "kd", "--trials", "3", "--epochs", "6", "--scheduler", "fifo", "--output", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "tune", *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
