@@ -43,8 +43,11 @@ def run_default(task: str, work: Path, reuse: bool, env: dict[str, str]) -> tupl
     if out.exists() and not reuse:
         raise SystemExit(f"{out} exists: pass another --work, remove it, or --reuse its finished jobs")
     t0 = time.monotonic()
-    print(f"[{time.strftime('%H:%M:%S')}] diffbench run --task {task} --output {out}", flush=True)
-    run = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--task", task, "--output", str(out)], env=env)
+    # classification is the default grid: `diffbench run` with no --task (3 seeds); `--task classification` alone
+    # names no grid preset and runs one seed
+    which = [] if task == "classification" else ["--task", task]
+    print(f"[{time.strftime('%H:%M:%S')}] diffbench run {' '.join(which)} --output {out}", flush=True)
+    run = subprocess.run([sys.executable, "-m", "bench.cli", "run", *which, "--output", str(out)], env=env)
     wall = time.monotonic() - t0
     if run.returncode != 0:
         raise SystemExit(f"diffbench run --task {task} exited with {run.returncode}")
