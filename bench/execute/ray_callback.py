@@ -58,6 +58,18 @@ class PendingWatch:
         )
 
 
+def crash_reason(trial: Any) -> str:
+    """Why a Tune trial crashed: ``crashed: <the last line of its error file>``, or ``crashed`` when there is none."""
+    error_file = getattr(trial, "error_file", None)
+    try:
+        if error_file and os.path.exists(error_file):
+            lines = [x for x in Path(error_file).read_text().strip().splitlines() if x.strip()]
+            return f"crashed: {lines[-1][:500]}" if lines else "crashed"
+    except OSError:
+        pass
+    return "crashed"
+
+
 def keep_fatal(holder: str) -> Callable[[Callable], Callable]:
     """A Tune callback method decorator: what the method raises is kept on ``self.<holder>.fatal`` (the grid's
     :class:`GridRun`, a search's state) before Tune re-raises it wrapped, so the driver can raise the original."""
@@ -141,13 +153,6 @@ class DriverCallback(tune.Callback):
 
     @_fatal_on_error
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        reason = "crashed"
-        error_file = getattr(trial, "error_file", None)
-        try:
-            if error_file and os.path.exists(error_file):
-                lines = [x for x in Path(error_file).read_text().strip().splitlines() if x.strip()]
-                reason = f"crashed: {lines[-1][:500]}" if lines else reason
-        except OSError:
-            pass
+        reason = crash_reason(trial)
         self.grid.on_fail(self._spec(trial), reason)
         self.on_change()

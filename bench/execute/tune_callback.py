@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bench.execute.events import KEY
-from bench.execute.ray_callback import keep_fatal
+from bench.execute.ray_callback import crash_reason, keep_fatal
 from bench.jobs.files import StorageFull
 from bench.jobs.spec import JobSpec
 from bench.jobs.tuning import Search, describe_values, trial_job
@@ -222,12 +221,5 @@ class TrialCallback(tune.Callback):
 
     @_fatal_on_error
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        reason = "crashed"
-        error_file = getattr(trial, "error_file", None)
-        try:
-            if error_file and os.path.exists(error_file):
-                lines = [x for x in Path(error_file).read_text().strip().splitlines() if x.strip()]
-                reason = f"crashed: {lines[-1][:500]}" if lines else reason
-        except OSError:
-            pass
+        reason = crash_reason(trial)
         self._end(trial, crashed=reason)

@@ -1,4 +1,4 @@
-"""One configuration schema (issue 11): experiment.yaml keys are the command's flags, flags win, one --set syntax,
+"""One configuration schema: experiment.yaml keys are the command's flags, flags win, one --set syntax,
 and every grid writes its resolved configuration, which --config reads back into the same jobs."""
 
 from __future__ import annotations

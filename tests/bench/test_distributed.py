@@ -1,4 +1,4 @@
-"""Data-parallel jobs (issue 9) on CPU with gloo workers.
+"""Data-parallel jobs on CPU with gloo workers.
 
 (a) two workers with half the batch each train the same parameters as one process with the whole batch;
 (b) evaluation sharded over two ranks gives exactly the single-process metrics (top-1/top-5 counts,

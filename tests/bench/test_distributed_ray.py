@@ -1,4 +1,4 @@
-"""Data-parallel jobs on Ray Train inside a grid (issue 9): a worker killed with ``kill -9`` mid-epoch makes the
+"""Data-parallel jobs on Ray Train inside a grid: a worker killed with ``kill -9`` mid-epoch makes the
 job resume from its checkpoint with every epoch logged once, and the two-worker grid reaches the report."""
 
 from __future__ import annotations

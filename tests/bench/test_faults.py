@@ -1,4 +1,4 @@
-"""The fault matrix of issue 13, one test per fault: a grid survives what users and machines do to it.
+"""The fault matrix, one test per fault: a grid survives what users and machines do to it.
 
 Every grid here is tiny (digits, resnet8, 2 steps per epoch) and runs in-process (``--executor local``)
 unless the fault is Ray's own (SIGTERM of a Ray driver). Each test asserts what a user sees (exit code,

@@ -1,4 +1,4 @@
-"""Portable job identity (issue 11): data by content fingerprint, teacher weights by sha256, never by path."""
+"""Portable job identity: data by content fingerprint, teacher weights by sha256, never by path."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Speed settings (issue 8) on CPU: bf16 autocast trains every method on every task, fp32 is today's step,
+"""Speed settings on CPU: bf16 autocast trains every method on every task, fp32 is today's step,
 and precision / channels_last / compile / data pipeline are part of a job's identity.
 
 bf16 on the CPU is how the tests reach the autocast path (CUDA is never required).

@@ -1,7 +1,7 @@
 """``diffbench report`` on the command line: bad input is one ``error:`` line and exit 2; -o/--output is the
 results folder, --out the file written.
 
-The bad-input table holds every way issue 13 found to make ``report`` print a traceback or exit 0
+The bad-input table holds every way a user was found to make ``report`` print a traceback or exit 0
 with nothing to show, plus the other one-line refusals of the command.
 """
 
