@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -127,46 +126,89 @@ def test_asha_stops_weak_trials_early(ray_cluster, tmp_path):
     assert any(json.loads(r.data.params[S.TRIAL_VALUES])["recipe.lr"] == 1e-7 for r in stopped)  # the weak one
 
 
-def _finished_trials(db: Path) -> int:
-    if not db.is_file():
-        return 0
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            rows = con.execute("SELECT COUNT(*) FROM tags WHERE key = ? AND value = 'completed'", (S.STOP_REASON,))
-            return int(rows.fetchone()[0])
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
+#: A plugin method: KD, except that inside a Ray actor every trial after the first waits at its first step while the
+#: file ``hold`` exists (the folder is filled in by the test). The search's second trial then waits for the kill, however
+#: fast the machine. (The gate sits in ``forward``: the search space is read from ``KD.__init__``'s signature.)
+HELD_KD = """
+import time
+from pathlib import Path
+
+import ray
+
+from methods.base import register
+from methods.kd import KD
+
+GATE = Path({gate!r})
 
 
-def test_a_killed_search_resumes_without_repeating_finished_trials(ray_cluster, tmp_path):
+@register
+class HeldKD(KD):
+    \"\"\"KD whose second and later trials in a Ray actor wait while the gate's hold file exists.\"\"\"
+
+    name = "kd_held"
+    passed_gate = False
+
+    def forward(self, *args, **kwargs):
+        if not self.passed_gate and ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+            self.passed_gate = True
+            started = len(list(GATE.glob("started-*")))
+            (GATE / f"started-{{started}}").touch()
+            if started >= 1 and (GATE / "hold").exists():
+                (GATE / "waiting").touch()
+                while (GATE / "hold").exists():
+                    time.sleep(0.2)
+        return super().forward(*args, **kwargs)
+"""
+
+
+@pytest.fixture
+def held_kd(tmp_path, monkeypatch):
+    """The gated plugin as a ``.py`` path for ``--import``; the registries forget it after the test."""
+    from bench.jobs import plugins
+    from methods import catalog
+    from methods.base import METHODS
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "hold").touch()
+    module = tmp_path / "held_kd.py"
+    module.write_text(HELD_KD.format(gate=str(gate)))
+    monkeypatch.setattr(catalog, "_PLUGINS", dict(catalog._PLUGINS))
+    monkeypatch.setattr(plugins, "_imported", [])
+    yield module, gate
+    METHODS._entries.pop("kd_held", None)
+    sys.modules.pop(str(module), None)
+    sys.modules.pop("held_kd", None)
+
+
+def test_a_killed_search_resumes_without_repeating_finished_trials(ray_cluster, tmp_path, held_kd):
+    module, gate = held_kd
     out = tmp_path / "out"
-    # Every trial runs its 6 epochs (no early stopping), one at a time, so the search still runs when its first trial
-    # has completed. With ASHA and 2 epochs the first trial to complete was often the last one: an idle machine then
-    # finished the search and the final grid before the kill came.
-    args = [*TINY, "--methods", "kd", "--trials", "3", "--epochs", "6", "--scheduler", "fifo", "--output", str(out)]
+    args = [*TINY, "--methods", "kd_held", "--import", str(module), "--trials", "3", "--epochs", "2",
+            "--scheduler", "fifo", "--output", str(out)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "tune", *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 600
-        while _finished_trials(out / "mlflow.db") < 1:
+        while not (gate / "waiting").exists():  # the first trial has finished; the second waits at the gate
             assert proc.poll() is None, "the search ended before it could be killed"
             assert time.monotonic() < deadline
-            time.sleep(1)
-        time.sleep(2)  # Ray Tune saves the search's state every second
+            time.sleep(0.5)
+        time.sleep(3)  # Ray Tune saves the search's state every second (TUNE_GLOBAL_CHECKPOINT_S=1)
+        assert proc.poll() is None
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray instance it started, without a chance to clean up
         proc.wait()
     first = [r for r in _trial_runs(out) if r.data.tags.get(S.STOP_REASON) == "completed"]
+    assert len(first) == 1
     stamps = {r.data.tags["job_hash"]: (job_dir(out, r.data.tags["job_hash"]) / "checkpoint.pt").stat().st_mtime_ns
               for r in first}  # fmt: skip
 
+    (gate / "hold").unlink()
     code, text = _tune(*args)
     assert code == 0, text
-    assert "resuming the search where it stopped" in text
+    assert "resuming the search where it stopped" in text, text
     live = _live(_trial_runs(out))
     assert len(live) == 3  # the budget, not more: finished trials are not repeated
     assert sorted(int(r.data.tags[S.TRIAL_INDEX]) for r in live) == [0, 1, 2]
