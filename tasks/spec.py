@@ -27,11 +27,15 @@ if TYPE_CHECKING:  # pragma: no cover - the implementation side imports torch
     from tasks.base import Task
 
 
+#: Decimals a report prints for a metric its task does not say otherwise of (percentages: ``72.47``).
+DEFAULT_DECIMALS = 2
+
+
 def unknown_for_task(what: str, name: object, task: str, valid: list[str] | tuple[str, ...]) -> UserError:
     """``unknown dataset 'x' for task 'y'; did you mean 'z'? valid: ...``: :func:`~methods.errors.unknown` with
     the task named right after the name, the wording these errors have always had."""
     head = f"unknown {what} {name!r}"
-    return UserError(f"{head} for task {task!r}{str(unknown(what, name, valid))[len(head):]}")
+    return UserError(f"{head} for task {task!r}{str(unknown(what, name, valid))[len(head) :]}")
 
 
 class TaskSpec(ABC):
@@ -45,7 +49,10 @@ class TaskSpec(ABC):
             by :func:`get_task` on first use.
         datasets: dataset names this task loads (``cifar100``, ``imagenet``, ``digits``, ...).
         default_dataset: the embedded default that runs offline.
-        metrics: metric names the task's ``evaluate`` returns; ``primary_metric`` is the leaderboard's.
+        metrics: metric names the task's ``evaluate`` may return (a report can rank on any of them);
+            ``primary_metric`` is the leaderboard's by default.
+        lower_is_better: the metrics of ``metrics`` for which lower is better (a loss); the others are higher-is-better.
+        metric_decimals: decimals a report prints for a metric; any other gets :data:`DEFAULT_DECIMALS`.
     """
 
     name: ClassVar[str]
@@ -54,6 +61,8 @@ class TaskSpec(ABC):
     default_dataset: ClassVar[str]
     primary_metric: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]]
+    lower_is_better: ClassVar[tuple[str, ...]] = ()
+    metric_decimals: ClassVar[dict[str, int]] = {}
     #: recipe preset names :meth:`recipe` accepts (``diffbench list presets``).
     presets: ClassVar[tuple[str, ...]] = ()
     #: where each recipe preset's values come from: ``repository@commit: path`` of the configuration it mirrors, or
@@ -72,6 +81,15 @@ class TaskSpec(ABC):
     ddp_find_unused: ClassVar[bool] = False
     #: whether data-parallel training converts BatchNorm to SyncBatchNorm by default (recipe ``sync_bn``).
     sync_bn_default: ClassVar[bool] = False
+
+    def check_metric(self, metric: str) -> None:
+        """``UserError`` naming the valid metrics (and the likely one) for a metric this task does not report."""
+        if metric not in self.metrics:
+            raise unknown_for_task("metric", metric, self.name, self.metrics)
+
+    def decimals(self, metric: str) -> int:
+        """Decimals a report prints for ``metric`` (:attr:`metric_decimals`, else :data:`DEFAULT_DECIMALS`)."""
+        return self.metric_decimals.get(metric, DEFAULT_DECIMALS)
 
     def check_names(self, dataset: str, *archs: str | None) -> None:
         """``UserError`` naming the valid choices (and the likely one) for an unknown dataset or architecture

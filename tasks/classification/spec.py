@@ -133,7 +133,11 @@ class ClassificationSpec(TaskSpec):
     datasets = ("colorshapes", "colorshapes-few", "digits", "cifar100", "imagenet", "synthetic")
     default_dataset = "colorshapes"
     primary_metric = "top1"
-    metrics = ("top1", "top5")
+    #: ``loss`` is the mean NLL (nats); ``excess_nll`` (colorshapes-few only) is it minus the generator's Bayes NLL, an
+    #: estimate of the mean KL divergence from the Bayes posterior: both lower-is-better, a few hundredths apart.
+    metrics = ("top1", "top5", "loss", "excess_nll")
+    lower_is_better = ("loss", "excess_nll")
+    metric_decimals = {"loss": 3, "excess_nll": 3}
     presets = ("cifar100", "imagenet", "imagenet-b512", "imagenet-diffkd", "colorshapes", "colorshapes-few", "digits",
                "smoke")  # fmt: skip
     #: in-memory data sets whose splits implement the protocol of :mod:`tasks.classification.resident`.

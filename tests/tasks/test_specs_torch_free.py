@@ -43,6 +43,8 @@ _SCRIPT = textwrap.dedent(
         assert isinstance(spec, TaskSpec) and spec.name == name
         assert spec.default_dataset in spec.datasets and spec.primary_metric in spec.metrics
         assert set(spec.resident_datasets) <= set(spec.datasets)
+        assert set(spec.lower_is_better) <= set(spec.metrics) and set(spec.metric_decimals) <= set(spec.metrics)
+        assert spec.primary_metric not in spec.lower_is_better and spec.decimals(spec.primary_metric) == 2
         archs = spec.archs()
         assert archs and len(set(archs)) == len(archs), archs
         usable = {preset: 0 for preset in spec.presets}
@@ -133,3 +135,14 @@ def test_unknown_task_names_the_likely_one() -> None:
         task_spec("segmentaton")
     with pytest.raises(UserError, match=r"unknown task 'pose'; valid: classification, detection, segmentation"):
         get_task("pose")
+
+
+def test_classification_metrics_declare_direction_and_decimals():
+    """The NLL metrics are lower-is-better and printed to 3 decimals; accuracies keep 2; an unknown one is refused."""
+    spec = task_spec("classification")
+    assert spec.lower_is_better == ("loss", "excess_nll")
+    assert [spec.decimals(m) for m in ("top1", "top5", "loss", "excess_nll")] == [2, 2, 3, 3]
+    spec.check_metric("excess_nll")
+    with pytest.raises(UserError, match=r"unknown metric 'excess_nl' for task 'classification'; did you mean "
+                                        r"'excess_nll'\?"):  # fmt: skip
+        spec.check_metric("excess_nl")
