@@ -42,6 +42,7 @@ from bench.report.schema import (
     PRIMARY_METRIC,
     PUBLISHED_MODES,
     SUFFIX_FORMATS,
+    TASK_METRICS,
     TEACHER_COLUMN,
     TIDY_COLUMNS,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "GRID_JOBS_ARTIFACT",
     "METHOD_ORDER",
     "PRIMARY_METRIC",
+    "TASK_METRICS",
     "PUBLISHED_MODES",
     "SUFFIX_FORMATS",
     "TEACHER_COLUMN",

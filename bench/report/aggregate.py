@@ -32,14 +32,18 @@ from bench.report.schema import (
     RECIPE_FIELDS,
     SIG_VANILLA,
     SIG_VS,
+    TASK_METRICS,
     TEACHER,
     TIDY_COLUMNS,
     VANILLA,
     WELCH,
+    lower_is_better,
+    metric_decimals,
 )
 from bench.report.stats import mark, one_sample, welch
 from bench.tracking import schema as S
 from methods.errors import UserError, unknown
+from tasks.spec import unknown_for_task
 
 #: Tag ``bench.tracking.tracker`` sets on a job run that a later run of the same job replaced.
 SUPERSEDED_TAG = f"tags.{S.SUPERSEDED}"
@@ -98,8 +102,12 @@ def _init_columns(runs: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _normalise(runs: pd.DataFrame, epoch: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Plain tag columns, the chosen metric value, provenance fields and configuration keys per run."""
+def _normalise(runs: pd.DataFrame, epoch: str, metric: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Plain tag columns, the chosen metric value, provenance fields and configuration keys per run.
+
+    ``metric``: the metric of every task (``None``: each task's primary one). ``teacher_value`` (the teacher's score
+    that distillation runs log, ``teacher_<metric>``) exists for the primary metric only.
+    """
     w = pd.DataFrame(index=runs.index)
     for t in RUN_TAGS:
         w[t] = runs[f"tags.{t}"].fillna("").astype(str) if f"tags.{t}" in runs else ""
@@ -120,14 +128,18 @@ def _normalise(runs: pd.DataFrame, epoch: str) -> tuple[pd.DataFrame, pd.DataFra
     if SUPERSEDED_TAG in runs:  # a run a later run of the same job replaced: kept for the record only
         w = w[runs[SUPERSEDED_TAG].fillna("") != "true"]
         runs = runs.loc[w.index]
-    w["metric"] = w["task"].map(PRIMARY_METRIC)
+    w["metric"] = w["task"].map(PRIMARY_METRIC) if metric is None else metric
     w["value"] = np.nan
     w["teacher_value"] = np.nan
-    for task, metric in PRIMARY_METRIC.items():
+    for task, primary in PRIMARY_METRIC.items():
         mask = w["task"] == task
         if not mask.any():
             continue
-        for src, dst in ((f"metrics.{epoch}_{metric}", "value"), (f"metrics.teacher_{metric}", "teacher_value")):
+        chosen = metric or primary
+        sources = [(f"metrics.{epoch}_{chosen}", "value")]
+        if chosen == primary:
+            sources.append((f"metrics.teacher_{chosen}", "teacher_value"))
+        for src, dst in sources:
             if src in runs:
                 w.loc[mask, dst] = pd.to_numeric(runs.loc[mask, src], errors="coerce")
     cfg_cols = sorted(
@@ -237,6 +249,7 @@ def _aggregate(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame
     """Per group: mean, sample std (ddof=1, NaN for one seed), n (runs with a value), seeds, provenance."""
     g = frame.groupby(keys, sort=False, dropna=False)
     out = g[value].agg(mean="mean", std="std", n="count")  # pandas' std is the sample std (ddof=1)
+    out["_runs"] = g.size()  # finished runs, with or without a value (n counts those with one)
     for col in _CELL_PROVENANCE:
         out[col] = _distinct(g, frame, keys, col)
     out["first_run"] = g["start_time"].min()
@@ -339,6 +352,7 @@ def leaderboard(
     reference: pd.DataFrame | None = None,
     vs: str | None = None,
     published: str = "match",
+    metric: str | None = None,
 ) -> Leaderboard:
     """Aggregate job runs into a leaderboard.
 
@@ -357,10 +371,13 @@ def leaderboard(
             with an interval and test (paired or Welch, as against vanilla).
         published: ``match`` (published numbers only beside runs of the paper's recipe preset),
             ``always`` or ``never``.
+        metric: rank every task on this metric (``best_<metric>`` / ``last_<metric>``) instead of its primary one,
+            e.g. ``excess_nll``; the teacher's score then comes from its own job runs only, and published numbers
+            (all of a primary metric) are not shown. Cells whose runs did not log it are ``n=0`` with a note.
 
     Raises:
-        UserError: a bad ``epoch``, pair or ``published`` mode, a task without a known metric, or a
-            ``vs`` method with no finished run.
+        UserError: a bad ``epoch``, pair or ``published`` mode, a task without a known metric, a ``metric`` a
+            selected task does not report, or a ``vs`` method with no finished run.
     """
     if epoch not in EPOCHS:
         raise unknown("--epoch", epoch, EPOCHS)
@@ -370,7 +387,7 @@ def leaderboard(
     pair_set = _parse_pairs(pairs)
     method_set = {m.strip() for m in methods} if methods is not None else None
     runs = runs.reset_index(drop=True)
-    w, cfg = _normalise(runs, epoch)
+    w, cfg = _normalise(runs, epoch, metric)
     w["_src"] = w.index
     if task is not None:
         w = w[w["task"] == task]
@@ -379,6 +396,10 @@ def leaderboard(
     no_metric = sorted(set(w["task"].unique()) - set(PRIMARY_METRIC))
     if no_metric:
         raise UserError(f"task {no_metric[0]!r} has no known primary metric; known: {', '.join(PRIMARY_METRIC)}")
+    if metric is not None:
+        for t in sorted(set(w["task"])):
+            if metric not in TASK_METRICS[t]:
+                raise unknown_for_task("metric", metric, t, TASK_METRICS[t])
 
     finished = _latest_per_job(w[w["status"] == "FINISHED"])
     done_hashes = finished.loc[finished["job_hash"] != "", "job_hash"].unique()  # an array: isin() takes it as is
@@ -408,6 +429,7 @@ def leaderboard(
 
     stat_keys = [*PAIR_KEYS, "metric", "label", "method", "recipe_key"]
     tidy = _aggregate(member, stat_keys, "value")
+    tidy["note"] = _missing_value_notes(tidy, epoch)
     seeds = _seed_values(member, tidy, stat_keys)
     tidy = tidy.rename(columns={"method": "base_method"})
     notes: list[str] = list(grid["notes"]) if grid else []
@@ -430,14 +452,16 @@ def leaderboard(
     for (t_, d_, te, st, lab, seed), count in dup[dup > 1].items():
         notes.append(f"{lab} {pair_label(te, st)} ({t_}/{d_}): seed {seed} counted {count}× (different job hashes)")
 
-    trows, used_teachers = _teacher_rows(pair_rows, teachers, dist)
+    trows, used_teachers = _teacher_rows(pair_rows, teachers, dist, metric)
     tidy = pd.concat([df for df in (trows, tidy) if len(df)], ignore_index=True) if len(trows) else tidy
     if method_set is not None:
         tidy = tidy[tidy["base_method"].isin(method_set | {TEACHER})]
         member = member[member["method"].isin(method_set)]
     tidy = attach_published(tidy.reset_index(drop=True), reference)
     notes += published_policy(tidy, published)
-    tidy = _add_missing_cells(tidy, pair_rows, pending, method_set)
+    tidy = _add_missing_cells(tidy, pair_rows, pending, method_set, metric)
+    tidy["lower_is_better"] = [lower_is_better(t, m) for t, m in zip(tidy["task"], tidy["metric"], strict=True)]
+    tidy["decimals"] = [metric_decimals(t, m) for t, m in zip(tidy["task"], tidy["metric"], strict=True)]
     tidy["epoch"] = epoch
     tidy["n"] = tidy["n"].fillna(0).astype(int)
     add_verdicts(tidy)
@@ -463,6 +487,14 @@ def leaderboard(
         vs=vs,
         grid=grid,
     )
+
+
+def _missing_value_notes(tidy: pd.DataFrame, epoch: str) -> list[str]:
+    """``n=0`` cells whose runs finished without logging the metric (``excess_nll`` off colorshapes-few) say so."""
+    return [
+        f"n=0, {k} finished run{'s' if k > 1 else ''} without {epoch}_{m}" if n == 0 and k > 0 else ""
+        for n, k, m in zip(tidy["n"], tidy["_runs"], tidy["metric"], strict=True)
+    ]
 
 
 def _cell_notes(tidy: pd.DataFrame) -> list[str]:
@@ -493,7 +525,11 @@ def _cell_notes(tidy: pd.DataFrame) -> list[str]:
 
 
 def _add_missing_cells(
-    tidy: pd.DataFrame, pair_rows: pd.DataFrame, pending: pd.DataFrame, method_set: set[str] | None
+    tidy: pd.DataFrame,
+    pair_rows: pd.DataFrame,
+    pending: pd.DataFrame,
+    method_set: set[str] | None,
+    metric: str | None = None,
 ) -> pd.DataFrame:
     """``n=0`` cells: requested methods without a finished run, and jobs that exist but did not finish."""
     if pair_rows.empty:
@@ -520,7 +556,7 @@ def _add_missing_cells(
         task, dataset, teacher, student, method = key
         rows.append({
             "task": task, "dataset": dataset, "teacher": teacher, "student": student,
-            "metric": PRIMARY_METRIC.get(task, ""), "method": method, "base_method": method,
+            "metric": metric or PRIMARY_METRIC.get(task, ""), "method": method, "base_method": method,
             "n": 0, "seeds": "", "note": f"n=0, no finished run{why}",
         })  # fmt: skip
     if not rows:
@@ -548,9 +584,10 @@ def _select(jobs: pd.DataFrame, pair_set: set[tuple[str, str]] | None, method_se
 
 
 def _teacher_rows(
-    pair_rows: pd.DataFrame, teachers: pd.DataFrame, dist: pd.DataFrame
+    pair_rows: pd.DataFrame, teachers: pd.DataFrame, dist: pd.DataFrame, metric: str | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The teacher's score per pair (its own job runs first, else what the distillation runs logged).
+    """The teacher's score per pair (its own job runs first, else what the distillation runs logged: the primary
+    metric's ``teacher_<metric>``; ``metric`` another one has none).
 
     Returns:
         The tidy teacher rows and the teacher runs they were computed from (for the provenance).
@@ -569,7 +606,7 @@ def _teacher_rows(
     rest = rest[rest["_merge"] == "left_only"].drop(columns="_merge")
     out = pd.concat([with_own, rest.merge(fb, on=PAIR_KEYS, how="inner")], ignore_index=True)
     out = out[out["n"].fillna(0) > 0].copy()
-    out["metric"] = out["task"].map(PRIMARY_METRIC)
+    out["metric"] = out["task"].map(PRIMARY_METRIC) if metric is None else metric
     out["method"] = TEACHER
     out["base_method"] = TEACHER
     used = set(zip(with_own["task"], with_own["dataset"], with_own["teacher"], strict=True))

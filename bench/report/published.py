@@ -105,6 +105,11 @@ def attach_published(tidy: pd.DataFrame, reference: pd.DataFrame | None) -> pd.D
         for c in settings:
             tidy.loc[mask, c] = j[f"{c}_any"].fillna("").to_numpy()
         tidy.loc[mask, "source"] = j["source_any"].where(j["published_any"].notna(), "").fillna("").to_numpy()
+    # Published numbers are of the primary metric: a table on another one (--metric excess_nll) shows none.
+    other = tidy["metric"] != tidy["task"].map(PRIMARY_METRIC)
+    if other.any():
+        tidy.loc[other, "published"] = np.nan
+        tidy.loc[other, ["source", *settings]] = ""
     return tidy
 
 

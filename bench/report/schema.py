@@ -11,10 +11,23 @@ from pathlib import Path
 
 from bench.jobs.compat import RECIPE_FIELD_DEFAULTS
 from methods import catalog
-from tasks.spec import task_names, task_spec
+from tasks.spec import DEFAULT_DECIMALS, task_names, task_spec
 
 #: The primary metric of each task: it picks the summary metric and the reference rows that apply.
 PRIMARY_METRIC: dict[str, str] = {name: task_spec(name).primary_metric for name in task_names()}
+#: Every metric each task reports (``diffbench report --metric`` ranks on any of them).
+TASK_METRICS: dict[str, tuple[str, ...]] = {name: task_spec(name).metrics for name in task_names()}
+
+
+def lower_is_better(task: str, metric: str) -> bool:
+    """Whether a lower ``metric`` is better on ``task`` (a loss); ``False`` for a task diffbench does not know."""
+    return task in PRIMARY_METRIC and metric in task_spec(task).lower_is_better
+
+
+def metric_decimals(task: str, metric: str) -> int:
+    """Decimals the report prints for ``metric`` on ``task`` (2 unless the task says otherwise)."""
+    return task_spec(task).decimals(metric) if task in PRIMARY_METRIC else DEFAULT_DECIMALS
+
 
 #: Method columns come in this order (others follow alphabetically), as in the DiffKD tables.
 METHOD_ORDER: tuple[str, ...] = (catalog.VANILLA, *catalog.BUILTIN)
@@ -78,7 +91,7 @@ RECIPE_FIELDS = RECIPE_FIELD_DEFAULTS
 
 #: Columns of :attr:`Leaderboard.tidy` (and of the CSV export), in order.
 TIDY_COLUMNS: list[str] = [
-    "task", "dataset", "metric", "teacher", "student", "epoch", "method", "base_method",
+    "task", "dataset", "metric", "lower_is_better", "decimals", "teacher", "student", "epoch", "method", "base_method",
     "mean", "std", "n", "seeds", "note",
     "gain", "gain_ci_low", "gain_ci_high", "p_vs_vanilla", "sig_vs_vanilla", "test",
     "vs_method", "diff_vs", "diff_vs_ci_low", "diff_vs_ci_high", "p_vs", "sig_vs", "test_vs",
