@@ -21,6 +21,9 @@ from bench.report.schema import (
 )
 from bench.tracking.schema import TUNED_LABEL
 
+#: What the note of a cell whose finished runs did not log the metric says (``n=0, 3 finished runs without …``).
+MISSING_METRIC = " without "
+
 
 @dataclass
 class Leaderboard:
@@ -71,8 +74,23 @@ class Leaderboard:
         """Method column labels in display order (without ``teacher``)."""
         return [m for m in sorted(set(self.tidy["method"]), key=method_rank) if m != TEACHER]
 
+    def missing_metric(self) -> pd.DataFrame:
+        """The cells whose finished runs did not log the metric (note ``n=0, 3 finished runs without …``)."""
+        t = self.tidy
+        if not len(t) or "note" not in t:
+            return t.iloc[0:0]
+        return t[(t["n"] == 0) & t["note"].astype(str).str.contains(MISSING_METRIC, regex=False)]
+
     def empty_reason(self) -> str:
-        """One line for an empty table: what did not finish and the first failure's reason."""
+        """One line for an empty table: what did not finish and the first failure's reason, or the metric its runs
+        did not log."""
+        missing = self.missing_metric()
+        if len(missing) and not len(self.failed):
+            t = missing.iloc[0]
+            return (
+                f"no finished run logged {t['epoch']}_{t['metric']} ({len(missing)} cell(s) without it, e.g. "
+                f"{t['method']} {pair_label(t['teacher'], t['student'])} on {t['task']}/{t['dataset']}: {t['note']})"
+            )
         counts = {"failed": len(self.failed)} | {s.lower(): n for s, n in sorted(self.unfinished.items())}
         shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         why = f" ({shown})" if shown else ""
@@ -85,10 +103,15 @@ class Leaderboard:
     def legend(self) -> list[str]:
         """What the cells and the marks mean: printed under every table."""
         metric = "/".join(sorted(set(self.tidy["metric"]))) or "the metric"
+        t = self.tidy
+        lower = set(t.loc[t["lower_is_better"].eq(True), "metric"]) if "lower_is_better" in t else set()
+        if lower:  # a loss: name its direction, and what a gain's sign then means
+            metric = "/".join(f"{m} (lower is better)" if m in lower else m for m in sorted(set(self.tidy["metric"])))
         marks = ", ".join(f"{s} p < {p:g}" for p, s in reversed(SIG_VANILLA))
         lines = [
             f"Cells: mean ± sample std over seeds (n) of {metric} at the {self.epoch} epoch; gain over vanilla "
             "(same recipe and starting weights) with its 95 % confidence interval [low, high]"
+            + ("; a negative gain is an improvement" if lower else "")
             + ("; 'paper' = the published number." if self.shows_published else "."),
             f"Tests: paired ({PAIRED_MARK} after the interval) when the method and vanilla ran the same seeds, each "
             "once, at least 2 (seed i of both started from the same weights and saw the same data order): the "
@@ -96,7 +119,8 @@ class Leaderboard:
             "Welch's interval (Welch–Satterthwaite degrees of freedom) and two-sided t-test.",
             f"Marks: {marks}: the cell's test against vanilla (same recipe and starting weights)",
             "n=1, no CI: one finished seed, so no spread, interval or test is known; "
-            "n=0: requested, but no finished run.",
+            "n=0: requested, but no finished run"
+            + (" (or its finished runs did not log the metric)." if len(self.missing_metric()) else "."),
         ]
         if self.vs:
             vs_marks = ", ".join(f"{s} p < {p:g}" for p, s in reversed(SIG_VS))

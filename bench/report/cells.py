@@ -18,6 +18,7 @@ import pandas as pd
 
 from bench.report.board import method_rank
 from bench.report.schema import PAIR_KEYS, PAIRED, PAIRED_MARK, TEACHER, TEACHER_COLUMN, VERDICT_MARKS
+from tasks.spec import DEFAULT_DECIMALS
 
 #: Piece kinds written straight after the piece before them (marks), without a space.
 GLUED: tuple[str, ...] = ("test", "sig", "vtest", "vsig")
@@ -25,12 +26,35 @@ GLUED: tuple[str, ...] = ("test", "sig", "vtest", "vsig")
 NAME_COLUMNS: tuple[str, ...] = (*PAIR_KEYS, "metric")
 
 
-def fmt(x: float) -> str:
-    return f"{x:.2f}"
+def fmt(x: float, decimals: int = DEFAULT_DECIMALS) -> str:
+    return f"{x:.{decimals}f}"
+
+
+def signed(x: float, decimals: int = DEFAULT_DECIMALS) -> str:
+    """A difference with its sign: ``+0.99``, ``-0.012``."""
+    return f"{x:+.{decimals}f}"
 
 
 def _finite(x: Any) -> bool:
     return isinstance(x, int | float) and not math.isnan(x)
+
+
+def decimals_of(r: Any) -> int:
+    """The decimals a tidy row's numbers are printed with (its ``decimals`` column; 2 for a row without one)."""
+    d = getattr(r, "decimals", None)
+    return int(d) if isinstance(d, int | float | np.number) and not math.isnan(d) else DEFAULT_DECIMALS
+
+
+def improves(r: Any) -> bool:
+    """Whether the row's gain over vanilla is an improvement: positive, or negative for a lower-is-better metric (a
+    gain of zero counts as one, as it always has for the higher-is-better ones)."""
+    return r.gain <= 0 if lower_better(r) else r.gain >= 0
+
+
+def lower_better(r: Any) -> bool:
+    """Whether the tidy row's metric is lower-is-better (its ``lower_is_better`` column; no for a row without one)."""
+    v = getattr(r, "lower_is_better", False)
+    return bool(v) if isinstance(v, bool | np.bool_) else False
 
 
 def cell_parts(r: Any) -> list[tuple[str, str]]:
@@ -43,16 +67,17 @@ def cell_parts(r: Any) -> list[tuple[str, str]]:
     (``✓``/``↓``/``↑``: the published number against the 95 % t-interval of our mean).
     """
     parts: list[tuple[str, str]] = []
+    d = decimals_of(r)
     if r.n > 0 and _finite(r.mean):
-        parts.append(("mean", fmt(r.mean)))
+        parts.append(("mean", fmt(r.mean, d)))
         if r.n > 1 and _finite(r.std):
-            parts.append(("std", fmt(r.std)))
+            parts.append(("std", fmt(r.std, d)))
         if r.method != TEACHER or r.n > 1:
             parts.append(("n", f"(n={r.n}, no CI)" if r.n == 1 else f"(n={r.n})"))
         if _finite(r.gain):
-            parts.append(("gain", f"{r.gain:+.2f}"))
+            parts.append(("gain", signed(r.gain, d)))
             if _finite(r.gain_ci_low):
-                parts.append(("ci", f"[{r.gain_ci_low:+.2f}, {r.gain_ci_high:+.2f}]"))
+                parts.append(("ci", f"[{signed(r.gain_ci_low, d)}, {signed(r.gain_ci_high, d)}]"))
                 if r.test == PAIRED:
                     parts.append(("test", PAIRED_MARK))
             elif r.n > 1 and r.note:
@@ -60,7 +85,7 @@ def cell_parts(r: Any) -> list[tuple[str, str]]:
             if r.sig_vs_vanilla:
                 parts.append(("sig", r.sig_vs_vanilla))
         if _finite(r.diff_vs):
-            parts.append(("vs", f"vs {r.vs_method} {r.diff_vs:+.2f}"))
+            parts.append(("vs", f"vs {r.vs_method} {signed(r.diff_vs, d)}"))
             if r.test_vs == PAIRED and _finite(r.diff_vs_ci_low):
                 parts.append(("vtest", PAIRED_MARK))
             if r.sig_vs:
@@ -68,7 +93,7 @@ def cell_parts(r: Any) -> list[tuple[str, str]]:
     else:
         parts.append(("none", f"— ({r.note or 'n=0, no finished run'})"))
     if _finite(r.published):
-        parts.append(("published", f"paper {fmt(r.published)}"))
+        parts.append(("published", f"paper {fmt(r.published, d)}"))
         if r.verdict in VERDICT_MARKS:
             parts.append(("verdict", VERDICT_MARKS[r.verdict]))
     return parts

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.report.board import method_rank, pair_label
+from bench.report.board import MISSING_METRIC, method_rank, pair_label
+from bench.report.cells import decimals_of, fmt, lower_better, signed
 from bench.report.schema import TEACHER, VANILLA
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ def _scores(lb: Leaderboard, key: tuple[str, str, str], rows: list[Any], ax: Axe
     ax.barh(ys[have], mean[have], xerr=err[have], color=np.array(color)[have], height=0.7, capsize=2, alpha=0.9,
             error_kw={"elinewidth": 1})  # fmt: skip
     for r, y, m, e, h in zip(rows, ys, mean, err, have, strict=True):
-        text, x = (f" {m:.2f}", m + e) if h else (" n=0, no finished run", 0.0)
+        text, x = (f" {fmt(m, decimals_of(r))}", m + e) if h else (f" {_empty_note(r)}", 0.0)
         if _finite(r.published):  # the number starts right of the published diamond, not under it
             x = max(x, r.published)
         ax.annotate(text, (x, y), xytext=(4 if _finite(r.published) else 0, 0), textcoords="offset points",
@@ -148,7 +149,7 @@ def _scores(lb: Leaderboard, key: tuple[str, str, str], rows: list[Any], ax: Axe
         ax.plot(*zip(*pub, strict=True), marker="D", color="black", markersize=4, linestyle="none")
     hi = max([*(mean + err), *(p for p, _ in pub), 1.0])
     ax.set_xlim(0, hi * 1.15)
-    ax.set_xlabel(f"{metric}, {lb.epoch} epoch (from 0)", fontsize=FONT_PT)
+    ax.set_xlabel(f"{_direction(metric, rows)}, {lb.epoch} epoch (from 0)", fontsize=FONT_PT)
     shown = "mean, seed std" + (", ◆ published" if pub else "")
     ax.set_title(f"{where}\n{shown}", loc="left", fontsize=TITLE_PT)
 
@@ -164,7 +165,7 @@ def _gains(lb: Leaderboard, key: tuple[str, str, str], rows: list[Any], ax: Axes
         if has_ci:
             ci.append((y, r.gain_ci_low, r.gain_ci_high, c))
         points.append((r.gain, y, c if has_ci else "white", c))
-        label = f" {r.gain:+.2f}{r.sig_vs_vanilla}" + ("" if has_ci else f" ({r.note or 'no CI'})")
+        label = f" {signed(r.gain, decimals_of(r))}{r.sig_vs_vanilla}" + ("" if has_ci else f" ({r.note or 'no CI'})")
         x = r.gain_ci_high if has_ci else r.gain
         ax.annotate(label, (x, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=FONT_PT)
     if ci:
@@ -173,15 +174,25 @@ def _gains(lb: Leaderboard, key: tuple[str, str, str], rows: list[Any], ax: Axes
     x, y, face, edge = zip(*points, strict=True)
     ax.scatter(x, y, s=36, facecolors=face, edgecolors=edge, zorder=3)
     ax.axvline(0.0, color="black", linewidth=1.0)
-    ax.set_xlabel(f"gain over vanilla ({metric} points)", fontsize=FONT_PT)
+    ax.set_xlabel(f"gain over vanilla ({_direction(metric, rows)} points)", fontsize=FONT_PT)
     hollow = "; ○ n=1: no CI" if len(ci) < len(points) else ""
     ax.set_title(f"{where}\ngain over vanilla, 95 % CI (paired or Welch){hollow}", loc="left", fontsize=TITLE_PT)
     ends = [0.0, *(p[0] for p in points), *(c[1] for c in ci), *(c[2] for c in ci)]
     lo, hi = min(ends), max(ends)
-    span = max(hi - lo, 0.5)
+    span = max(hi - lo, 0.5 * 10.0 ** (2 - max(decimals_of(r) for r in rows)))  # 0.5 points at 2 decimals
     ax.set_xlim(lo - 0.08 * span, hi + 0.45 * span)  # zero always shown; room for the labels right of the intervals
     if len(ys) > 1:
         ax.hlines(ys[1:] + 0.5, lo - span, hi + span, color="0.93", linewidth=0.5, zorder=0)  # row separators
+
+
+def _empty_note(r: Any) -> str:
+    """What an n=0 bar says: that its runs did not log the metric, else that none finished."""
+    return r.note if MISSING_METRIC in str(r.note) else "n=0, no finished run"
+
+
+def _direction(metric: str, rows: list[Any]) -> str:
+    """The metric's name, with "lower is better" when it is (a loss)."""
+    return f"{metric}, lower is better" if any(lower_better(r) for r in rows) else metric
 
 
 def plot_png(lb: Leaderboard, dpi: int = DPI) -> bytes:

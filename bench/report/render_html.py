@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.report.cells import GLUED, NAME_COLUMNS, cell_lines, pivot, row_runs, runs_url
+from bench.report.cells import GLUED, NAME_COLUMNS, cell_lines, improves, pivot, row_runs, runs_url
 from methods.errors import UserError
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def _cell(r: Any, ui_url: str | None) -> str:
             else:
                 tokens.append((kind, _piece(kind, text, url)))
         words = " ".join(h if k in _WORDS else f'<span class="tok">{h}</span>' for k, h in tokens)
-        cls = f"gain {'neg' if r.gain < 0 else 'pos'}" if line == "gain" else line
+        cls = f"gain {'pos' if improves(r) else 'neg'}" if line == "gain" else line  # pos: green, an improvement
         out.append(f'<span class="line {cls}">{words}</span>')
     return "".join(out)
 

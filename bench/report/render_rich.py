@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from bench.report.cells import cell_lines, pivot, row_runs, runs_url
+from bench.report.cells import cell_lines, improves, pivot, row_runs, runs_url
 from bench.report.fitting import first_fitting
 from bench.report.schema import REPRODUCED, TEACHER, TEACHER_COLUMN, VERDICT_MARKS
 
@@ -206,7 +206,7 @@ class TerminalTable:
             elif kind == "n":
                 style = Style(dim="no CI" not in text, color="yellow" if "no CI" in text else None, link=link)
             elif kind == "gain":
-                style = "green" if r.gain >= 0 else "red"
+                style = "green" if improves(r) else "red"  # a lower loss is an improvement
             elif kind in ("why", "none"):
                 style = "yellow"
             elif kind in ("sig", "vsig"):
