@@ -34,6 +34,14 @@ def report(
         str | None, typer.Option("--grid", help="Only one grid: its parent run id, run name (latest) or grid hash.")
     ] = None,
     epoch: Annotated[str, typer.Option("--epoch", help="best | last")] = "best",
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            "--metric",
+            help="Rank on this metric instead of each task's primary one, e.g. --metric excess_nll (colorshapes-few's "
+            "KL to the Bayes posterior; lower is better).",
+        ),
+    ] = None,
     vs: Annotated[
         str | None,
         typer.Option(
@@ -82,8 +90,12 @@ def report(
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server URI.")] = None,
     experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "diffbench",
     tuning: Annotated[
-        bool, typer.Option("--tuning", help="Show each `diffbench tune` search instead: trials, the best hold-out "
-                           "score after each trial, the winning values, the cost in device-hours.")
+        bool,
+        typer.Option(
+            "--tuning",
+            help="Show each `diffbench tune` search instead: trials, the best hold-out "
+            "score after each trial, the winning values, the cost in device-hours.",
+        ),
     ] = False,
     tune_run: Annotated[
         str | None, typer.Option("--tune", help="With --tuning: only this tune run (its run id or key).")
@@ -115,6 +127,11 @@ def report(
         from tasks.spec import task_spec
 
         task_spec(task)  # an unknown task: one line with a "did you mean"
+    if metric is not None:  # before reading the store; the leaderboard checks it against the runs' tasks
+        if task is not None:
+            task_spec(task).check_metric(metric)
+        elif metric not in (known := sorted({m for ms in rep.TASK_METRICS.values() for m in ms})):
+            raise unknown("metric", metric, known)
     uri = tracking_uri or default_tracking_uri(output)
     check_server(uri)
     if tuning:
@@ -135,6 +152,7 @@ def report(
         reference=ref,
         vs=vs,
         published=published,
+        metric=metric,
     )
     from bench.report.tuning import provenance_lines, shown_runs
 
