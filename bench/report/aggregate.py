@@ -459,6 +459,10 @@ def leaderboard(
         member = member[member["method"].isin(method_set)]
     tidy = attach_published(tidy.reset_index(drop=True), reference)
     notes += published_policy(tidy, published)
+    if metric is not None and reference is not None and published != "never" and len(tidy):
+        primaries = sorted({PRIMARY_METRIC[t] for t in tidy["task"]} - {metric})
+        if primaries:
+            notes.append(f"Published numbers are of {'/'.join(primaries)}: none is shown beside {metric}.")
     tidy = _add_missing_cells(tidy, pair_rows, pending, method_set, metric)
     tidy["lower_is_better"] = [lower_is_better(t, m) for t, m in zip(tidy["task"], tidy["metric"], strict=True)]
     tidy["decimals"] = [metric_decimals(t, m) for t, m in zip(tidy["task"], tidy["metric"], strict=True)]

@@ -147,9 +147,10 @@ def _scores(lb: Leaderboard, key: tuple[str, str, str], rows: list[Any], ax: Axe
     pub = [(r.published, y) for r, y in zip(rows, ys, strict=True) if _finite(r.published)]
     if pub:
         ax.plot(*zip(*pub, strict=True), marker="D", color="black", markersize=4, linestyle="none")
-    hi = max([*(mean + err), *(p for p, _ in pub), 1.0])
+    hi = max([*(mean + err), *(p for p, _ in pub), 10.0 ** (2 - max(decimals_of(r) for r in rows))])  # 1 at 2 decimals
     ax.set_xlim(0, hi * 1.15)
-    ax.set_xlabel(f"{_direction(metric, rows)}, {lb.epoch} epoch (from 0)", fontsize=FONT_PT)
+    lower = " (lower is better)" if any(lower_better(r) for r in rows) else ""
+    ax.set_xlabel(f"{metric}{lower}, {lb.epoch} epoch (from 0)", fontsize=FONT_PT)
     shown = "mean, seed std" + (", ◆ published" if pub else "")
     ax.set_title(f"{where}\n{shown}", loc="left", fontsize=TITLE_PT)
 
@@ -174,7 +175,8 @@ def _gains(lb: Leaderboard, key: tuple[str, str, str], rows: list[Any], ax: Axes
     x, y, face, edge = zip(*points, strict=True)
     ax.scatter(x, y, s=36, facecolors=face, edgecolors=edge, zorder=3)
     ax.axvline(0.0, color="black", linewidth=1.0)
-    ax.set_xlabel(f"gain over vanilla ({_direction(metric, rows)} points)", fontsize=FONT_PT)
+    lower = "; negative is better" if any(lower_better(r) for r in rows) else ""
+    ax.set_xlabel(f"gain over vanilla ({metric} points{lower})", fontsize=FONT_PT)
     hollow = "; ○ n=1: no CI" if len(ci) < len(points) else ""
     ax.set_title(f"{where}\ngain over vanilla, 95 % CI (paired or Welch){hollow}", loc="left", fontsize=TITLE_PT)
     ends = [0.0, *(p[0] for p in points), *(c[1] for c in ci), *(c[2] for c in ci)]
@@ -188,11 +190,6 @@ def _gains(lb: Leaderboard, key: tuple[str, str, str], rows: list[Any], ax: Axes
 def _empty_note(r: Any) -> str:
     """What an n=0 bar says: that its runs did not log the metric, else that none finished."""
     return r.note if MISSING_METRIC in str(r.note) else "n=0, no finished run"
-
-
-def _direction(metric: str, rows: list[Any]) -> str:
-    """The metric's name, with "lower is better" when it is (a loss)."""
-    return f"{metric}, lower is better" if any(lower_better(r) for r in rows) else metric
 
 
 def plot_png(lb: Leaderboard, dpi: int = DPI) -> bytes:

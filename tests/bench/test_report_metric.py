@@ -11,6 +11,7 @@ import math
 import statistics
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from scipy import stats
 from typer.testing import CliRunner
@@ -149,8 +150,28 @@ def test_rich_colours_an_improvement_green(results):
 
 
 def test_plot_with_another_metric(results, tmp_path):
-    lb = _board(results, metric="excess_nll")
+    """The figure names the direction and labels its bars and gains in the metric's decimals."""
+    from bench.report.plots import figure
+
+    lb = _board(results, metric="excess_nll", dataset="colorshapes-few")
+    score, gain = figure(lb).axes
+    assert score.get_xlabel() == "excess_nll (lower is better), best epoch (from 0)"
+    assert gain.get_xlabel() == "gain over vanilla (excess_nll points; negative is better)"
+    labels = {t.get_text().strip() for ax in (score, gain) for t in ax.texts}
+    assert {f"{statistics.mean(KD):.3f}", f"{TEACHER_NLL:.3f}", f"{_row(lb, 'kd')['gain']:+.3f}"} <= labels, labels
     assert report.plot(lb, tmp_path / "fig.png").stat().st_size > 0
+
+
+def test_published_numbers_stay_with_the_primary_metric(results):
+    """A reference row for this pair's top-1 is shown on the top-1 table and never beside excess_nll."""
+    ref = pd.DataFrame([{"task": "classification", "dataset": "colorshapes-few", "teacher": TEACHER, "student": STUDENT,
+                         "method": "kd", "metric": "top1", "value": 82.5, "source": "paper",
+                         "recipe_preset": "colorshapes-few"}])  # fmt: skip
+    top1 = _board(results, dataset="colorshapes-few", reference=ref)
+    assert _row(top1, "kd")["published"] == 82.5
+    nll = _board(results, dataset="colorshapes-few", reference=ref, metric="excess_nll")
+    assert nll.tidy["published"].isna().all()
+    assert "Published numbers are of top1: none is shown beside excess_nll." in nll.notes
 
 
 def test_unknown_metric_is_refused(results):
