@@ -268,3 +268,19 @@ def test_tiny_training_run_reports_excess_nll(tmp_path):
     res = run_job(student, tmp_path, device="cpu", log=lambda m: None)
     assert res.status == "FINISHED" and "last_excess_nll" in res.metrics
     assert res.metrics["last_excess_nll"] == pytest.approx(res.metrics["last_loss"] - 0.1036, abs=1e-4)
+
+
+def test_a_students_split_override_leaves_the_teacher_on_every_label():
+    """``--set recipe.extra=...`` (the students' split) must not move the teacher onto the students' few labels."""
+    base = expand(GridSpec(task="classification", dataset="colorshapes-few", seeds=1, methods=("kd",)))
+    fewer = expand(GridSpec(task="classification", dataset="colorshapes-few", seeds=1, methods=("kd",),
+                            recipe={"extra": {"labelled_per_class": 4, "repeat": 8}, "epochs": 30}))  # fmt: skip
+    teacher, students = fewer[0], fewer[1:]
+    assert teacher.recipe["extra"] == {} and teacher.recipe["epochs"] == 30  # other recipe keys still reach it
+    assert all(j.recipe["extra"] == {"labelled_per_class": 4, "repeat": 8} for j in students)
+    own = expand(GridSpec(task="classification", dataset="colorshapes-few", seeds=1, methods=("kd",),
+                          recipe={"extra": {"labelled_per_class": 4, "repeat": 8}},
+                          teacher_recipe={"extra": {"labelled_per_class": 8, "repeat": 4}}))  # fmt: skip
+    assert own[0].recipe["extra"] == {"labelled_per_class": 8, "repeat": 4}  # --set teacher.extra=... does
+    assert base[0].job_hash == expand(GridSpec(task="classification", dataset="colorshapes-few", seeds=1,
+                                               methods=("kd",), recipe={"extra": {"repeat": 1}}))[0].job_hash
