@@ -228,10 +228,10 @@ class ClassificationSpec(TaskSpec):
             # The students of colorshapes-few: 320 labelled images shown twice an epoch (640, 40 steps of 16), 24
             # epochs (960 steps, 15 360 images, the colorshapes recipe's count). lr 0.025 is the colorshapes recipe's
             # 0.05 at batch 32 scaled linearly to batch 16 (DKD's beta 8 diverges at lr 0.2); evaluated every 4 epochs.
-            # channels_last: the same numbers within float rounding, ~35 % less CPU time per resnet8 step (measured).
+            # channels_last: a resnet8 training step on one CPU thread takes 1.7 ms per image instead of 2.6 (measured).
+            split = {"labelled_per_class": COLORSHAPES_FEW_LABELLED_PER_CLASS, "repeat": COLORSHAPES_FEW_REPEAT}
             return Recipe(epochs=24, batch_size=16, lr=0.025, weight_decay=5e-4, milestones=(16, 20), eval_every=4,
-                          num_workers=0, channels_last=True, extra={"labelled_per_class": COLORSHAPES_FEW_LABELLED_PER_CLASS,
-                                                "repeat": COLORSHAPES_FEW_REPEAT})
+                          num_workers=0, channels_last=True, extra=split)
         if preset == "digits":
             # 1437 training images, 22 steps of 64 per epoch: a few seconds per epoch on 2 cores.
             return Recipe(epochs=12, batch_size=64, lr=0.05, weight_decay=5e-4, milestones=(8, 11), num_workers=0)
