@@ -33,7 +33,9 @@ class GridSpec:
         methods: methods besides ``vanilla`` (added anyway).
         seeds: how many seeds per (pair, method) (``3``: seeds 0, 1, 2), or the seeds themselves.
         sets: per-method hyper-parameter overrides ``{"dkd": {"beta": 6}}``.
-        recipe: recipe overrides (``epochs``, ``batch_size``, ``lr``, ...), students and teachers alike.
+        recipe: recipe overrides (``epochs``, ``batch_size``, ``lr``, ...), students and teachers alike, except
+            ``extra``: a data set's settings of the students' split (``colorshapes-few``'s ``labelled_per_class``),
+            which would silently change what a teacher learns from; a teacher's is :attr:`teacher_recipe`'s.
         teacher_recipe: extra overrides for teacher jobs only (e.g. more epochs).
         preset: the task's recipe preset name.
         teacher_checkpoints: ``{teacher arch: weights file}``; others are trained by teacher jobs.
@@ -230,8 +232,9 @@ def expand(grid: GridSpec, device: str = "cpu") -> list[JobSpec]:
                 raise UserError(f"teacher checkpoint for {teacher!r} not found: {path}")
             teacher_refs[teacher], teacher_paths[teacher] = file_identity(path)
         else:
+            teacher_overrides = {**{k: v for k, v in recipe.items() if k != "extra"}, **grid.teacher_recipe}
             tjob = resolve_job(**common, student=teacher, role="teacher", **init_of(teacher),
-                               recipe_overrides={**recipe, **grid.teacher_recipe})  # fmt: skip
+                               recipe_overrides=teacher_overrides)  # fmt: skip
             jobs.append(tjob)
             teacher_refs[teacher] = f"job:{tjob.job_hash}"
     unused = sorted(set(grid.teacher_checkpoints) - {t for t, _ in pairs})

@@ -44,7 +44,7 @@ COLORSHAPES_MEAN: tuple[float, float, float] = (0.2106, 0.2102, 0.2117)
 COLORSHAPES_STD: tuple[float, float, float] = (0.1726, 0.1775, 0.1758)
 #: ``colorshapes-few`` (:mod:`tasks.classification.colorshapes_few`): labelled images per class its students train
 #: on, and how often each is shown per epoch (640 images an epoch).
-COLORSHAPES_FEW_LABELLED_PER_CLASS = 4
+COLORSHAPES_FEW_LABELLED_PER_CLASS = 16
 COLORSHAPES_FEW_REPEAT = 640 // (COLORSHAPES_FEW_LABELLED_PER_CLASS * len(COLORSHAPES_CLASSES))
 #: Mean / std of ``colorshapes-few``'s training split (``tests/tasks/test_classification_colorshapes_few.py``).
 COLORSHAPES_FEW_MEAN: tuple[float, float, float] = (0.2835, 0.2843, 0.2839)

@@ -126,9 +126,9 @@ def test_asha_stops_weak_trials_early(ray_cluster, tmp_path):
     assert any(json.loads(r.data.params[S.TRIAL_VALUES])["recipe.lr"] == 1e-7 for r in stopped)  # the weak one
 
 
-#: A plugin method: KD, except that inside a Ray actor every trial after the first waits at its first step while the
-#: file ``hold`` exists (the folder is filled in by the test). The search's second trial then waits for the kill, however
-#: fast the machine. (The gate sits in ``forward``: the search space is read from ``KD.__init__``'s signature.)
+#: A plugin method: KD, except that inside a Ray actor every trial after the first waits at its first step while
+#: the file ``hold`` exists (the folder is filled in by the test). The search's second trial then waits for the kill,
+#: however fast the machine. (The gate sits in ``forward``: the search space is read from ``KD.__init__``'s signature.)
 HELD_KD = """
 import time
 from pathlib import Path

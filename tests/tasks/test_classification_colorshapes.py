@@ -155,9 +155,8 @@ def test_resident_capable_and_equal_to_the_pil_path(data):
         assert torch.equal(x[i], data.val[i][0]) and int(y[i]) == data.val[i][1]
 
 
-def test_task_declares_colorshapes_as_the_resident_default():
+def test_task_declares_colorshapes_resident_with_its_own_recipe():
     task = get_task("classification")
-    assert task.default_dataset == "colorshapes"
     assert "colorshapes" in task.resident_datasets and "colorshapes" in task.presets
     assert task.default_pairs("colorshapes") == [("resnet20", "resnet8")]
     assert task.recipe("colorshapes", "resnet8").epochs == 6  # the preset follows the data set
@@ -165,8 +164,8 @@ def test_task_declares_colorshapes_as_the_resident_default():
     assert "warmup" not in task.method_defaults("dkd", "digits", "resnet20", "resnet8")  # DKD's own 20: unchanged
 
 
-def test_default_grid_is_colorshapes_with_three_seeds():
-    jobs = expand(grid_from_preset("default"))
+def test_colorshapes_grid_preset_is_the_old_default_with_three_seeds():
+    jobs = expand(grid_from_preset("colorshapes"))
     assert len(jobs) == 1 + 5 * 3
     teacher, students = jobs[0], jobs[1:]
     assert teacher.role == "teacher" and teacher.dataset == "colorshapes" and teacher.student == "resnet20"

@@ -244,10 +244,15 @@ def test_a_colorshapes_few_grid_trains_its_teacher_on_every_label():
     assert {recipe_preset(j) for j in jobs} == {"colorshapes-few"}  # the teacher's own recipe is recognised
 
 
-def test_named_grid_preset_and_the_default_stays_colorshapes():
-    named = expand(grid_from_preset("colorshapes-few"))
-    assert len(named) == 1 + 5 * 3 and {j.dataset for j in named} == {"colorshapes-few"}
-    assert {j.dataset for j in expand(grid_from_preset("default"))} == {"colorshapes"}
+def test_the_default_grid_is_colorshapes_few_and_the_old_default_keeps_its_jobs():
+    default = expand(grid_from_preset("default"))
+    assert len(default) == 1 + 5 * 3 and {j.dataset for j in default} == {"colorshapes-few"}
+    assert [j.job_hash for j in expand(grid_from_preset("colorshapes-few"))] == [j.job_hash for j in default]
+    assert get_task("classification").default_dataset == "colorshapes-few"
+    # `--preset colorshapes` is the old default grid, job for job (its finished runs are found again)
+    old = expand(GridSpec(task="classification", dataset="colorshapes", seeds=3))
+    assert [j.job_hash for j in expand(grid_from_preset("colorshapes"))] == [j.job_hash for j in old]
+    assert old[0].job_hash == "d8183fd92925"  # the old default's teacher (tests/bench/test_pinned_hashes.py)
 
 
 def test_tiny_training_run_reports_excess_nll(tmp_path):
@@ -263,3 +268,19 @@ def test_tiny_training_run_reports_excess_nll(tmp_path):
     res = run_job(student, tmp_path, device="cpu", log=lambda m: None)
     assert res.status == "FINISHED" and "last_excess_nll" in res.metrics
     assert res.metrics["last_excess_nll"] == pytest.approx(res.metrics["last_loss"] - 0.1036, abs=1e-4)
+
+
+def test_a_students_split_override_leaves_the_teacher_on_every_label():
+    """``--set recipe.extra=...`` (the students' split) must not move the teacher onto the students' few labels."""
+    base = expand(GridSpec(task="classification", dataset="colorshapes-few", seeds=1, methods=("kd",)))
+    fewer = expand(GridSpec(task="classification", dataset="colorshapes-few", seeds=1, methods=("kd",),
+                            recipe={"extra": {"labelled_per_class": 4, "repeat": 8}, "epochs": 30}))  # fmt: skip
+    teacher, students = fewer[0], fewer[1:]
+    assert teacher.recipe["extra"] == {} and teacher.recipe["epochs"] == 30  # other recipe keys still reach it
+    assert all(j.recipe["extra"] == {"labelled_per_class": 4, "repeat": 8} for j in students)
+    own = expand(GridSpec(task="classification", dataset="colorshapes-few", seeds=1, methods=("kd",),
+                          recipe={"extra": {"labelled_per_class": 4, "repeat": 8}},
+                          teacher_recipe={"extra": {"labelled_per_class": 8, "repeat": 4}}))  # fmt: skip
+    assert own[0].recipe["extra"] == {"labelled_per_class": 8, "repeat": 4}  # --set teacher.extra=... does
+    assert base[0].job_hash == expand(GridSpec(task="classification", dataset="colorshapes-few", seeds=1,
+                                               methods=("kd",), recipe={"extra": {"repeat": 1}}))[0].job_hash
