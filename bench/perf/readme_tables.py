@@ -72,6 +72,7 @@ def run_default(task: str, work: Path, reuse: bool, env: dict[str, str]) -> tupl
            "fresh": not reuse}  # fmt: skip
     recorded = out / FRESH_FILE
     if not reuse:
+        out.mkdir(parents=True, exist_ok=True)
         recorded.write_text(json.dumps(how, indent=1))
     elif recorded.is_file() and NOTHING_TO_DO in " ".join("".join(printed).split()):
         how = {**json.loads(recorded.read_text()), "fresh": True}  # nothing trained: the fresh run's figures hold

@@ -37,3 +37,63 @@ def test_first_command_time_is_rewritten_in_place():
     )
     out = rt.FIRST_TIME.sub(r"\g<1>~9 minutes on 2 CPU cores", line)
     assert out == line.replace("~5 minutes", "~9 minutes")
+
+
+class _FakeRun:
+    """What ``subprocess.Popen`` gives run_default: the grid's printed lines and its exit code."""
+
+    def __init__(self, lines: list[str]):
+        self.stdout = iter(lines)
+        self.returncode = 0
+
+    def wait(self) -> int:
+        return 0
+
+
+def _fake_grid(monkeypatch, printed: list[str]) -> None:
+    """``diffbench run`` as a process that prints ``printed`` (the subprocess module itself stays untouched)."""
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(Popen=lambda *a, **k: _FakeRun(printed), PIPE=-1, STDOUT=-2)
+    monkeypatch.setattr(rt, "subprocess", fake)
+
+
+def _fake_cli(calls: list):
+    def cli(*args, env):
+        calls.append(args)
+        metric = args[args.index("--metric") + 1] if "--metric" in args else "top1"
+        return type("Done", (), {"returncode": 0, "stdout": f"table of {metric}\n", "stderr": ""})()
+
+    return cli
+
+
+@pytest.mark.parametrize("printed, fresh", [
+    (["nothing to do: every job of this\n", "grid has finished\n"], True),  # as a narrow terminal wraps it
+    (["done   kd resnet20→resnet8 s0 top1 95.90 in 1:26\n"], False),
+])  # fmt: skip
+def test_reuse_reports_the_recorded_fresh_run_only_when_nothing_trained(tmp_path, monkeypatch, printed, fresh):
+    import json
+
+    out = tmp_path / "classification"
+    out.mkdir()
+    recorded = {"wall_s": 600.0, "commit": "abc1234", "cores": 2, "date": "2026-12-03"}
+    (out / rt.FRESH_FILE).write_text(json.dumps(recorded))
+    calls: list = []
+    _fake_grid(monkeypatch, printed)
+    monkeypatch.setattr(rt, "_cli", _fake_cli(calls))
+    how, report = rt.run_default("classification", tmp_path, reuse=True, env={})
+    assert how["fresh"] is fresh
+    assert (how["wall_s"] == 600.0 and how["commit"] == "abc1234") is fresh  # else this resume's own figures
+    assert report == "table of top1\n\ntable of excess_nll"  # classification: top-1, then the calibration table
+    assert [c[c.index("--metric") + 1] for c in calls if "--metric" in c] == ["excess_nll"]
+    head = rt.block("classification", how, report).splitlines()[1]
+    assert ("from scratch" in head) is fresh and ("resumed from earlier runs" in head) is not fresh
+
+
+def test_a_fresh_run_records_its_figures(tmp_path, monkeypatch):
+    import json
+
+    _fake_grid(monkeypatch, ["done\n"])
+    monkeypatch.setattr(rt, "_cli", _fake_cli([]))
+    how, _ = rt.run_default("detection", tmp_path, reuse=False, env={})
+    assert how["fresh"] and json.loads((tmp_path / "detection" / rt.FRESH_FILE).read_text())["wall_s"] == how["wall_s"]
