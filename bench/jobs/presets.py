@@ -121,7 +121,8 @@ PAPER_PRESETS: dict[str, PaperPreset] = {
     ),  # fmt: skip
     "diffkd-cifar100": PaperPreset(
         title="DiffKD (Huang et al., NeurIPS 2023), CIFAR-100 (appendix): DiffKD with mdistiller's CIFAR-100 recipe",
-        source="DiffKD publishes no CIFAR-100 configuration (hunto/DiffKD issues #10, #13 unanswered); the recipe is "
+        source="DiffKD publishes no CIFAR-100 configuration (hunto/DiffKD has none; requests for one went unanswered); "
+        "the recipe is "
         "megvii-research/mdistiller@a08d46f configs/cifar100/*.yaml",
         grid={"task": "classification", "dataset": "cifar100", "pairs": _CIFAR_PAIRS, "methods": ("kd", "diffkd"),
               "seeds": 3, "preset": "cifar100"},
@@ -169,8 +170,8 @@ PAPER_PRESETS: dict[str, PaperPreset] = {
     ),  # fmt: skip
     "diffkd-cityscapes": PaperPreset(
         title="DiffKD (Huang et al., NeurIPS 2023), Cityscapes: DeepLabV3-ResNet101 -> DeepLabV3-ResNet18",
-        source="not published in the DiffKD repository (hunto/DiffKD issue #6: the segmentation code is an external "
-        "archive); its authors' segmentation code is hunto/DIST_KD@2418f18 segmentation/ (train_kd.py), "
+        source="not published in the DiffKD repository (hunto/DiffKD ships no segmentation code; its authors point to "
+        "an external archive); its authors' segmentation code is hunto/DIST_KD@2418f18 segmentation/ (train_kd.py), "
         "based on winycg/CIRKD",
         grid={"task": "segmentation", "dataset": "cityscapes", "pairs": _CIRKD_PAIR, "methods": ("kd", "diffkd"),
               "seeds": 2, "recipe": {"weight_decay": 5e-4}},
@@ -185,7 +186,7 @@ PAPER_PRESETS: dict[str, PaperPreset] = {
     ),  # fmt: skip
     "diffkd-coco": PaperPreset(
         title="DiffKD (Huang et al., NeurIPS 2023), COCO: Faster R-CNN FPN ResNet101 -> ResNet50, 2x",
-        source="not published (hunto/DiffKD issues #6, #11: no detection code); its authors' detection code is MasKD's "
+        source="not published (hunto/DiffKD ships no detection code); its authors' detection code is MasKD's "
         "mmrazor setting (hunto/DIST_KD README), whose Faster R-CNN comparison is open-mmlab/mmrazor@90c7af1 "
         "configs/distill/mmdet/pkd/pkd_fpn_faster-rcnn_r101_faster-rcnn_r50_2x_coco.py",
         grid={"task": "detection", "dataset": "coco", "pairs": (("fasterrcnn_r101", "fasterrcnn_r50"),),

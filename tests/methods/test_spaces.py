@@ -21,7 +21,7 @@ def test_every_declared_space_lies_inside_its_range(method):
         assert low <= default <= high, f"{method}.{name}: the default {default} is outside {space.describe()}"
 
 
-def test_the_issue_s_spaces():
+def test_dkd_kd_fitnet_and_diffkd_declare_their_search_spaces():
     assert catalog.method_space("dkd") == {
         "alpha": LogUniform(0.25, 4), "beta": LogUniform(1, 16), "temperature": Uniform(1, 8)}
     assert set(catalog.method_space("kd")) == {"temperature", "ce_weight", "kd_weight"}
