@@ -18,7 +18,7 @@ import pandas as pd
 
 from bench.jobs.compat import NEUTRAL_HPARAMS
 from bench.report import provenance
-from bench.report.board import Leaderboard, method_rank, pair_label
+from bench.report.board import MISSING_METRIC, Leaderboard, method_rank, pair_label
 from bench.report.load import RUN_TAGS
 from bench.report.published import add_verdicts, attach_published, published_policy
 from bench.report.schema import (
@@ -32,7 +32,6 @@ from bench.report.schema import (
     RECIPE_FIELDS,
     SIG_VANILLA,
     SIG_VS,
-    TASK_METRICS,
     TEACHER,
     TIDY_COLUMNS,
     VANILLA,
@@ -43,7 +42,7 @@ from bench.report.schema import (
 from bench.report.stats import mark, one_sample, welch
 from bench.tracking import schema as S
 from methods.errors import UserError, unknown
-from tasks.spec import unknown_for_task
+from tasks.spec import task_spec
 
 #: Tag ``bench.tracking.tracker`` sets on a job run that a later run of the same job replaced.
 SUPERSEDED_TAG = f"tags.{S.SUPERSEDED}"
@@ -398,8 +397,7 @@ def leaderboard(
         raise UserError(f"task {no_metric[0]!r} has no known primary metric; known: {', '.join(PRIMARY_METRIC)}")
     if metric is not None:
         for t in sorted(set(w["task"])):
-            if metric not in TASK_METRICS[t]:
-                raise unknown_for_task("metric", metric, t, TASK_METRICS[t])
+            task_spec(t).check_metric(metric)
 
     finished = _latest_per_job(w[w["status"] == "FINISHED"])
     done_hashes = finished.loc[finished["job_hash"] != "", "job_hash"].unique()  # an array: isin() takes it as is
@@ -496,7 +494,7 @@ def leaderboard(
 def _missing_value_notes(tidy: pd.DataFrame, epoch: str) -> list[str]:
     """``n=0`` cells whose runs finished without logging the metric (``excess_nll`` off colorshapes-few) say so."""
     return [
-        f"n=0, {k} finished run{'s' if k > 1 else ''} without {epoch}_{m}" if n == 0 and k > 0 else ""
+        f"n=0, {k} finished run{'s' if k > 1 else ''}{MISSING_METRIC}{epoch}_{m}" if n == 0 and k > 0 else ""
         for n, k, m in zip(tidy["n"], tidy["_runs"], tidy["metric"], strict=True)
     ]
 
