@@ -18,6 +18,7 @@ from ray import tune
 from bench.execute.events import from_report
 from bench.execute.state import GridRun
 from bench.jobs.spec import JobSpec
+from methods.errors import first_line
 
 
 class PendingWatch:
@@ -62,12 +63,10 @@ def crash_reason(trial: Any) -> str:
     """Why a Tune trial crashed: ``crashed: <the last line of its error file>``, or ``crashed`` when there is none."""
     error_file = getattr(trial, "error_file", None)
     try:
-        if error_file and os.path.exists(error_file):
-            lines = [x for x in Path(error_file).read_text().strip().splitlines() if x.strip()]
-            return f"crashed: {lines[-1][:500]}" if lines else "crashed"
-    except OSError:
-        pass
-    return "crashed"
+        last = first_line(Path(error_file).read_text(), 500, last=True) if error_file else ""
+    except OSError:  # no error file (yet)
+        last = ""
+    return f"crashed: {last}" if last else "crashed"
 
 
 def keep_fatal(holder: str) -> Callable[[Callable], Callable]:
